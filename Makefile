@@ -1,0 +1,18 @@
+# The two commands of the README. Both build the environment first (idempotent).
+PY := .venv/bin/python
+
+.PHONY: env demo test bench
+env:
+	bash scripts/bootstrap.sh
+
+# Main job: the whole STL pipeline on the built-in synthetic data set (CPU), prints mAP / top-1.
+demo: env
+	$(PY) projects/stl_search/run_pipeline.py $(ARGS)
+
+# Test suite (what CI runs).
+test: env
+	$(PY) -m pytest -q tests $(ARGS)
+
+# Speed and memory figures (see benchmarks/README.md).
+bench: env
+	$(PY) benchmarks/run_all.py $(ARGS)

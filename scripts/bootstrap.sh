@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds (or checks) the project's virtual environment from the package registries alone.
+#
+# Idempotent: a stamp inside the venv records a hash of this script, setup.py and
+# requirements.txt; when it matches and the venv imports everything, nothing is installed.
+#
+# Detectron2: an official Detectron2 already importable in the venv is kept. Otherwise, if
+# DETECTRON2_SPEC is set (e.g. 'git+https://github.com/facebookresearch/detectron2.git'), pip
+# installs that. Otherwise the registry sdist pb1-detectron2==0.6 (official v0.6 Python source
+# without layers/csrc) is downloaded with pip 24.x, its sha256 checked, and built without the
+# C++ extension plus a `detectron2._C` placeholder (see stl_search/compat.py).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${STL_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.stl-search-stamp"
+D2_SDIST_NAME="pb1-detectron2==0.6"
+D2_SHA256="5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+
+want_stamp="$(cat "$ROOT/scripts/bootstrap.sh" "$ROOT/setup.py" "$ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
+
+venv_ok() {
+  [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
+    && "$PY" -c "import torch, torchvision, detectron2, detectron2.engine, stl_search" >/dev/null 2>&1
+}
+
+if venv_ok; then
+  echo "[bootstrap] environment up to date: $VENV"
+  exit 0
+fi
+
+echo "[bootstrap] building environment in $VENV"
+[ -x "$PY" ] || python3 -m venv "$VENV"
+PIP=("$PY" -m pip --disable-pip-version-check)
+# pip >= 25 refuses the Detectron2 sdist (it declares a direct-URL extra); 24.x downloads it.
+"${PIP[@]}" install -q "pip>=24,<25"
+"${PIP[@]}" install -q -r "$ROOT/requirements.txt"
+
+if "$PY" -c "import detectron2" >/dev/null 2>&1; then
+  echo "[bootstrap] keeping the Detectron2 already in the venv: $("$PY" -c 'import detectron2,os; print(os.path.dirname(detectron2.__file__))')"
+elif [ -n "${DETECTRON2_SPEC:-}" ]; then
+  echo "[bootstrap] installing Detectron2 from DETECTRON2_SPEC=$DETECTRON2_SPEC"
+  "${PIP[@]}" install --no-build-isolation "$DETECTRON2_SPEC"
+else
+  echo "[bootstrap] installing $D2_SDIST_NAME (Detectron2 v0.6 Python source, no C++ extension)"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  # --no-build-isolation: the sdist's setup.py imports torch for its metadata.
+  "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -d "$work" "$D2_SDIST_NAME"
+  sdist="$(ls "$work"/pb1*detectron2-0.6.tar.gz)"
+  got="$(sha256sum "$sdist" | cut -d' ' -f1)"
+  if [ "$got" != "$D2_SHA256" ]; then
+    echo "[bootstrap] ERROR: $sdist has sha256 $got, expected $D2_SHA256" >&2
+    exit 1
+  fi
+  tar -xzf "$sdist" -C "$work"
+  src="$(ls -d "$work"/pb1*detectron2-0.6)"
+  # No layers/csrc in this sdist: build no extension.
+  sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$src/setup.py"
+  grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "[bootstrap] ERROR: could not disable the C++ extension in $src/setup.py" >&2; exit 1; }
+  cp "$ROOT/scripts/detectron2_C_placeholder.py" "$src/detectron2/_C.py"
+  "${PIP[@]}" install -q --no-build-isolation --no-deps "$src"
+fi
+
+"${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
+"$PY" -c "import torch, torchvision, detectron2, detectron2.engine, stl_search; print('[bootstrap] torch', torch.__version__, '| detectron2', detectron2.__version__, 'at', detectron2.__file__)"
+echo "$want_stamp" > "$STAMP"
+echo "[bootstrap] done"

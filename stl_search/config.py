@@ -1,0 +1,171 @@
+"""``add_stl_search_config(cfg)``: every configuration key this project adds to Detectron2's.
+
+Keys are grouped by the part of the pipeline that reads them; each is documented here, where it is
+defined, with the paper's symbol or section where there is one. Standard Detectron2 keys keep their
+meaning (e.g. ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN`` implement the paper's 640/960 resize rule;
+``MODEL.RESNETS.*`` sizes the ResNet-IBN-a backbone).
+
+Namespaces:
+    MODEL.IBN            ResNet-IBN-a backbone (shared by person search and STL pretraining)
+    MODEL.PERSON_SEARCH  identity classes and the ID loss of the person-search model
+    MODEL.ID_HEAD        identification nets (res4 + res5 + GAP + BN) and their RoI pooling
+    MODEL.MRFP           Multi-level RoI Fusion Pooling (paper section 3.2)
+    DATASETS.QUERY       query splits, parallel to DATASETS.TEST (the gallery splits)
+    TEST.PERSON_SEARCH   evaluation protocol (paper section 4.2)
+    REID                 STL step 1: Re-ID pretraining on person crops (paper section 3.1, 4.3)
+    STL                  STL step 2 and the end-to-end pipeline
+"""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+
+def add_stl_search_config(cfg: CN) -> CN:
+    """Add every stl-search key, with its default, to a Detectron2 config (in place; also returned)."""
+    _add_backbone_config(cfg)
+    _add_person_search_model_config(cfg)
+    _add_data_config(cfg)
+    _add_test_config(cfg)
+    _add_reid_config(cfg)
+    _add_stl_config(cfg)
+    return cfg
+
+
+def _add_backbone_config(cfg: CN) -> None:
+    cfg.MODEL.IBN = CN()
+    # Stages whose bottleneck blocks use IBN-a: InstanceNorm on the first RATIO of the channels
+    # after each block's first 1x1 conv, BatchNorm on the rest (IBN-Net, ResNet50-IBN-a: res2-res4).
+    # An empty list builds a plain ResNet.
+    cfg.MODEL.IBN.STAGES = ["res2", "res3", "res4"]
+    cfg.MODEL.IBN.RATIO = 0.5
+    # Stride of the first block of res5 (paper 3.3: "we modify the convolution stride of conv5_x to 1").
+    cfg.MODEL.IBN.RES5_STRIDE = 1
+
+
+def _add_person_search_model_config(cfg: CN) -> None:
+    cfg.MODEL.PERSON_SEARCH = CN()
+    # Number of labeled training identities (the ID classifier's classes). 0: read from the
+    # training set's metadata (``num_identities``) when the model is built.
+    cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = 0
+    # ID loss L_id of Eq. 3: "CE" (paper), "CB_CE" (class-balanced, Table 4), "FOCAL" (Table 4),
+    # "OIM" (look-up table + unlabeled queue, for the OIM rows of Table 3).
+    cfg.MODEL.PERSON_SEARCH.ID_LOSS = "CE"
+    cfg.MODEL.PERSON_SEARCH.ID_LOSS_WEIGHT = 1.0
+    # Class-balanced CE: effective-number weighting (1 - beta) / (1 - beta^n_c).
+    cfg.MODEL.PERSON_SEARCH.CB_BETA = 0.9999
+    # Focal loss focusing parameter gamma.
+    cfg.MODEL.PERSON_SEARCH.FOCAL_GAMMA = 2.0
+    # OIM: cosine-similarity scale, look-up-table momentum, circular queue length for unlabeled.
+    cfg.MODEL.PERSON_SEARCH.OIM_SCALAR = 30.0
+    cfg.MODEL.PERSON_SEARCH.OIM_MOMENTUM = 0.5
+    cfg.MODEL.PERSON_SEARCH.OIM_QUEUE_SIZE = 5000
+    # Which boxes train the identification branch: "gt" (ground-truth boxes only, as the authors'
+    # code) or "proposals" (foreground proposals matched to a labeled ground truth).
+    cfg.MODEL.PERSON_SEARCH.ID_TRAIN_BOXES = "gt"
+
+    cfg.MODEL.ID_HEAD = CN()
+    # Feature map for single-level RoI pooling (the baseline), and the high level of MRFP.
+    cfg.MODEL.ID_HEAD.IN_FEATURE = "res3"
+    # RoI Align output (height, width) on IN_FEATURE: 32x16 on the stride-8 map (paper 3.2).
+    cfg.MODEL.ID_HEAD.POOLER_RESOLUTION = (32, 16)
+    cfg.MODEL.ID_HEAD.POOLER_SAMPLING_RATIO = 2
+    # "ROIAlignV2" = RoI Align with aligned=True (the authors' code).
+    cfg.MODEL.ID_HEAD.POOLER_TYPE = "ROIAlignV2"
+    # Embedding size: the output channels of res5 (2048 for ResNet-50/101).
+    cfg.MODEL.ID_HEAD.EMBEDDING_DIM = 2048
+
+    cfg.MODEL.MRFP = CN()
+    # Multi-level RoI Fusion Pooling: RoI Align on LOW_FEATURE at LOW_RESOLUTION, a neck (its own
+    # copy of res3) to the high level's size, pixel-wise sum with the high-level RoI features.
+    # False: single-level RoI Align on MODEL.ID_HEAD.IN_FEATURE (the paper's "Baseline").
+    cfg.MODEL.MRFP.ENABLED = True
+    cfg.MODEL.MRFP.LOW_FEATURE = "res2"
+    cfg.MODEL.MRFP.LOW_RESOLUTION = (64, 32)
+    cfg.MODEL.MRFP.SAMPLING_RATIO = 2
+
+
+def _add_data_config(cfg: CN) -> None:
+    # Query splits, one per entry of DATASETS.TEST (the gallery splits), in the same order:
+    # evaluation runs each gallery through detection and each query box through the query mode.
+    cfg.DATASETS.QUERY = ()
+    # Probability of the horizontal flip, the only training augmentation of the person-search model.
+    cfg.INPUT.HFLIP_PROB = 0.5
+    # Synthetic data set (generated on first use under $DETECTRON2_DATASETS/<ROOT_NAME>).
+    cfg.DATASETS.SYNTHETIC = CN()
+    cfg.DATASETS.SYNTHETIC.ROOT_NAME = "synthetic_prw"
+
+
+def _add_test_config(cfg: CN) -> None:
+    cfg.TEST.PERSON_SEARCH = CN()
+    # Detections with a score below this are dropped before search and detection scoring (4.3).
+    cfg.TEST.PERSON_SEARCH.SCORE_THRESH = 0.5
+    # A detection matches a ground-truth box at IoU >= this (detection AP / recall, Table 5).
+    cfg.TEST.PERSON_SEARCH.DET_IOU_THRESH = 0.5
+    # PRW gallery modes to report: "all" (every test frame but the query's own; the paper's) and
+    # "multi_view" (frames of the other cameras only).
+    cfg.TEST.PERSON_SEARCH.PRW_MODES = ["all", "multi_view"]
+    # CUHK-SYSU gallery sizes to report (TestG<size>.mat); 100 is the headline.
+    cfg.TEST.PERSON_SEARCH.CUHK_GALLERY_SIZES = [50, 100, 500, 1000, 2000, 4000]
+    # Context bipartite graph matching re-ranking (off in the paper).
+    cfg.TEST.PERSON_SEARCH.CBGM = False
+    # Top-k values reported (top1 is the paper's "top-1").
+    cfg.TEST.PERSON_SEARCH.TOPK = [1, 5, 10]
+
+
+def _add_reid_config(cfg: CN) -> None:
+    # STL step 1: pretrain the whole ResNet-IBN-a as a Re-ID model on person crops cut from the
+    # training scenes (DATASETS.TRAIN); Re-ID test set from DATASETS.QUERY + DATASETS.TEST.
+    cfg.REID = CN()
+    cfg.REID.INPUT = CN()
+    # Crop size (height, width) fed to the Re-ID network (paper 3.1: 256x128).
+    cfg.REID.INPUT.SIZE = (256, 128)
+    cfg.REID.INPUT.FLIP_PROB = 0.5
+    # Zero padding before the random crop back to SIZE (BoT recipe).
+    cfg.REID.INPUT.PADDING = 10
+    # Random erasing probability (BoT recipe).
+    cfg.REID.INPUT.ERASE_PROB = 0.5
+
+    cfg.REID.SAMPLER = CN()
+    # Class-aware sampling: P identities x K instances per batch (PRW 16x4, CUHK-SYSU 64x4).
+    # Used only when the triplet loss is on; otherwise batches of P*K random crops.
+    cfg.REID.SAMPLER.P = 16
+    cfg.REID.SAMPLER.K = 4
+
+    cfg.REID.LOSS = CN()
+    # Eq. 1: L_pre = L_id + L_tri + lambda * L_center. Table 6 rows: softmax; +triplet; +center.
+    cfg.REID.LOSS.TRIPLET = True
+    cfg.REID.LOSS.TRIPLET_MARGIN = 0.3
+    # Soft-margin triplet: log(1 + exp(d_ap - d_an)) instead of the margin hinge.
+    cfg.REID.LOSS.TRIPLET_SOFT_MARGIN = False
+    cfg.REID.LOSS.CENTER = True
+    # lambda of Eq. 1.
+    cfg.REID.LOSS.CENTER_WEIGHT = 5e-4
+    # Learning rate of the SGD optimiser that updates the centres (BoT recipe).
+    cfg.REID.LOSS.CENTER_LR = 0.5
+    # Label smoothing of the ID (cross-entropy) loss; 0 disables it.
+    cfg.REID.LOSS.LABEL_SMOOTHING = 0.1
+
+    cfg.REID.SOLVER = CN()
+    # Adam, lr 3.5e-4, linear warm-up from 3.5e-5 over 10 epochs, x0.1 at epochs 40 and 70,
+    # 120 epochs, weight decay 5e-4 (paper 4.3). Epochs become iterations from the crop count.
+    cfg.REID.SOLVER.OPTIMIZER = "ADAM"
+    cfg.REID.SOLVER.BASE_LR = 3.5e-4
+    cfg.REID.SOLVER.WEIGHT_DECAY = 5e-4
+    cfg.REID.SOLVER.MAX_EPOCHS = 120
+    cfg.REID.SOLVER.STEPS_EPOCHS = (40, 70)
+    cfg.REID.SOLVER.GAMMA = 0.1
+    cfg.REID.SOLVER.WARMUP_EPOCHS = 10
+    cfg.REID.SOLVER.WARMUP_FACTOR = 0.1
+    # Checkpoint every this many epochs (atomic; --resume continues from the last one).
+    cfg.REID.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 10
+    # Iterations per epoch; 0: number of crops // (P*K).
+    cfg.REID.SOLVER.ITERS_PER_EPOCH = 0
+    # Re-ID evaluation (mAP, rank-1 on the crop test set) every this many epochs; 0: at the end only.
+    cfg.REID.TEST_PERIOD_EPOCHS = 0
+
+
+def _add_stl_config(cfg: CN) -> None:
+    cfg.STL = CN()
+    # STL step 2: at the end of pretraining, write the person-search initialisation here
+    # (relative to OUTPUT_DIR); "" disables the export.
+    cfg.STL.EXPORT_NAME = "stl_init.pth"
