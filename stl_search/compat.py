@@ -1,11 +1,101 @@
 """The only module that knows Detectron2 v0.6 from current main.
 
 Both report ``detectron2.__version__ == "0.6"``, so differences are feature-detected here and
-nowhere else. See README, "Compatibility".
+nowhere else:
+
+- ``launch``: v0.6 asserts CUDA and uses NCCL for more than one process; main falls back to gloo
+  on machines without a GPU. :func:`launch` uses Detectron2's whenever it can run the job and an
+  equivalent gloo launcher otherwise (CPU multi-process on v0.6).
+- ``create_ddp_model``: both pass ``device_ids=[local_rank]``, which DDP rejects for CPU modules.
+- ``SimpleTrainer`` data iterator: v0.6 creates it in ``__init__``, main lazily.
 """
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.modeling import Backbone
+from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
 
 #: True on Detectron2 main (padding constraints were added after v0.6).
 IS_D2_MAIN: bool = hasattr(Backbone, "padding_constraints")
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def launch(
+    main_func: Callable,
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: Optional[str] = None,
+    args: Sequence[Any] = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> None:
+    """Detectron2's ``launch``, also for CPU processes on Detectron2 v0.6.
+
+    ``num_gpus_per_machine`` counts processes per machine (GPUs, or CPU processes when there
+    is no GPU). Detectron2's own launcher runs the job when it can: one process, a GPU present,
+    or Detectron2 main (which picks gloo without a GPU).
+    """
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1 or torch.cuda.is_available() or IS_D2_MAIN:
+        d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url,
+                  args=tuple(args), timeout=timeout)
+        return
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("dist_url=auto is not supported in multi-machine jobs")
+        from detectron2.engine.launch import _find_free_port
+
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
+        daemon=False,
+    )
+
+
+def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, num_per_machine: int,
+                machine_rank: int, dist_url: str, args: tuple, timeout: timedelta) -> None:
+    global_rank = machine_rank * num_per_machine + local_rank
+    try:
+        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                                rank=global_rank, timeout=timeout)
+    except Exception:
+        logging.getLogger(__name__).error("Process group URL: %s", dist_url)
+        raise
+    num_machines = world_size // num_per_machine
+    for i in range(num_machines):
+        ranks = list(range(i * num_per_machine, (i + 1) * num_per_machine))
+        group = dist.new_group(ranks)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+    main_func(*args)
+
+
+def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+    """Wrap ``model`` in DDP when more than one process runs; CPU models get ``device_ids=None``."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    device_ids = [comm.get_local_rank()] if on_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, **kwargs)
+
+
+def replace_trainer_data_loader(trainer: SimpleTrainer, data_loader: Any) -> None:
+    """Swap the data loader of a ``SimpleTrainer`` (v0.6 builds its iterator eagerly, main lazily)."""
+    trainer.data_loader = data_loader
+    if hasattr(trainer, "_data_loader_iter_obj"):
+        trainer._data_loader_iter_obj = None
+    else:
+        trainer._data_loader_iter = iter(data_loader)

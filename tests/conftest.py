@@ -1,0 +1,12 @@
+"""Shared test set-up: small thread counts (2-core machines) and a per-session data root."""
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
