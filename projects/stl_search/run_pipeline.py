@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""The whole STL pipeline on the built-in synthetic long-tail data set, on the CPU.
+
+    python projects/stl_search/run_pipeline.py [--output output/stl_pipeline] [--force]
+
+Steps (each a Detectron2-style command with its own log, progress and ETA):
+  0. generate the synthetic data set (first time only) and plot its long tail;
+  1. STL step 1: Re-ID pretraining of ResNet-IBN-a on person crops (projects/stl_search/pretrain_reid.py);
+  2. STL step 2: export of the pretrained backbone as the person-search initialisation;
+  3. person-search fine-tuning, STL + MRFP (train_net.py);
+  4. evaluation on the synthetic gallery and queries (train_net.py --eval-only);
+  5. a search picture for one query.
+A finished step is skipped when run again (``--force`` reruns all). The last lines name the
+output folder; the printed table is read back from the evaluation's JSON file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import List, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STL_CONFIG = os.path.join(REPO, "configs", "STL", "synthetic.yaml")
+PS_CONFIG = os.path.join(REPO, "configs", "synthetic", "person_search.yaml")
+
+
+def run(name: str, cmd: Sequence[str], done: str, force: bool) -> None:
+    """Run ``cmd`` unless ``done`` exists (and not ``force``); fail loudly with the step's name."""
+    if os.path.exists(done) and not force:
+        print(f"[pipeline] {name}: done already ({os.path.relpath(done, REPO)})", flush=True)
+        return
+    print(f"[pipeline] {name}: {' '.join(cmd)}", flush=True)
+    start = time.time()
+    proc = subprocess.run(list(cmd), cwd=REPO)
+    if proc.returncode != 0:
+        sys.exit(f"[pipeline] {name} failed with exit code {proc.returncode}")
+    if not os.path.exists(done):
+        sys.exit(f"[pipeline] {name} finished but did not write {done}")
+    print(f"[pipeline] {name}: {time.time() - start:.0f} s", flush=True)
+
+
+def summary_rows(metrics: dict) -> List[tuple]:
+    """(label, value) rows of the headline numbers, read from the evaluator's metrics dict."""
+    search = metrics["search"]
+    detection = metrics["detection"]
+    return [("search mAP (%)", search["mAP"]), ("search top-1 (%)", search["top1"]),
+            ("detection AP (%)", detection["AP"]), ("detection recall (%)", detection["recall"])]
+
+
+def main(argv: Sequence[str] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=os.path.join(REPO, "output", "stl_pipeline"))
+    parser.add_argument("--force", action="store_true", help="rerun every step")
+    parser.add_argument("--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS override")
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.output)
+    os.makedirs(out, exist_ok=True)
+    py = sys.executable
+    extra = ["DATALOADER.NUM_WORKERS", str(args.num_workers)] if args.num_workers is not None else []
+    t0 = time.time()
+
+    pretrain_dir = os.path.join(out, "1_stl_pretrain")
+    init = os.path.join(pretrain_dir, "stl_init.pth")
+    search_dir = os.path.join(out, "2_person_search")
+    eval_dir = os.path.join(out, "3_evaluation")
+
+    run("0/5 synthetic data + long-tail plot",
+        [py, "-m", "stl_search.data.stats", "synthetic_train", "--out", os.path.join(out, "long_tail.png")],
+        os.path.join(out, "long_tail.png"), args.force)
+    run("1-2/5 STL Re-ID pretraining + export",
+        [py, "projects/stl_search/pretrain_reid.py", "--config-file", STL_CONFIG, "--resume",
+         "OUTPUT_DIR", pretrain_dir, "STL.EXPORT_NAME", "stl_init.pth", *extra],
+        init, args.force)
+    run("3/5 person-search fine-tuning (STL + MRFP)",
+        [py, "train_net.py", "--config-file", PS_CONFIG, "--resume", "MODEL.WEIGHTS", init,
+         "MODEL.MRFP.ENABLED", "True", "OUTPUT_DIR", search_dir, "TEST.EVAL_PERIOD", "0", *extra],
+        os.path.join(search_dir, "model_final.pth"), args.force)
+    run("4/5 evaluation",
+        [py, "train_net.py", "--config-file", PS_CONFIG, "--eval-only",
+         "MODEL.WEIGHTS", os.path.join(search_dir, "model_final.pth"), "MODEL.MRFP.ENABLED", "True",
+         "OUTPUT_DIR", eval_dir, *extra],
+        os.path.join(eval_dir, "metrics.json"), args.force)
+    metrics_path = os.path.join(eval_dir, "metrics.json")
+    with open(metrics_path) as f:
+        metrics = json.load(f)["metrics"]
+
+    demo = os.path.join(out, "search_demo.png")
+    query = _first_query(os.path.join(out, "gallery_demo"))
+    run("5/5 search picture",
+        [py, "-m", "stl_search.search", "--config-file", PS_CONFIG, "--query", query["file_name"],
+         "--box", *[f"{v:.1f}" for v in query["query_box"]], "--gallery", query["gallery_folder"],
+         "--out", demo, "--topk", "5",
+         "MODEL.WEIGHTS", os.path.join(search_dir, "model_final.pth"), "MODEL.MRFP.ENABLED", "True"],
+        demo, args.force)
+
+    print("\n[pipeline] STL + MRFP on the synthetic data set")
+    for label, value in summary_rows(metrics):
+        print(f"  {label:<22} {value:6.2f}")
+    print(f"[pipeline] total {time.time() - t0:.0f} s")
+    print(f"[pipeline] metrics: {metrics_path}")
+    print(f"[pipeline] output folder: {out}")
+
+
+def _first_query(folder: str) -> dict:
+    """The first synthetic query, and ``folder`` filled with links to a few gallery frames."""
+    import stl_search  # noqa: F401
+    from detectron2.data import DatasetCatalog
+
+    query = dict(DatasetCatalog.get("synthetic_query")[0])
+    gallery = DatasetCatalog.get("synthetic_gallery")
+    os.makedirs(folder, exist_ok=True)
+    for record in gallery[:12]:  # a small folder of gallery frames for the picture
+        link = os.path.join(folder, os.path.basename(record["file_name"]))
+        if not os.path.exists(link):
+            os.symlink(record["file_name"], link)
+    query["gallery_folder"] = folder
+    return query
+
+
+if __name__ == "__main__":
+    main()
