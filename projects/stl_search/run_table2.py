@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""The paper's Table 2 (effect of STL and MRFP) on a chosen data set, printed as one table.
+
+    python projects/stl_search/run_table2.py --dataset synthetic [--seeds 0 1 2]
+    python projects/stl_search/run_table2.py --dataset prw --stl-weights output/stl_prw/stl_init.pth \
+        [--imagenet-weights r50_ibn_a_d2.pth] [--num-gpus 8]
+
+Rows: random init; STL; STL + MRFP; random init + MRFP; and, with ``--imagenet-weights`` (a file
+made by ``python -m stl_search.tools.convert_imagenet``), ImageNet and ImageNet + MRFP. Each row is
+trained with train_net.py and evaluated with ``--eval-only``; the table is read back from each
+row's ``metrics.json`` and written to ``<output>/table2.md``. For the synthetic set, the STL weights
+are pretrained first when ``--stl-weights`` is not given. Several seeds give mean ± std.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = {
+    "synthetic": ("configs/synthetic/person_search.yaml", "configs/STL/synthetic.yaml"),
+    "prw": ("configs/PRW/stl_mrfp.yaml", "configs/STL/PRW.yaml"),
+    "cuhk_sysu": ("configs/CUHK-SYSU/stl_mrfp.yaml", "configs/STL/CUHK-SYSU.yaml"),
+}
+METRICS = (("search", "mAP"), ("search", "top1"), ("detection", "AP"), ("detection", "recall"))
+
+
+def table_rows(stl_weights: str, imagenet_weights: Optional[str]) -> List[Tuple[str, str, bool]]:
+    """(row name, MODEL.WEIGHTS, MRFP on) for each Table 2 row that can run."""
+    rows = [("Baseline (random init)", "", False), ("Baseline (STL)", stl_weights, False),
+            ("Baseline (STL) + MRFP", stl_weights, True), ("Baseline (random init) + MRFP", "", True)]
+    if imagenet_weights:
+        rows[1:1] = [("Baseline (ImageNet)", imagenet_weights, False)]
+        rows.append(("Baseline (ImageNet) + MRFP", imagenet_weights, True))
+    return rows
+
+
+def _run(cmd: Sequence[str]) -> None:
+    print("[table2]", " ".join(cmd), flush=True)
+    if subprocess.run(list(cmd), cwd=REPO).returncode != 0:
+        sys.exit(f"[table2] failed: {' '.join(cmd)}")
+
+
+def run_row(config: str, weights: str, mrfp: bool, seed: int, out_dir: str, launch_args: List[str],
+            extra: List[str]) -> Dict[str, dict]:
+    """Train and evaluate one row (skipped when its metrics.json exists); return its metrics."""
+    metrics_path = os.path.join(out_dir, "eval", "metrics.json")
+    if not os.path.exists(metrics_path):
+        common = ["MODEL.MRFP.ENABLED", str(mrfp), "SEED", str(seed), *extra]
+        _run([sys.executable, "train_net.py", "--config-file", config, "--resume", *launch_args,
+              "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir, "TEST.EVAL_PERIOD", "0", *common])
+        _run([sys.executable, "train_net.py", "--config-file", config, "--eval-only", *launch_args,
+              "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"),
+              "OUTPUT_DIR", os.path.join(out_dir, "eval"), *common])
+    with open(metrics_path) as f:
+        return json.load(f)["metrics"]
+
+
+def format_table(results: Dict[str, List[Dict[str, dict]]]) -> str:
+    """Markdown table: mean (± std over seeds when more than one) of each metric per row."""
+    header = "| method | mAP (%) | top-1 (%) | det. AP (%) | det. recall (%) |\n|---|---|---|---|---|"
+    lines = [header]
+    for name, runs in results.items():
+        cells = []
+        for task, metric in METRICS:
+            values = [run[task][metric] for run in runs]
+            mean = statistics.fmean(values)
+            cells.append(f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(CONFIGS), default="synthetic")
+    parser.add_argument("--stl-weights", default="", help="STL export (stl_init.pth) of the data set")
+    parser.add_argument("--imagenet-weights", default="", help="converted ImageNet weights (optional)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every row")
+    args = parser.parse_args(argv)
+    config, stl_config = CONFIGS[args.dataset]
+    out = os.path.abspath(args.output or os.path.join(REPO, "output", f"table2_{args.dataset}"))
+    launch_args = ["--num-gpus", str(args.num_gpus)]
+
+    stl_weights = args.stl_weights
+    if not stl_weights:
+        if args.dataset != "synthetic":
+            parser.error("--stl-weights is required for real data sets (see projects/stl_search/README.md)")
+        stl_weights = os.path.join(out, "stl_pretrain", "stl_init.pth")
+        if not os.path.exists(stl_weights):
+            _run([sys.executable, "projects/stl_search/pretrain_reid.py", "--config-file", stl_config,
+                  "--resume", "OUTPUT_DIR", os.path.dirname(stl_weights), "STL.EXPORT_NAME", "stl_init.pth"])
+
+    results: Dict[str, List[Dict[str, dict]]] = {}
+    for name, weights, mrfp in table_rows(stl_weights, args.imagenet_weights):
+        slug = name.lower().replace("baseline ", "").replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
+        results[name] = [
+            run_row(config, weights, mrfp, seed, os.path.join(out, f"{slug}_seed{seed}"), launch_args, args.opts)
+            for seed in args.seeds
+        ]
+    table = format_table(results)
+    with open(os.path.join(out, "table2.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"[table2] written to {os.path.join(out, 'table2.md')}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
