@@ -141,3 +141,14 @@ def test_position_sampler_ranks_are_disjoint_and_resume_offset():
     s0 = [next(it0) for _ in range(5)]
     s1 = [next(it1) for _ in range(5)]
     assert s0 == [8, 10, 12, 14, 16] and s1 == [9, 11, 13, 15, 17]
+
+
+def test_bootstrap_is_idempotent(repo_root):
+    """The environment the suite runs in is up to date, so a second bootstrap installs nothing."""
+    if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(repo_root, ".venv")):
+        pytest.skip("tests are not running in the project's .venv")
+    proc = subprocess.run(["bash", os.path.join(repo_root, "scripts", "bootstrap.sh")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "environment up to date" in proc.stdout
+    assert "installing" not in proc.stdout

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Run every benchmark in one go and keep their outputs (``make bench``).
+
+    python benchmarks/run_all.py [--only inference_speed eval_speed train_speed] [--threads 2]
+
+Each benchmark prints its own figures and ratios; this driver runs them one after another (never
+in parallel: they compete for the same cores), tees each output to
+``benchmarks/results/<name>.txt`` with the machine it ran on, and exits non-zero if one fails.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = ("inference_speed", "eval_speed", "train_speed")
+
+
+def machine_line() -> str:
+    """CPU model, core count and torch version: the context every figure needs."""
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for each benchmark")
+    args = parser.parse_args()
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    header = f"machine: {machine_line()}\ndate: {time.strftime('%Y-%m-%d %H:%M')}\n"
+    print(header)
+    failed = []
+    for name in args.only:
+        cmd = [sys.executable, os.path.join(HERE, f"{name}.py")]
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
+        print(f"=== {name}: {' '.join(cmd)}", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr[-4000:] if proc.returncode else "")
+        with open(os.path.join(HERE, "results", f"{name}.txt"), "w") as f:
+            f.write(header + "\n" + proc.stdout)
+        if proc.returncode:
+            failed.append(name)
+    if failed:
+        print(f"failed: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
