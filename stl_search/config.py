@@ -108,6 +108,14 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.PERSON_SEARCH.CUHK_GALLERY_SIZES = [50, 100, 500, 1000, 2000, 4000]
     # Context bipartite graph matching re-ranking (off in the paper).
     cfg.TEST.PERSON_SEARCH.CBGM = False
+    # CBGM: re-rank the gallery images of the top-K1 detections, with K2 query-side graph nodes
+    # (the query box + K2-1 persons of the query frame). 0 = the protocol's default
+    # (CUHK-SYSU 10 / 3, PRW 30 / 4, as SeqNet).
+    cfg.TEST.PERSON_SEARCH.CBGM_K1 = 0
+    cfg.TEST.PERSON_SEARCH.CBGM_K2 = 0
+    # Storage of the gallery embeddings during evaluation: "float32" (exact) or "float16" (half
+    # the memory; the similarities are still computed in float32).
+    cfg.TEST.PERSON_SEARCH.FEATURE_DTYPE = "float32"
     # Top-k values reported (top1 is the paper's "top-1").
     cfg.TEST.PERSON_SEARCH.TOPK = [1, 5, 10]
 
@@ -124,6 +132,9 @@ def _add_reid_config(cfg: CN) -> None:
     cfg.REID.INPUT.PADDING = 10
     # Random erasing probability (BoT recipe).
     cfg.REID.INPUT.ERASE_PROB = 0.5
+    # Cut every crop once into OUTPUT_DIR/crop_cache/*.npy (memory-mapped by the data workers)
+    # instead of decoding its scene image at every access: worth it for PRW / CUHK-SYSU frames.
+    cfg.REID.INPUT.CACHE_CROPS = False
 
     cfg.REID.SAMPLER = CN()
     # Class-aware sampling: P identities x K instances per batch (PRW 16x4, CUHK-SYSU 64x4).
@@ -161,7 +172,12 @@ def _add_reid_config(cfg: CN) -> None:
     # Iterations per epoch; 0: number of crops // (P*K).
     cfg.REID.SOLVER.ITERS_PER_EPOCH = 0
     # Re-ID evaluation (mAP, rank-1 on the crop test set) every this many epochs; 0: at the end only.
+    # The test set: query crops of DATASETS.QUERY[0] against gallery crops of DATASETS.TEST[0].
     cfg.REID.TEST_PERIOD_EPOCHS = 0
+    # Crops per batch (per process) for Re-ID feature extraction.
+    cfg.REID.TEST_IMS_PER_BATCH = 128
+    # Log (CommonMetricPrinter / metrics.json) every this many iterations.
+    cfg.REID.LOG_PERIOD = 20
 
 
 def _add_stl_config(cfg: CN) -> None:
@@ -169,3 +185,6 @@ def _add_stl_config(cfg: CN) -> None:
     # STL step 2: at the end of pretraining, write the person-search initialisation here
     # (relative to OUTPUT_DIR); "" disables the export.
     cfg.STL.EXPORT_NAME = "stl_init.pth"
+    # Also write the MRFP neck (a copy of res3, ``roi_heads.id_pooler.neck.*``); turn off for a
+    # person-search model without MRFP (the paper's single-level "Baseline").
+    cfg.STL.EXPORT_MRFP_NECK = True

@@ -1,0 +1,34 @@
+#!/usr/bin/env python
+"""STL steps 1 and 2: Re-ID pretraining of ResNet-IBN-a on person crops, then its export as the
+person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
+
+    python projects/stl_search/pretrain_reid.py --config-file configs/STL/PRW.yaml [--num-gpus N] [KEY VALUE ...]
+    python projects/stl_search/pretrain_reid.py --config-file ... --resume     # continue a killed run
+    python projects/stl_search/pretrain_reid.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+
+Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
+"""
+from detectron2.engine import default_argument_parser
+
+import stl_search  # noqa: F401  (registers the model parts and data sets)
+from stl_search.compat import launch
+from stl_search.engine.setup import setup
+from stl_search.reid.trainer import run_pretraining
+
+
+def main(args):
+    cfg = setup(args)
+    return run_pretraining(cfg, resume=args.resume, eval_only=args.eval_only)
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,187 @@
+"""Lazy registration of PRW, CUHK-SYSU and the synthetic set in Detectron2's catalogs.
+
+Importing this module only *registers* loader functions: nothing is read until
+``DatasetCatalog.get(name)`` runs. The data root is ``$DETECTRON2_DATASETS`` (default
+``datasets/``), read when a set is loaded, as Detectron2's built-in data sets do:
+
+=====================================================  =========================================
+names                                                  root under the data root
+=====================================================  =========================================
+``prw_train``, ``prw_gallery``, ``prw_query``           ``PRW-v16.04.20/`` (or ``PRW/``)
+``cuhk_sysu_train``, ``cuhk_sysu_gallery``,             ``CUHK-SYSU/``
+``cuhk_sysu_query`` (= G100), ``cuhk_sysu_query_g{50,100,500,1000,2000,4000}``
+``synthetic_train``, ``synthetic_gallery``,             ``synthetic_prw/`` (PRW format; generated
+``synthetic_query``                                     with the default spec on first use)
+=====================================================  =========================================
+
+Metadata (docs/interfaces.md): ``thing_classes=["person"]``, ``evaluator_type="person_search"``,
+``protocol`` (``"prw"`` / ``"cuhk_sysu"``), ``split`` (``"train"`` / ``"gallery"`` / ``"query"``);
+query splits also ``gallery_name`` (their gallery split) and, for CUHK-SYSU, ``gallery_size``;
+gallery splits ``query_name`` (their default query split). Loading a training split sets
+``num_identities`` and ``identity_to_person_id`` (raw identity → contiguous label).
+
+Your own copy: ``register_prw("myprw", "/data/PRW-v16.04.20")`` registers ``myprw_train``,
+``myprw_gallery`` and ``myprw_query`` (likewise :func:`register_cuhk_sysu`,
+:func:`register_synthetic`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Union
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .cuhk_sysu import GALLERY_SIZES, load_cuhk_sysu_queries, load_cuhk_sysu_scenes
+from .prw import load_prw_queries, load_prw_scenes
+from .synthetic import SyntheticSpec, ensure_generated
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "register_prw",
+    "register_cuhk_sysu",
+    "register_synthetic",
+    "register_all_builtin",
+    "num_training_identities",
+    "data_root",
+]
+
+Root = Union[str, Callable[[], str]]
+
+
+def data_root() -> str:
+    """``$DETECTRON2_DATASETS`` or ``datasets``."""
+    return os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+
+
+def _resolve(root: Root) -> str:
+    return root() if callable(root) else root
+
+
+def _with_training_metadata(name: str, load: Callable[[], List[dict]]) -> Callable[[], List[dict]]:
+    """Wrap a training-split loader so that loading it records its identity labels in metadata."""
+
+    def run() -> List[dict]:
+        dicts = load()
+        mapping: Dict[int, int] = {}
+        for d in dicts:
+            for a in d.get("annotations", ()):
+                if a["person_id"] >= 0:
+                    mapping[int(a["identity"])] = int(a["person_id"])
+        if sorted(mapping.values()) != list(range(len(mapping))):
+            raise ValueError(f"{name}: person_id labels are not contiguous 0..N-1")
+        meta = MetadataCatalog.get(name)
+        if getattr(meta, "identity_to_person_id", None) not in (None, mapping):
+            # The files changed under a registered name (e.g. a regenerated set): replace.
+            del meta.identity_to_person_id
+            del meta.num_identities
+        meta.set(num_identities=len(mapping), identity_to_person_id=mapping)
+        return dicts
+
+    return run
+
+
+def _register(name: str, load: Callable[[], List[dict]], root: Root, **metadata) -> None:
+    """Register ``name`` unless it already is with the same root (idempotent)."""
+    root_desc = root if isinstance(root, str) else f"$DETECTRON2_DATASETS/{getattr(root, 'subdir', '?')}"
+    if name in DatasetCatalog.list():
+        old = getattr(MetadataCatalog.get(name), "dataset_root", None)
+        if old == root_desc:
+            return
+        raise ValueError(f"data set {name!r} is already registered with root {old!r}; "
+                         f"cannot register it again with root {root_desc!r}")
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(thing_classes=["person"], evaluator_type="person_search",
+                                  dataset_root=root_desc, **metadata)
+
+
+def _under_data_root(*candidates: str) -> Callable[[], str]:
+    """A root resolved at load time: the first existing candidate under the data root."""
+
+    def resolve() -> str:
+        base = data_root()
+        for c in candidates:
+            if os.path.isdir(os.path.join(base, c)):
+                return os.path.join(base, c)
+        return os.path.join(base, candidates[0])
+
+    resolve.subdir = " or ".join(candidates)  # type: ignore[attr-defined]
+    return resolve
+
+
+def register_prw(name_prefix: str, root: Root, protocol: str = "prw",
+                 prepare: Optional[Callable[[str], None]] = None) -> List[str]:
+    """Register ``{prefix}_train``, ``{prefix}_gallery``, ``{prefix}_query`` of a PRW-format copy.
+
+    Args:
+        name_prefix: e.g. ``"prw"``.
+        root: the directory holding ``frames/``, ``annotations/``, ``frame_train.mat``, ... (or a
+            function returning it, called when a split is loaded).
+        prepare: called with the resolved root before any split is read (e.g. to generate it).
+    Returns the registered names.
+    """
+    def loader(fn: Callable[[str], List[dict]]) -> Callable[[], List[dict]]:
+        def load() -> List[dict]:
+            r = _resolve(root)
+            if prepare is not None:
+                prepare(r)
+            return fn(r)
+        return load
+
+    names = {s: f"{name_prefix}_{s}" for s in ("train", "gallery", "query")}
+    _register(names["train"], _with_training_metadata(names["train"], loader(lambda r: load_prw_scenes(r, "train"))),
+              root, protocol=protocol, split="train")
+    _register(names["gallery"], loader(lambda r: load_prw_scenes(r, "gallery")), root, protocol=protocol,
+              split="gallery", query_name=names["query"])
+    _register(names["query"], loader(load_prw_queries), root, protocol=protocol, split="query",
+              gallery_name=names["gallery"])
+    return list(names.values())
+
+
+def register_cuhk_sysu(name_prefix: str, root: Root) -> List[str]:
+    """Register ``{prefix}_train``, ``{prefix}_gallery``, ``{prefix}_query`` (TestG100) and
+    ``{prefix}_query_g{50,100,500,1000,2000,4000}`` of a CUHK-SYSU copy at ``root``."""
+    train, gallery = f"{name_prefix}_train", f"{name_prefix}_gallery"
+    _register(train, _with_training_metadata(train, lambda: load_cuhk_sysu_scenes(_resolve(root), "train")),
+              root, protocol="cuhk_sysu", split="train")
+    _register(gallery, lambda: load_cuhk_sysu_scenes(_resolve(root), "gallery"), root, protocol="cuhk_sysu",
+              split="gallery", query_name=f"{name_prefix}_query")
+    names = [train, gallery]
+    for name, size in [(f"{name_prefix}_query", 100)] + [(f"{name_prefix}_query_g{s}", s) for s in GALLERY_SIZES]:
+        _register(name, (lambda s=size: load_cuhk_sysu_queries(_resolve(root), s)), root, protocol="cuhk_sysu",
+                  split="query", gallery_name=gallery, gallery_size=size)
+        names.append(name)
+    return names
+
+
+def register_synthetic(name_prefix: str, root: Root, spec: Optional[SyntheticSpec] = None, **overrides) -> List[str]:
+    """Register a synthetic set (PRW format) at ``root``, generated from ``spec`` / ``overrides``
+    the first time one of its splits is loaded (if ``root`` holds no complete set yet)."""
+    return register_prw(name_prefix, root, protocol="prw",
+                        prepare=lambda r: ensure_generated(r, spec, **overrides))
+
+
+_REGISTERED = False
+
+
+def register_all_builtin() -> None:
+    """Register every built-in name (idempotent: a second call does nothing)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    register_prw("prw", _under_data_root("PRW-v16.04.20", "PRW"))
+    register_cuhk_sysu("cuhk_sysu", _under_data_root("CUHK-SYSU"))
+    register_synthetic("synthetic", _under_data_root("synthetic_prw"))
+    _REGISTERED = True
+
+
+def num_training_identities(name: str) -> int:
+    """Number of training identities (ID classifier classes) of training split ``name``; loads
+    the split if its metadata does not have them yet."""
+    meta = MetadataCatalog.get(name)
+    if not hasattr(meta, "num_identities"):
+        DatasetCatalog.get(name)
+    if not hasattr(meta, "num_identities"):
+        raise ValueError(f"{name!r} is not a registered training split with identity labels")
+    return int(meta.num_identities)

@@ -1,0 +1,158 @@
+"""``PersonSearchROIHeads``: Detectron2's box branch plus the identification branch.
+
+Box branch (paper 3.3), all Detectron2 parts: RoI Align 7x7 on ``res3`` (``ROI_BOX_HEAD.*``) ->
+``FastRCNNConvFCHead`` (two 1024-d FC) -> ``FastRCNNOutputLayers`` (one class: person).
+
+Identification branch: ``id_pooler`` (MRFP, or single-level RoI Align 32x16 on res3) ->
+``id_head`` (res4 + res5 + GAP + BNNeck) -> ``id_loss`` in training, L2-normalised
+``pred_embeddings`` at inference.
+
+Which boxes train the identification branch (``MODEL.PERSON_SEARCH.ID_TRAIN_BOXES``):
+``"gt"`` (default, the authors' code): the ground-truth boxes of the batch, labeled ones with
+their ``gt_person_ids``, unlabeled ones with -1 (no CE loss; OIM queues them). ``"proposals"``:
+the sampled *foreground* proposals with the person id of the ground truth they matched;
+background proposals are dropped (Detectron2 copies the nearest ground truth's ``gt_*`` fields
+onto them too, so their ids would be wrong).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
+
+from .id_net import IdentificationNet
+from .losses import build_id_loss
+from .mrfp import build_id_pooler
+
+__all__ = ["PersonSearchROIHeads"]
+
+_ID_TRAIN_BOXES = ("gt", "proposals")
+
+
+@ROI_HEADS_REGISTRY.register()
+class PersonSearchROIHeads(StandardROIHeads):
+    """Faster R-CNN box head + identification branch; see the module docstring."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        id_pooler: nn.Module,
+        id_head: nn.Module,
+        id_loss: nn.Module,
+        id_loss_weight: float = 1.0,
+        id_train_boxes: str = "gt",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if id_train_boxes not in _ID_TRAIN_BOXES:
+            raise ValueError(f"ID_TRAIN_BOXES must be one of {_ID_TRAIN_BOXES}, got {id_train_boxes!r}")
+        self.id_pooler = id_pooler
+        self.id_head = id_head
+        self.id_loss = id_loss
+        self.id_loss_weight = id_loss_weight
+        self.id_train_boxes = id_train_boxes
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+        ret = super().from_config(cfg, input_shape)
+        if cfg.MODEL.ROI_HEADS.NUM_CLASSES != 1:
+            raise ValueError("person search detects one class: set MODEL.ROI_HEADS.NUM_CLASSES 1")
+        ret.update(cls._init_id_branch(cfg, input_shape))
+        return ret
+
+    @classmethod
+    def _init_id_branch(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+        id_pooler = build_id_pooler(cfg, input_shape)
+        id_head = IdentificationNet(cfg, id_pooler.output_shape)
+        ps = cfg.MODEL.PERSON_SEARCH
+        return {
+            "id_pooler": id_pooler,
+            "id_head": id_head,
+            "id_loss": build_id_loss(cfg, id_head.embedding_dim),
+            "id_loss_weight": ps.ID_LOSS_WEIGHT,
+            "id_train_boxes": ps.ID_TRAIN_BOXES,
+        }
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """Training: ``(proposals, {loss_cls, loss_box_reg, loss_id})``. Inference: detections
+        with ``pred_embeddings`` (L2-normalised), ``{}``."""
+        del images
+        if not self.training:
+            pred_instances = self._forward_box(features, proposals)
+            return self.forward_with_given_boxes(features, pred_instances), {}
+        assert targets, "'targets' argument is required during training"
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box(features, proposals)
+        losses.update(self._forward_id(features, proposals, targets))
+        return proposals, losses
+
+    def forward_with_given_boxes(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> List[Instances]:
+        """Add ``pred_embeddings`` (L2-normalised, ``N x D``) for the ``pred_boxes`` of ``instances``.
+
+        Used on the final detections and, through the meta architecture's query mode, on given
+        query boxes: both go through exactly :meth:`embed`.
+        """
+        assert not self.training
+        instances = super().forward_with_given_boxes(features, instances)
+        embeddings = self.embed(features, [x.pred_boxes for x in instances])
+        for inst, emb in zip(instances, embeddings.split([len(x) for x in instances])):
+            inst.pred_embeddings = emb
+        return instances
+
+    def embed(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+        """L2-normalised embeddings of ``boxes`` (per image, input frame), concatenated: ``(R, D)``."""
+        return F.normalize(self.id_head(self.id_pooler(features, boxes)), dim=1)
+
+    # ---------------------------------------------------------------- training
+    def _id_training_boxes(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> Tuple[List[Boxes], torch.Tensor]:
+        """Boxes training the ID branch and their person ids (-1 = unlabeled), per ID_TRAIN_BOXES."""
+        boxes, ids = [], []
+        if self.id_train_boxes == "gt":
+            for t in targets:
+                boxes.append(t.gt_boxes)
+                ids.append(t.gt_person_ids if t.has("gt_person_ids") else _unlabeled(len(t), t.gt_boxes))
+        else:
+            for p in proposals:
+                fg = (p.gt_classes >= 0) & (p.gt_classes < self.num_classes)
+                boxes.append(p.proposal_boxes[fg])
+                pid = p.gt_person_ids[fg] if p.has("gt_person_ids") else _unlabeled(int(fg.sum()), p.proposal_boxes)
+                ids.append(pid)
+        return boxes, torch.cat(ids).to(torch.int64)
+
+    def _forward_id(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances], targets: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        boxes, labels = self._id_training_boxes(proposals, targets)
+        if labels.numel() == 0:
+            # No person in the whole batch: a zero loss that still touches every ID parameter
+            # (DDP without find_unused_parameters expects gradients for all of them).
+            zero = sum(p.sum() for p in self._id_parameters()) * 0.0
+            return {"loss_id": zero}
+        embeddings = self.id_head(self.id_pooler(features, boxes))
+        return {"loss_id": self.id_loss(embeddings, labels) * self.id_loss_weight}
+
+    def _id_parameters(self):
+        for m in (self.id_pooler, self.id_head, self.id_loss):
+            yield from (p for p in m.parameters() if p.requires_grad)
+
+
+def _unlabeled(n: int, like: Boxes) -> torch.Tensor:
+    return torch.full((n,), -1, dtype=torch.int64, device=like.tensor.device)

@@ -1,0 +1,126 @@
+"""Convert a user's ImageNet ResNet weights to this project's Detectron2 layout ("ImageNet" rows).
+
+Accepted inputs (nothing is downloaded; the file is the user's):
+
+- a torchvision ResNet state dict (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``,
+  ``layer1.0.downsample.0.weight``, ``fc.*``), e.g. ``torchvision.models.resnet50().state_dict()``;
+- the IBN-Net ``resnet50_ibn_a`` release format: the same names with IBN norms
+  (``layer1.0.bn1.IN.weight``, ``layer1.0.bn1.BN.running_mean``), possibly wrapped in
+  ``{"state_dict": ...}`` and/or prefixed with ``module.``.
+
+Names become Detectron2's ResNet names (``stem.conv1.*``, ``res2.0.conv1.norm.{IN,BN}.*``,
+``res2.0.shortcut.*``); ``fc.*`` is dropped (logged); any other key is an error.
+``--for reid`` writes ``backbone.*`` (``MODEL.WEIGHTS`` of the STL pretraining network);
+``--for person_search`` (default) writes the person-search keys of the STL export
+(:mod:`stl_search.reid.export`): base nets, MRFP neck copy of res3, identification nets — the
+embedding BN then stays at its initialisation, as in the paper's ImageNet rows.
+
+torchvision-style ResNets put the stride in the 3x3 conv: use ``MODEL.RESNETS.STRIDE_IN_1X1 False``.
+
+CLI: ``python -m stl_search.tools.convert_imagenet IN.pth OUT.pth [--for person_search|reid] [--no-mrfp-neck]``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections import OrderedDict
+from typing import Dict, Mapping, Optional, Sequence
+
+import torch
+
+from ..reid.export import export_for_person_search, save_person_search_init
+from ..utils.io import safe_torch_load
+
+__all__ = ["convert_imagenet_resnet", "convert_for"]
+
+logger = logging.getLogger(__name__)
+
+_NORM = r"(?:\.(?:IN|BN))?\.(?:weight|bias|running_mean|running_var|num_batches_tracked)"
+_RULES = (
+    (re.compile(r"^conv1\.weight$"), lambda m: "stem.conv1.weight"),
+    (re.compile(rf"^bn1({_NORM})$"), lambda m: f"stem.conv1.norm{m.group(1)}"),
+    (re.compile(r"^layer([1-4])\.(\d+)\.conv(\d)\.weight$"),
+     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.weight"),
+    (re.compile(rf"^layer([1-4])\.(\d+)\.bn(\d)({_NORM})$"),
+     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.norm{m.group(4)}"),
+    (re.compile(r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$"),
+     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.weight"),
+    (re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1({_NORM})$"),
+     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.norm{m.group(3)}"),
+)
+
+
+def _unwrap(obj: object) -> Dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError("expected a (non-empty) state dict, optionally under 'state_dict' or 'model'")
+    sd = {k: v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def convert_imagenet_resnet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """torchvision / IBN-a ResNet names → Detectron2 ResNet names (no prefix); see module docstring.
+
+    Raises:
+        KeyError: listing every key that is neither a ResNet weight nor ``fc.*``.
+    """
+    sd = _unwrap(state_dict)
+    out: Dict[str, torch.Tensor] = OrderedDict()
+    dropped, unknown = [], []
+    for key, value in sd.items():
+        if key.startswith("fc."):
+            dropped.append(key)
+            continue
+        for pattern, rename in _RULES:
+            m = pattern.match(key)
+            if m:
+                if not key.endswith("num_batches_tracked"):
+                    out[rename(m)] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise KeyError(f"convert_imagenet_resnet: {len(unknown)} keys are not ResNet weights: {sorted(unknown)[:20]}")
+    if not out:
+        raise KeyError("convert_imagenet_resnet: no ResNet weights found")
+    if dropped:
+        logger.info("Dropped the ImageNet classifier: %s", ", ".join(sorted(dropped)))
+    return out
+
+
+def convert_for(state_dict: Mapping[str, torch.Tensor], target: str = "person_search",
+                mrfp_neck: bool = True) -> Dict[str, torch.Tensor]:
+    """Convert and lay out for ``target``: ``"reid"`` (``backbone.*``) or ``"person_search"``."""
+    resnet = {"backbone." + k: v for k, v in convert_imagenet_resnet(state_dict).items()}
+    if target == "reid":
+        return resnet
+    if target == "person_search":
+        return export_for_person_search(resnet, mrfp_neck=mrfp_neck, require_bnneck=False)
+    raise ValueError(f"unknown target {target!r}; expected 'person_search' or 'reid'")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stl_search.tools.convert_imagenet", description=__doc__.split("\n")[0])
+    parser.add_argument("input", help="torchvision ResNet or IBN-Net resnet*_ibn_a .pth (yours; nothing is downloaded)")
+    parser.add_argument("output", help="converted .pth, for MODEL.WEIGHTS")
+    parser.add_argument("--for", dest="target", choices=("person_search", "reid"), default="person_search",
+                        help="person_search: the person-search model's keys (default); reid: the STL pretraining network's")
+    parser.add_argument("--no-mrfp-neck", action="store_true", help="person_search: omit the MRFP neck copy of res3")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    converted = convert_for(safe_torch_load(args.input), args.target, mrfp_neck=not args.no_mrfp_neck)
+    save_person_search_init(converted, args.output)
+    logger.info("Wrote %d tensors (%s layout) to %s", len(converted), args.target, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""STL step 2: ReIDNet weights → person-search keys, loaded into a real PersonSearchRCNN."""
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from reid_helpers import tiny_ps_cfg, tiny_reid_cfg
+from stl_search.reid.export import (
+    PERSON_SEARCH_UNINITIALISED,
+    describe_missing_keys,
+    export_for_person_search,
+    load_model_state_dict,
+    main as export_main,
+    save_person_search_init,
+)
+from stl_search.reid.model import ReIDNet
+from stl_search.utils.checkpoint import AtomicCheckpointer
+
+
+def _randomised_reid_net():
+    net = ReIDNet(tiny_reid_cfg(), num_classes=5)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+    return net
+
+
+def _load(model, path):
+    ckpt = AtomicCheckpointer(model)
+    return ckpt._load_model(ckpt._load_file(path))
+
+
+def _expected_missing(model):
+    return {k for k in model.state_dict() if k.startswith(tuple(PERSON_SEARCH_UNINITIALISED))}
+
+
+@pytest.mark.parametrize("mrfp,freeze_at", [(True, 0), (True, 2), (False, 0)])
+def test_export_loads_into_person_search_with_exactly_the_detector_and_classifier_missing(tmp_path, mrfp, freeze_at):
+    net = _randomised_reid_net()
+    reid_sd = net.state_dict()
+    pretrain = tmp_path / "model_final.pth"
+    torch.save({"model": reid_sd, "iteration": 3}, pretrain)
+    out = tmp_path / "stl_init.pth"
+    args = [str(pretrain), str(out)] + ([] if mrfp else ["--no-mrfp-neck"])
+    assert export_main(args) == 0
+
+    model = build_model(tiny_ps_cfg(mrfp=mrfp, freeze_at=freeze_at))
+    incompatible = _load(model, str(out))
+    assert set(incompatible.missing_keys) == _expected_missing(model)
+    assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
+
+    ps = model.state_dict()
+    pairs = {
+        "backbone.stem.conv1.weight": "backbone.stem.conv1.weight",
+        "backbone.res3.0.conv1.norm.IN.weight": "backbone.res3.0.conv1.norm.IN.weight",
+        "backbone.res4.1.conv2.weight": "roi_heads.id_head.res4.1.conv2.weight",
+        "backbone.res5.0.shortcut.norm.running_var": "roi_heads.id_head.res5.0.shortcut.norm.running_var",
+        "bnneck.weight": "roi_heads.id_head.bnneck.weight",
+        "bnneck.running_mean": "roi_heads.id_head.bnneck.running_mean",
+    }
+    if mrfp:
+        pairs["backbone.res3.1.conv3.weight"] = "roi_heads.id_pooler.neck.1.conv3.weight"
+    for src, dst in pairs.items():
+        torch.testing.assert_close(ps[dst], reid_sd[src], msg=dst)
+
+    message = describe_missing_keys(incompatible.missing_keys)
+    assert "RPN" in message and "box head" in message and "ID classifier" in message
+    assert "UNEXPECTEDLY" not in message
+
+
+def test_a_backbone_key_left_unloaded_is_detected(tmp_path):
+    exported = export_for_person_search(_randomised_reid_net().state_dict())
+    dropped = "roi_heads.id_head.res5.2.conv3.weight"
+    del exported[dropped]
+    save_person_search_init(exported, str(tmp_path / "init.pth"))
+    model = build_model(tiny_ps_cfg())
+    incompatible = _load(model, str(tmp_path / "init.pth"))
+    assert set(incompatible.missing_keys) == _expected_missing(model) | {dropped}
+    assert "UNEXPECTEDLY MISSING" in describe_missing_keys(incompatible.missing_keys)
+
+
+def test_export_rejects_unknown_keys_and_accepts_ddp_prefix(tmp_path):
+    sd = _randomised_reid_net().state_dict()
+    ddp = {"module." + k: v for k, v in sd.items()}
+    assert export_for_person_search(ddp).keys() == export_for_person_search(sd).keys()
+    with pytest.raises(KeyError, match="outside the ReIDNet layout"):
+        export_for_person_search({**sd, "head.extra.weight": torch.zeros(1)})
+    torch.save({"model": sd}, tmp_path / "c.pth")
+    assert load_model_state_dict(str(tmp_path / "c.pth")).keys() == sd.keys()
