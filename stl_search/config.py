@@ -88,11 +88,12 @@ def _add_data_config(cfg: CN) -> None:
     # Query splits, one per entry of DATASETS.TEST (the gallery splits), in the same order:
     # evaluation runs each gallery through detection and each query box through the query mode.
     cfg.DATASETS.QUERY = ()
-    # Probability of the horizontal flip, the only training augmentation of the person-search model.
+    # Probability of the horizontal flip, the only training augmentation of the person-search model
+    # (PersonSearchDatasetMapper, train mode; 0 disables it). The resize rule is Detectron2's
+    # INPUT.{MIN,MAX}_SIZE_{TRAIN,TEST}. Data roots are not config keys: the registered names
+    # (stl_search/data/datasets/builtin.py) live under $DETECTRON2_DATASETS (default "datasets/"),
+    # the synthetic set under $DETECTRON2_DATASETS/synthetic_prw, generated on first use.
     cfg.INPUT.HFLIP_PROB = 0.5
-    # Synthetic data set (generated on first use under $DETECTRON2_DATASETS/<ROOT_NAME>).
-    cfg.DATASETS.SYNTHETIC = CN()
-    cfg.DATASETS.SYNTHETIC.ROOT_NAME = "synthetic_prw"
 
 
 def _add_test_config(cfg: CN) -> None:

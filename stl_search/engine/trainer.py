@@ -130,10 +130,11 @@ class PersonSearchTrainer(DefaultTrainer):
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(
                 cfg, gallery_name, query_name
             )
+            # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size splits).
             results_i = inference_on_person_search(
                 model,
                 cls.build_test_loader(cfg, gallery_name, "test"),
-                cls.build_test_loader(cfg, query_name, "query"),
+                cls.build_test_loader(cfg, evaluator.query_dataset_name, "query"),
                 evaluator,
             )
             results[gallery_name] = results_i

@@ -97,6 +97,8 @@ def struct_elements(value: Any, fields: Iterable[str], where: str) -> List[np.vo
     v = value
     while isinstance(v, np.ndarray) and v.dtype == object and v.size == 1:
         v = v.reshape(-1)[0]
+    if isinstance(v, np.ndarray) and v.size == 0:  # MATLAB's [] (an empty struct array / cell)
+        return []
     if not isinstance(v, np.ndarray) or v.dtype.names is None:
         raise DatasetFormatError(f"{where}: expected a struct array, got {type(v).__name__}"
                                  + (f" of dtype {v.dtype}" if isinstance(v, np.ndarray) else ""))

@@ -62,6 +62,7 @@ class IBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
+        # For one image both halves are already contiguous: .contiguous() copies nothing.
         return torch.cat((self.IN(a.contiguous()), self.BN(b.contiguous())), dim=1)
 
 
