@@ -7,8 +7,6 @@
 
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
-import os
-
 from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
@@ -18,7 +16,6 @@ from stl_search.engine.report import format_results_table
 from stl_search.engine.setup import setup
 from stl_search.engine.trainer import PersonSearchTrainer
 from stl_search.utils.checkpoint import AtomicCheckpointer
-from stl_search.utils.io import atomic_write_json
 
 
 def main(args):
@@ -30,8 +27,6 @@ def main(args):
         )
         results = PersonSearchTrainer.test(cfg, model)
         if comm.is_main_process():
-            atomic_write_json({"metrics": results, "weights": cfg.MODEL.WEIGHTS},
-                              os.path.join(cfg.OUTPUT_DIR, "metrics.json"))
             print(format_results_table(results))
         return results
     trainer = PersonSearchTrainer(cfg)

@@ -7,9 +7,9 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
   0. generate the synthetic data set (first time only) and plot its long tail;
   1. STL step 1: Re-ID pretraining of ResNet-IBN-a on person crops (projects/stl_search/pretrain_reid.py);
   2. STL step 2: export of the pretrained backbone as the person-search initialisation;
-  3. person-search fine-tuning, STL + MRFP (train_net.py);
-  4. evaluation on the synthetic gallery and queries (train_net.py --eval-only);
-  5. a search picture for one query.
+  3. person-search fine-tuning, STL + MRFP, then evaluation on the synthetic gallery and queries
+     (train_net.py; writes metrics.json);
+  4. a search picture for one query.
 A finished step is skipped when run again (``--force`` reruns all). The last lines name the
 output folder; the printed table is read back from the evaluation's JSON file.
 """
@@ -66,31 +66,25 @@ def main(argv: Sequence[str] = None) -> None:
     pretrain_dir = os.path.join(out, "1_stl_pretrain")
     init = os.path.join(pretrain_dir, "stl_init.pth")
     search_dir = os.path.join(out, "2_person_search")
-    eval_dir = os.path.join(out, "3_evaluation")
 
-    run("0/5 synthetic data + long-tail plot",
+    run("0/4 synthetic data + long-tail plot",
         [py, "-m", "stl_search.data.stats", "synthetic_train", "--out", os.path.join(out, "long_tail.png")],
         os.path.join(out, "long_tail.png"), args.force)
-    run("1-2/5 STL Re-ID pretraining + export",
+    run("1-2/4 STL Re-ID pretraining + export",
         [py, "projects/stl_search/pretrain_reid.py", "--config-file", STL_CONFIG, "--resume",
          "OUTPUT_DIR", pretrain_dir, "STL.EXPORT_NAME", "stl_init.pth", *extra],
         init, args.force)
-    run("3/5 person-search fine-tuning (STL + MRFP)",
+    run("3/4 person-search fine-tuning (STL + MRFP) and evaluation",
         [py, "train_net.py", "--config-file", PS_CONFIG, "--resume", "MODEL.WEIGHTS", init,
-         "MODEL.MRFP.ENABLED", "True", "OUTPUT_DIR", search_dir, "TEST.EVAL_PERIOD", "0", *extra],
-        os.path.join(search_dir, "model_final.pth"), args.force)
-    run("4/5 evaluation",
-        [py, "train_net.py", "--config-file", PS_CONFIG, "--eval-only",
-         "MODEL.WEIGHTS", os.path.join(search_dir, "model_final.pth"), "MODEL.MRFP.ENABLED", "True",
-         "OUTPUT_DIR", eval_dir, *extra],
-        os.path.join(eval_dir, "metrics.json"), args.force)
-    metrics_path = os.path.join(eval_dir, "metrics.json")
+         "MODEL.MRFP.ENABLED", "True", "OUTPUT_DIR", search_dir, *extra],
+        os.path.join(search_dir, "metrics.json"), args.force)
+    metrics_path = os.path.join(search_dir, "metrics.json")
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
 
     demo = os.path.join(out, "search_demo.png")
     query = _first_query(os.path.join(out, "gallery_demo"))
-    run("5/5 search picture",
+    run("4/4 search picture",
         [py, "-m", "stl_search.search", "--config-file", PS_CONFIG, "--query", query["file_name"],
          "--box", *[f"{v:.1f}" for v in query["query_box"]], "--gallery", query["gallery_folder"],
          "--out", demo, "--topk", "5",

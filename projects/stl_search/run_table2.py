@@ -7,7 +7,7 @@
 
 Rows: random init; STL; STL + MRFP; random init + MRFP; and, with ``--imagenet-weights`` (a file
 made by ``python -m stl_search.tools.convert_imagenet``), ImageNet and ImageNet + MRFP. Each row is
-trained with train_net.py and evaluated with ``--eval-only``; the table is read back from each
+trained and then evaluated by train_net.py; the table is read back from each
 row's ``metrics.json`` and written to ``<output>/table2.md``. For the synthetic set, the STL weights
 are pretrained first when ``--stl-weights`` is not given. Several seeds give mean ± std.
 """
@@ -49,14 +49,11 @@ def _run(cmd: Sequence[str]) -> None:
 def run_row(config: str, weights: str, mrfp: bool, seed: int, out_dir: str, launch_args: List[str],
             extra: List[str]) -> Dict[str, dict]:
     """Train and evaluate one row (skipped when its metrics.json exists); return its metrics."""
-    metrics_path = os.path.join(out_dir, "eval", "metrics.json")
-    if not os.path.exists(metrics_path):
-        common = ["MODEL.MRFP.ENABLED", str(mrfp), "SEED", str(seed), *extra]
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    if not os.path.exists(metrics_path):  # training ends with the evaluation, which writes it
         _run([sys.executable, "train_net.py", "--config-file", config, "--resume", *launch_args,
-              "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir, "TEST.EVAL_PERIOD", "0", *common])
-        _run([sys.executable, "train_net.py", "--config-file", config, "--eval-only", *launch_args,
-              "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"),
-              "OUTPUT_DIR", os.path.join(out_dir, "eval"), *common])
+              "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir,
+              "MODEL.MRFP.ENABLED", str(mrfp), "SEED", str(seed), *extra])
     with open(metrics_path) as f:
         return json.load(f)["metrics"]
 

@@ -8,7 +8,7 @@ What it changes from ``DefaultTrainer``, and why:
 - DDP also wraps CPU models (``device_ids=None``);
 - evaluation runs each gallery split (``DATASETS.TEST``) through detection and its query split
   (``DATASETS.QUERY``, same order) through the model's query mode, then the person-search
-  evaluator.
+  evaluator, and writes the results to ``OUTPUT_DIR/metrics.json`` (atomically).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from detectron2.utils import comm
 from ..compat import create_ddp_model, replace_trainer_data_loader
 from ..data.resumable import PositionSampler, PositionSeededDataset
 from ..utils.checkpoint import AtomicCheckpointer
+from ..utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class PersonSearchTrainer(DefaultTrainer):
                 print_csv_format(results_i)
         if len(results) == 1:
             results = list(results.values())[0]
+        if comm.is_main_process() and results:
+            atomic_write_json({"metrics": results, "weights": cfg.MODEL.WEIGHTS},
+                              os.path.join(cfg.OUTPUT_DIR, "metrics.json"))
         return results
 
 
