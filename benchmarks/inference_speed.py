@@ -18,9 +18,14 @@ yield exactly ``--persons`` detections (score threshold 0 and ``TEST.DETECTIONS_
 so the box head sees the configured 300 proposals and the identification nets ``--persons`` RoIs.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated``; on the CPU, the peak resident set
-size of this process during the timed model (``VmHWM``, reset through ``/proc/self/clear_refs``
-before each model; it includes the weights and the Python runtime).
-Timings on a shared machine are noisy: the median of ``--iters`` runs is reported.
+size of this process while the model runs (``VmHWM``, reset through ``/proc/self/clear_refs``
+before each model; it includes both models' weights and the Python runtime).
+
+Noise: on a shared machine the load changes from second to second. The three measurements are
+therefore *interleaved*: each round times floor, baseline and MRFP back to back (order rotated
+between rounds), and the ratios are medians of the per-round ratios. Wall time is what a user
+waits; process CPU time (all threads) is printed beside it because it is less sensitive to
+other processes taking the cores (it still counts OpenMP spin-waiting).
 """
 from __future__ import annotations
 
@@ -93,18 +98,35 @@ def peak_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_fn(fn: Callable[[], object], device: str, warmup: int, iters: int) -> List[float]:
+def measure(fn: Callable[[], object], device: str) -> Tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    _sync(device)
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], device: str, warmup: int, rounds: int):
+    """Per-key lists of (wall, cpu) from ``rounds`` rounds that run every fn once, order rotated."""
+    keys = list(fns)
+    out: Dict[str, List[Tuple[float, float]]] = {k: [] for k in keys}
     with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        times = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t)
-    return times
+        for k in keys:
+            for _ in range(warmup):
+                fns[k]()
+        for r in range(rounds):
+            order = keys[r % len(keys):] + keys[: r % len(keys)]
+            for k in order:
+                out[k].append(measure(fns[k], device))
+    return out
+
+
+def peak_of(fn: Callable[[], object], device: str) -> float:
+    reset_peak(device)
+    with torch.no_grad():
+        fn()
+    return peak_mib(device)
 
 
 class StageTimer:
@@ -115,8 +137,8 @@ class StageTimer:
         self.device = device
         self._handles = []
         rh = model.roi_heads
-        parts = {"rpn": model.proposal_generator, "box branch": rh.box_head, "id pooler": rh.id_pooler, "id nets": rh.id_head}
-        parts["box branch pooler"] = rh.box_pooler
+        parts = {"rpn": model.proposal_generator, "box pooler": rh.box_pooler, "box head": rh.box_head,
+                 "id pooler (incl. neck)": rh.id_pooler, "id nets": rh.id_head}
         for name, mod in parts.items():
             self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
             self._handles.append(mod.register_forward_hook(self._post(name)))
@@ -147,7 +169,7 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", default=["960x640", "1500x900"], help="WIDTHxHEIGHT")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--persons", type=int, default=10, help="detections per image")
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--num-ids", type=int, default=482, help="ID classifier size (PRW: 482)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -168,41 +190,45 @@ def main() -> int:
         g = torch.Generator().manual_seed(0)
         image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
         inputs = [{"image": image.to(dev), "height": h, "width": w}]
-        res: Dict[str, Tuple[float, float]] = {}
-
-        m = models["mrfp"]
+        base_nets = models["mrfp"].backbone
         with torch.no_grad():
-            tensor = m.preprocess_image(inputs).tensor
-        reset_peak(dev)
-        t_floor = time_fn(lambda: m.backbone(tensor), dev, args.warmup, args.iters)
-        res["floor"] = (statistics.median(t_floor), peak_mib(dev))
-        n_det = {}
-        for key in ("baseline", "mrfp"):
-            model = models[key]
-            reset_peak(dev)
-            t = time_fn(lambda: model(inputs), dev, args.warmup, args.iters)
-            res[key] = (statistics.median(t), peak_mib(dev))
-            with torch.no_grad():
-                n_det[key] = len(model(inputs)[0]["instances"])
-        print(f"\n== {w}x{h}  (detections: baseline {n_det['baseline']}, mrfp {n_det['mrfp']})")
-        print(f"{'':10s} {'sec/img':>9s} {'img/s':>7s} {'x floor':>8s} {'peak MiB':>9s}")
+            tensor = models["mrfp"].preprocess_image(inputs).tensor
+        fns = {
+            "floor": lambda: base_nets(tensor),
+            "baseline": lambda: models["baseline"](inputs),
+            "mrfp": lambda: models["mrfp"](inputs),
+        }
+        runs = interleaved(fns, dev, args.warmup, args.iters)
+        peaks = {k: peak_of(f, dev) for k, f in fns.items()}
+        with torch.no_grad():
+            n_det = {k: len(models[k](inputs)[0]["instances"]) for k in ("baseline", "mrfp")}
+
+        def med(key: str, i: int) -> float:
+            return statistics.median(x[i] for x in runs[key])
+
+        def ratio(a: str, b: str, i: int) -> float:
+            return statistics.median(x[i] / y[i] for x, y in zip(runs[a], runs[b]))
+
+        print(f"\n== {w}x{h}  (detections per image: baseline {n_det['baseline']}, mrfp {n_det['mrfp']})")
+        print(f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} {'peak MiB':>9s}")
         for key in ("floor", "baseline", "mrfp"):
-            sec, mem = res[key]
-            print(f"{key:10s} {sec:9.3f} {1 / sec:7.2f} {sec / res['floor'][0]:8.2f} {mem:9.0f}")
-        over = res["mrfp"][0] / res["baseline"][0] - 1
-        print(f"MRFP over baseline: {100 * over:+.1f}%")
+            print(f"{key:9s} {med(key, 0):8.3f} {1 / med(key, 0):6.2f} {ratio(key, 'floor', 0):8.2f} "
+                  f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f}")
+        over = (ratio("mrfp", "baseline", 0) - 1, ratio("mrfp", "baseline", 1) - 1)
+        print(f"MRFP over baseline: {100 * over[0]:+.1f}% wall, {100 * over[1]:+.1f}% cpu")
         if not args.no_breakdown:
             timer = StageTimer(models["mrfp"], dev)
-            time_fn(lambda: models["mrfp"](inputs), dev, 0, 1)
+            with torch.no_grad():
+                wall = measure(fns["mrfp"], dev)[0]
             timer.remove()
             parts = ", ".join(f"{k} {v:.3f}s" for k, v in timer.totals.items())
-            print(f"mrfp breakdown (one run): floor ~{res['floor'][0]:.3f}s, {parts}")
-        rows.append((size, res, over))
+            print(f"mrfp breakdown (one run, {wall:.3f}s wall): {parts}")
+        rows.append((size, ratio("mrfp", "floor", 0), ratio("mrfp", "floor", 1), ratio("baseline", "floor", 0),
+                     over, peaks["mrfp"]))
 
-    print("\nsummary: size, mrfp/floor, baseline/floor, mrfp/baseline-1, mrfp peak MiB")
-    for size, res, over in rows:
-        print(f"  {size}: {res['mrfp'][0] / res['floor'][0]:.2f}x, {res['baseline'][0] / res['floor'][0]:.2f}x, "
-              f"{100 * over:+.1f}%, {res['mrfp'][1]:.0f}")
+    print("\nsummary (wall / cpu): size | mrfp x floor | baseline x floor (wall) | mrfp over baseline | peak MiB")
+    for size, rw, rc, bw, over, peak in rows:
+        print(f"  {size}: {rw:.2f}x / {rc:.2f}x | {bw:.2f}x | {100 * over[0]:+.1f}% / {100 * over[1]:+.1f}% | {peak:.0f}")
     return 0
 
 

@@ -105,7 +105,8 @@ def _add_test_config(cfg: CN) -> None:
     # PRW gallery modes to report: "all" (every test frame but the query's own; the paper's) and
     # "multi_view" (frames of the other cameras only).
     cfg.TEST.PERSON_SEARCH.PRW_MODES = ["all", "multi_view"]
-    # CUHK-SYSU gallery sizes to report (TestG<size>.mat); 100 is the headline.
+    # CUHK-SYSU gallery sizes to report (TestG<size>.mat); 100 is the headline. -1 adds the full
+    # gallery (every gallery image but the query's own; SeqNet's gallery_size=-1, which crashes there).
     cfg.TEST.PERSON_SEARCH.CUHK_GALLERY_SIZES = [50, 100, 500, 1000, 2000, 4000]
     # Context bipartite graph matching re-ranking (off in the paper).
     cfg.TEST.PERSON_SEARCH.CBGM = False
@@ -139,7 +140,10 @@ def _add_reid_config(cfg: CN) -> None:
 
     cfg.REID.SAMPLER = CN()
     # Class-aware sampling: P identities x K instances per batch (PRW 16x4, CUHK-SYSU 64x4).
-    # Used only when the triplet loss is on; otherwise batches of P*K random crops.
+    # Used only when the triplet loss is on; otherwise batches of P*K random crops. P counts the
+    # identities of one iteration over all processes (each gets P / #processes). The sampler's
+    # own epoch is one pass over the identities (each drawn once, uniformly: class-aware), not
+    # the LR schedule's epoch (REID.SOLVER.ITERS_PER_EPOCH).
     cfg.REID.SAMPLER.P = 16
     cfg.REID.SAMPLER.K = 4
 

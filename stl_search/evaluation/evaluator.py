@@ -65,7 +65,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         det_iou_thresh: detection matching IoU, 0.5.
         prw_modes: PRW galleries to report, the first is the headline ``"search"``.
         cuhk_gallery_sizes: CUHK-SYSU sizes to report (see ``query_dataset_names``); the headline
-            ``"search"`` is g100 when present.
+            ``"search"`` is g100 when present. ``-1`` adds the full gallery (``"search_gfull"``):
+            every gallery image but the query's own, targets from the annotations (the
+            reference's ``gallery_size=-1``, which crashes there).
         cbgm: CBGM re-ranking (off by default); ``cbgm_k1``/``cbgm_k2``: 0 = protocol default
             (10/3 CUHK-SYSU, 30/4 PRW). The query frame's context persons are taken from the
             gallery detections of that frame (see ``metrics.query_context_from_gallery``).
@@ -104,8 +106,10 @@ class PersonSearchEvaluator(DatasetEvaluator):
         self._protocol = protocol or MetadataCatalog.get(gallery_dataset_name).get("protocol", None)
         if self._protocol is not None and self._protocol not in CBGM_DEFAULTS:
             raise ValueError(f"unknown protocol {self._protocol!r}")
-        if cuhk_gallery_sizes and len(names) == 1 and self._protocol != "prw":
-            names = self._expand_sizes(names[0], cuhk_gallery_sizes)
+        sizes = [int(n) for n in (cuhk_gallery_sizes or [])]
+        self._cuhk_full = -1 in sizes
+        if any(n > 0 for n in sizes) and len(names) == 1 and self._protocol != "prw":
+            names = self._expand_sizes(names[0], [n for n in sizes if n > 0])
         self._query_names = names
         self._score_thresh = float(score_thresh)
         self._det_iou_thresh = float(det_iou_thresh)
@@ -238,6 +242,14 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 label, gq = self._cuhk_protocol(name, qdicts, id_to_index)
                 labels.append(label)
                 protocols.append(gq)
+            if self._cuhk_full:
+                no_camera = np.full(len(qdicts), -1, dtype=np.int64)
+                protocols.append(M.prw_galleries(
+                    q_images, np.array([d["identity"] for d in qdicts], dtype=np.int64), no_camera,
+                    np.full(len(gallery_dicts), -1, dtype=np.int64), gt["identities"], gt["boxes"], gt["splits"],
+                    mode="all", name="gfull",
+                ))
+                labels.append("gfull")
             headline = "g100" if "g100" in labels else labels[0]
 
         cbgm = None
@@ -428,7 +440,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
         os.makedirs(self._output_dir, exist_ok=True)
         atomic_write_json(payload, os.path.join(self._output_dir, f"person_search_{self._gallery_name}.json"))
         if protocol == "cuhk_sysu":
-            sizes = [int(label[1:]) for label in labels]
+            sizes = [len(gallery_dicts) if label == "gfull" else int(label[1:]) for label in labels]
             plot_gallery_size_curve(
                 sizes,
                 [100.0 * r.mAP for r in searches],

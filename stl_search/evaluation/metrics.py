@@ -11,7 +11,7 @@ Array conventions (every function):
       ``num_images + 1``; the rows of image ``i`` are ``splits[i]:splits[i + 1]``.
     * Embeddings must already be L2-normalised: similarity is their dot product (cosine).
 
-Protocol (``../shared/notes/protocol.md``):
+Protocol (SeqNet's ``eval_func.py`` and the project's protocol notes):
     * detections with score ``>= score_thresh`` (0.5) are kept, for search and detection alike;
     * search: per query, per gallery image, only the highest-similarity detection whose IoU with
       the target's box is ``>= min(0.5, w*h / ((w + 10) * (h + 10)))`` is a true positive;
@@ -23,6 +23,9 @@ Tie-breaking (documented because the reference leaves it to NumPy's unstable sor
 scores, so it does not depend on it. Where an order is needed (which of two tied detections in one
 image is the true positive, top-k, the ranked lists) ties go to the detection that comes first in
 the gallery arrays (image order, then detection order).
+
+Dependencies: NumPy; SciPy only for CBGM's assignment problem. The scoring kernels live in
+:mod:`.search_kernels`; :func:`search_metrics` picks how similarities are computed (see there).
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from . import search_kernels as K
+from .search_kernels import ranges as _ranges
 
 __all__ = [
     "average_precision",
@@ -48,10 +53,11 @@ __all__ = [
     "search_metrics",
 ]
 
-#: Per-query gathering of gallery rows is used instead of one matrix product per chunk of queries
-#: when queries need, on average, less than this fraction of all gallery detections (measured on
-#: 2 cores: gathering a row costs ~20x one query-row dot product inside a matrix product).
-GATHER_FRACTION = 0.05
+#: "auto" strategy of :func:`search_metrics`: compute only each query's own gallery ("pairs") when
+#: the protocols need less than this fraction of the query x detection products, else one dense
+#: product per chunk of queries ("matmul"). A pair product runs at a few times lower throughput
+#: than a large matrix product (small per-image products, single-threaded), hence 0.2.
+PAIRS_FRACTION = 0.2
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,30 +119,11 @@ def reid_iou_threshold(boxes: np.ndarray) -> np.ndarray:
     return np.minimum(0.5, (w * h) / ((w + 10.0) * (h + 10.0)))
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + counts[i])`` for all i, vectorised."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    offsets = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets, counts) + np.arange(total, dtype=np.int64)
-
-
 def _check_splits(splits: np.ndarray, n: int, what: str) -> np.ndarray:
     splits = np.asarray(splits, dtype=np.int64)
     if splits.ndim != 1 or splits.size < 1 or splits[0] != 0 or splits[-1] != n or np.any(np.diff(splits) < 0):
         raise ValueError(f"{what}: splits must start at 0, be non-decreasing and end at {n}")
     return splits
-
-
-def _first_in_segments(segment_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Indices ``i`` with ``mask[i]`` that are the first such index of their (sorted) segment."""
-    idx = np.flatnonzero(mask)
-    if idx.size == 0:
-        return idx
-    seg = segment_ids[idx]
-    return idx[np.r_[True, seg[1:] != seg[:-1]]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,90 +605,6 @@ def _prepare(gq: QueryGalleries, det_starts: np.ndarray, det_counts: np.ndarray,
     return _Prepared(gq, np.diff(target_splits), cand_splits.astype(np.int64), cand_det, cand_target, rows_per_query)
 
 
-def _cbgm_rerank(
-    row: np.ndarray,
-    dets: np.ndarray,
-    nodes: np.ndarray,
-    emb: np.ndarray,
-    det_image: np.ndarray,
-    det_starts: np.ndarray,
-    det_counts: np.ndarray,
-    k1: int,
-) -> None:
-    """CBGM in place on ``row`` (similarities indexed by kept detection).
-
-    The images of the top-``k1`` detections among ``dets`` are re-scored: a maximum-weight
-    bipartite matching between ``nodes`` (query embedding first, then context persons) and the
-    image's detections (weights: dot products); the detection matched to node 0 gets the largest
-    weight among the matched pairs. This loops over at most ``k1`` images (Hungarian algorithm
-    via SciPy, equivalent to the reference's Kuhn-Munkres up to ties between optimal matchings).
-    """
-    s = row[dets]
-    top = _top_positions(s, dets, k1)
-    for img in np.unique(det_image[dets[top]]):
-        r = np.arange(det_starts[img], det_starts[img] + det_counts[img])
-        weights = nodes @ emb[r].T
-        qi, gi = linear_sum_assignment(weights, maximize=True)
-        matched = qi == 0
-        if matched.any():
-            row[r[gi[matched][0]]] = weights[qi, gi].max()
-
-
-def _top_positions(s: np.ndarray, dets: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` highest scores in ``s``, best first, ties to the lower ``dets``."""
-    if s.size > k:
-        kth = np.partition(s, s.size - k)[s.size - k]
-        pos = np.flatnonzero(s >= kth)
-    else:
-        pos = np.arange(s.size)
-    return pos[np.lexsort((dets[pos], -s[pos].astype(np.float64)))][:k]
-
-
-def _score_query(
-    row: np.ndarray,
-    dets: np.ndarray,
-    cand_det: np.ndarray,
-    cand_target: np.ndarray,
-    num_gt: int,
-    topk: Sequence[int],
-    num_ranked: int,
-):
-    """AP x recall, top-k hits and the ranked list of one query over one gallery.
-
-    ``row`` holds the similarity of every kept detection needed (at least ``dets``), ``dets`` the
-    kept detections of the query's gallery, ``cand_*`` the detections passing the IoU rule for each
-    scored target row (contiguous per row, ascending detection index).
-    """
-    s = row[dets]
-    tp_det = np.empty(0, dtype=np.int64)
-    ap = 0.0
-    hits = np.zeros(len(topk), dtype=bool)
-    if cand_det.size:
-        cs = row[cand_det]
-        starts = np.r_[0, np.flatnonzero(cand_target[1:] != cand_target[:-1]) + 1]
-        sizes = np.diff(np.r_[starts, cs.size])
-        group_max = np.maximum.reduceat(cs, starts)
-        group = np.repeat(np.arange(starts.size), sizes)
-        first = _first_in_segments(group, cs == np.repeat(group_max, sizes))
-        tp_det, tp_score = cand_det[first], cs[first]
-
-        # AP x recall = sum over distinct TP scores v of  #TP(v) * precision(>= v) / num_gt.
-        values, n_tp_at = np.unique(tp_score, return_counts=True)
-        above = np.bincount(np.searchsorted(values, s, side="right"), minlength=values.size + 1)
-        n_ge = np.cumsum(above[::-1])[::-1][1:]
-        tp_ge = np.cumsum(n_tp_at[::-1])[::-1]
-        ap = float(np.sum(n_tp_at * (tp_ge / n_ge)) / num_gt)
-
-        best = tp_score.max()
-        best_det = tp_det[tp_score == best].min()
-        rank = np.count_nonzero(s > best) + np.count_nonzero((s == best) & (dets < best_det))
-        hits = rank < np.asarray(topk)
-
-    pos = _top_positions(s, dets, num_ranked)
-    ranked = dets[pos]
-    return ap, hits, tp_det.size, ranked, s[pos], np.isin(ranked, tp_det)
-
-
 def search_metrics(
     gallery: GalleryDetections,
     query_embeddings: np.ndarray,
@@ -720,16 +623,22 @@ def search_metrics(
         gallery: all gallery detections (:class:`GalleryDetections`).
         query_embeddings: ``(Q, D)`` L2-normalised embedding of each query box.
         galleries: one :class:`QueryGalleries` or several over the same queries (e.g. the CUHK-SYSU
-            gallery sizes, or PRW "all" and "multi_view"): similarities are computed once for all.
+            gallery sizes, or PRW "all" and "multi_view").
         score_thresh: gallery detections below are ignored.
         topk: k values of the top-k accuracy (over the ranked detections).
         num_ranked: length of the ranked lists returned per query.
         cbgm: optional CBGM re-ranking inputs (off when None, as in the paper).
-        chunk_size: queries per matrix product.
-        strategy: "matmul" (one product per chunk of queries against all detections), "gather"
-            (per query, only its gallery's detections) or "auto" (by the share of detections each
-            query needs, :data:`GATHER_FRACTION`). The numbers do not depend on it beyond
+        chunk_size: queries per matrix product ("matmul").
+        strategy: how similarities are computed; the numbers do not depend on it beyond
             floating-point summation order.
+            "matmul": one product per chunk of queries against all detections, shared by all
+            protocols, then per query NumPy operations over its gallery (dense galleries: PRW,
+            large CUHK-SYSU sizes);
+            "pairs": per protocol, only the products each query needs (image-major, see
+            ``search_kernels.pair_similarities``), then scoring vectorised across queries
+            (sparse galleries: CUHK-SYSU G50-G500);
+            "auto": "pairs" when the protocols together need less than :data:`PAIRS_FRACTION` of
+            the dense products.
 
     Returns:
         A :class:`SearchResult` per protocol (a single one when ``galleries`` is a single protocol).
@@ -746,87 +655,207 @@ def search_metrics(
     for p in protocols:
         if p.num_queries != num_queries:
             raise ValueError(f"protocol {p.name!r} has {p.num_queries} queries, embeddings {num_queries}")
-    topk = tuple(int(k) for k in topk)
+    topk_arr = np.asarray([int(k) for k in topk], dtype=np.int64)
+    kg = _KeptGallery.build(gallery, score_thresh, query_embeddings)
+    q_emb = np.ascontiguousarray(query_embeddings.astype(kg.emb.dtype, copy=False).reshape(num_queries, kg.dim))
+    prepared = [_prepare(p, kg.det_starts, kg.det_counts, kg.boxes) for p in protocols]
 
-    # Kept detections (score filter), re-indexed; `kept` maps back to the given indices.
-    scores = np.asarray(gallery.scores).ravel()
-    splits = np.asarray(gallery.splits, dtype=np.int64)
-    det_image_all = np.repeat(np.arange(gallery.num_images), np.diff(splits))
-    keep = scores >= score_thresh
-    kept = np.flatnonzero(keep)
-    emb = np.asarray(gallery.embeddings)
-    work_dtype = np.result_type(emb.dtype, np.float32)
-    emb = emb.astype(work_dtype, copy=False) if keep.all() else emb[kept].astype(work_dtype, copy=False)
-    boxes = np.asarray(gallery.boxes, dtype=np.float64).reshape(-1, 4)[kept]
-    det_image = det_image_all[kept]
-    det_counts = np.bincount(det_image, minlength=gallery.num_images).astype(np.int64)
-    det_starts = np.cumsum(det_counts) - det_counts
-    num_kept = kept.size
-    q_emb = query_embeddings.astype(work_dtype, copy=False).reshape(num_queries, emb.shape[1] if emb.ndim == 2 else -1)
-
-    prepared = [_prepare(p, det_starts, det_counts, boxes) for p in protocols]
     if strategy == "auto":
         needed = sum(float(p.rows_per_query.sum()) for p in prepared)
-        strategy = "gather" if needed < GATHER_FRACTION * max(num_queries, 1) * max(num_kept, 1) else "matmul"
-    if strategy not in ("gather", "matmul"):
+        strategy = "pairs" if needed < PAIRS_FRACTION * num_queries * kg.num_kept else "matmul"
+    if strategy not in ("pairs", "matmul"):
         raise ValueError(f"unknown strategy {strategy!r}")
+    nodes = _cbgm_nodes(cbgm, q_emb, kg.dim) if cbgm is not None else None
 
-    ctx_nodes = None
-    if cbgm is not None:
-        ctx_splits = np.asarray(cbgm.context_splits, dtype=np.int64)
-        if ctx_splits.size != num_queries + 1:
-            raise ValueError("cbgm.context_splits must have one entry per query + 1")
-        ctx_emb = np.asarray(cbgm.context_embeddings).astype(work_dtype, copy=False).reshape(-1, q_emb.shape[1])
+    outputs = [_Outputs.empty(num_queries, topk_arr.size, num_ranked) for _ in prepared]
+    if strategy == "pairs":
+        pair_data = [
+            K.pair_similarities(p.galleries.images, p.galleries.image_splits, q_emb, kg.emb, kg.det_starts, kg.det_counts)
+            for p in prepared
+        ]
+        if nodes is None:
+            for prep, data, out in zip(prepared, pair_data, outputs):
+                _score_pairs_flat(prep, data, kg, topk_arr, num_ranked, out)
+        else:
+            _score_per_query(prepared, kg, q_emb, topk_arr, num_ranked, outputs, nodes, cbgm, pair_data=pair_data)
+    else:
+        _score_per_query(prepared, kg, q_emb, topk_arr, num_ranked, outputs, nodes, cbgm, chunk_size=chunk_size)
 
-    out_ap = [np.zeros(num_queries) for _ in protocols]
-    out_hits = [np.zeros((num_queries, len(topk)), dtype=bool) for _ in protocols]
-    out_tp = [np.zeros(num_queries, dtype=np.int64) for _ in protocols]
-    out_rank = [np.full((num_queries, num_ranked), -1, dtype=np.int64) for _ in protocols]
-    out_rscore = [np.full((num_queries, num_ranked), np.nan) for _ in protocols]
-    out_rcorr = [np.zeros((num_queries, num_ranked), dtype=bool) for _ in protocols]
+    results = [out.result(prep, topk_arr, kg.kept, strategy) for prep, out in zip(prepared, outputs)]
+    return results[0] if single else results
 
-    row_buffer = np.empty(num_kept, dtype=work_dtype) if strategy == "gather" else None
-    for q0 in range(0, num_queries, chunk_size):
-        q1 = min(q0 + chunk_size, num_queries)
-        sims = q_emb[q0:q1] @ emb.T if strategy == "matmul" else None
-        for q in range(q0, q1):
-            if cbgm is not None:
-                ctx = ctx_emb[ctx_splits[q] : ctx_splits[q + 1]][: max(cbgm.k2 - 1, 0)]
-                ctx_nodes = np.concatenate([q_emb[q : q + 1], ctx], axis=0)
-            for pi, prep in enumerate(prepared):
-                gq = prep.galleries
-                imgs = np.asarray(gq.images[gq.image_splits[q] : gq.image_splits[q + 1]], dtype=np.int64)
-                dets = _ranges(det_starts[imgs], det_counts[imgs])
-                if strategy == "matmul":
-                    row = sims[q - q0]
-                else:
-                    row = row_buffer
-                    row[dets] = emb[dets] @ q_emb[q]
-                if ctx_nodes is not None and ctx_nodes.shape[0] > 1 and dets.size:
-                    row = row.copy()
-                    _cbgm_rerank(row, dets, ctx_nodes, emb, det_image, det_starts, det_counts, cbgm.k1)
-                c0, c1 = prep.cand_splits[q], prep.cand_splits[q + 1]
-                ap, hits, n_tp, ranked, rscore, rcorr = _score_query(
-                    row, dets, prep.cand_det[c0:c1], prep.cand_target[c0:c1], int(prep.num_gt[q]), topk, num_ranked
-                )
-                out_ap[pi][q], out_hits[pi][q], out_tp[pi][q] = ap, hits, n_tp
-                out_rank[pi][q, : ranked.size] = kept[ranked]
-                out_rscore[pi][q, : ranked.size] = rscore
-                out_rcorr[pi][q, : ranked.size] = rcorr
 
-    results = [
-        SearchResult(
+@dataclass(frozen=True)
+class _KeptGallery:
+    """The gallery detections above the score threshold, re-indexed 0..N-1 (image-major)."""
+
+    emb: np.ndarray  # (N, D) in the working dtype (float32, or float64 when given float64)
+    boxes: np.ndarray  # (N, 4) float64
+    det_image: np.ndarray  # (N,) gallery image of each kept detection
+    det_starts: np.ndarray  # (I,) first kept detection of each image
+    det_counts: np.ndarray  # (I,) kept detections of each image
+    kept: np.ndarray  # (N,) index of each kept detection in the arrays as given
+
+    @property
+    def num_kept(self) -> int:
+        return int(self.kept.size)
+
+    @property
+    def dim(self) -> int:
+        return int(self.emb.shape[1])
+
+    @classmethod
+    def build(cls, gallery: GalleryDetections, score_thresh: float, query_embeddings: np.ndarray) -> "_KeptGallery":
+        scores = np.asarray(gallery.scores).ravel()
+        det_image_all = np.repeat(np.arange(gallery.num_images), np.diff(np.asarray(gallery.splits, dtype=np.int64)))
+        keep = scores >= score_thresh
+        kept = np.flatnonzero(keep)
+        emb = np.asarray(gallery.embeddings)
+        work_dtype = np.result_type(emb.dtype, np.float32)
+        emb = emb.astype(work_dtype, copy=False) if keep.all() else emb[kept].astype(work_dtype, copy=False)
+        if emb.ndim == 2:
+            dim = emb.shape[1]
+        else:  # an empty gallery given as a 1-D array: take the width from the queries
+            dim = int(np.asarray(query_embeddings).shape[-1]) if np.asarray(query_embeddings).ndim == 2 else 0
+        det_image = det_image_all[kept]
+        det_counts = np.bincount(det_image, minlength=gallery.num_images).astype(np.int64)
+        return cls(
+            emb=emb.reshape(-1, dim),
+            boxes=np.asarray(gallery.boxes, dtype=np.float64).reshape(-1, 4)[kept],
+            det_image=det_image,
+            det_starts=np.cumsum(det_counts) - det_counts,
+            det_counts=det_counts,
+            kept=kept,
+        )
+
+
+@dataclass
+class _Outputs:
+    """Per-query outputs of one protocol, filled by the scoring paths."""
+
+    ap: np.ndarray
+    hits: np.ndarray
+    num_tp: np.ndarray
+    ranked: np.ndarray  # kept-detection indices, -1 padded
+    ranked_scores: np.ndarray
+    ranked_correct: np.ndarray
+
+    @classmethod
+    def empty(cls, num_queries: int, num_k: int, num_ranked: int) -> "_Outputs":
+        return cls(
+            ap=np.zeros(num_queries),
+            hits=np.zeros((num_queries, num_k), dtype=bool),
+            num_tp=np.zeros(num_queries, dtype=np.int64),
+            ranked=np.full((num_queries, num_ranked), -1, dtype=np.int64),
+            ranked_scores=np.full((num_queries, num_ranked), np.nan),
+            ranked_correct=np.zeros((num_queries, num_ranked), dtype=bool),
+        )
+
+    def result(self, prep: "_Prepared", topk: np.ndarray, kept: np.ndarray, strategy: str) -> SearchResult:
+        return SearchResult(
             name=prep.galleries.name,
-            ap=out_ap[pi],
-            topk=topk,
-            hits=out_hits[pi],
+            ap=self.ap,
+            topk=tuple(int(k) for k in topk),
+            hits=self.hits,
             num_gt=prep.num_gt,
-            num_tp=out_tp[pi],
-            ranked_dets=out_rank[pi],
-            ranked_scores=out_rscore[pi],
-            ranked_correct=out_rcorr[pi],
+            num_tp=self.num_tp,
+            ranked_dets=np.where(self.ranked >= 0, np.r_[kept, -1][self.ranked], -1),  # -1 stays -1
+            ranked_scores=self.ranked_scores,
+            ranked_correct=self.ranked_correct,
             extras={"strategy": strategy},
         )
-        for pi, prep in enumerate(prepared)
-    ]
-    return results[0] if single else results
+
+
+def _cbgm_nodes(cbgm: CBGMContext, q_emb: np.ndarray, dim: int) -> list:
+    """Per query, the CBGM graph's query-side nodes (query embedding first), or None when the
+    query has no context person (CBGM is then a no-op for it)."""
+    splits = np.asarray(cbgm.context_splits, dtype=np.int64)
+    if splits.size != q_emb.shape[0] + 1:
+        raise ValueError("cbgm.context_splits must have one entry per query + 1")
+    ctx = np.asarray(cbgm.context_embeddings).astype(q_emb.dtype, copy=False).reshape(-1, dim)
+    nodes = []
+    for q in range(q_emb.shape[0]):
+        c = ctx[splits[q] : splits[q + 1]][: max(cbgm.k2 - 1, 0)]
+        nodes.append(np.concatenate([q_emb[q : q + 1], c], axis=0) if len(c) else None)
+    return nodes
+
+
+def _score_pairs_flat(prep: "_Prepared", data: tuple, kg: _KeptGallery, topk: np.ndarray, num_ranked: int, out: _Outputs) -> None:
+    """Score every query of one protocol from the "pairs" similarities, vectorised across queries
+    (in chunks of bounded memory)."""
+    flat, flat_dets, offsets = data
+    gq = prep.galleries
+    q_of_target = np.repeat(np.arange(gq.num_queries), np.diff(np.asarray(gq.target_splits, dtype=np.int64)))
+    cand_query = q_of_target[prep.cand_target]
+    try:
+        cand_pos = K.pair_positions(
+            gq.images, gq.image_splits, cand_query, np.asarray(gq.target_images, dtype=np.int64)[prep.cand_target],
+            prep.cand_det, kg.det_starts, kg.det_counts,
+        )
+    except ValueError as exc:
+        raise ValueError(f"protocol {gq.name!r}: {exc}") from None
+    for qa, qb in K.flat_chunks(offsets, prep.cand_splits):
+        e0, e1 = offsets[qa], offsets[qb]
+        c0, c1 = prep.cand_splits[qa], prep.cand_splits[qb]
+        res = K.score_flat(
+            flat[e0:e1], flat_dets[e0:e1], offsets[qa : qb + 1] - e0, cand_pos[c0:c1] - e0,
+            prep.cand_target[c0:c1], cand_query[c0:c1] - qa, prep.num_gt[qa:qb], topk, num_ranked,
+        )
+        (out.ap[qa:qb], out.hits[qa:qb], out.num_tp[qa:qb], out.ranked[qa:qb], out.ranked_scores[qa:qb],
+         out.ranked_correct[qa:qb]) = res
+
+
+def _score_per_query(
+    prepared: list,
+    kg: _KeptGallery,
+    q_emb: np.ndarray,
+    topk: np.ndarray,
+    num_ranked: int,
+    outputs: list,
+    nodes: Optional[list],
+    cbgm: Optional[CBGMContext],
+    pair_data: Optional[list] = None,
+    chunk_size: int = 128,
+) -> None:
+    """Score query by query (NumPy over each query's gallery): the "matmul" path, and CBGM.
+
+    Similarities come from ``pair_data`` ("pairs") or from one matrix product per chunk of queries
+    against all kept detections ("matmul"), shared by all protocols.
+    """
+    num_queries = q_emb.shape[0]
+    posmap = np.zeros(kg.num_kept, dtype=np.int64)  # position of a detection in the query's list
+    for q0 in range(0, num_queries, chunk_size):
+        q1 = min(q0 + chunk_size, num_queries)
+        sims = q_emb[q0:q1] @ kg.emb.T if pair_data is None else None
+        for q in range(q0, q1):
+            q_nodes = nodes[q] if nodes is not None else None
+            for pi, prep in enumerate(prepared):
+                c0, c1 = prep.cand_splits[q], prep.cand_splits[q + 1]
+                cand_det = prep.cand_det[c0:c1]
+                if pair_data is not None:
+                    flat, flat_dets, offsets = pair_data[pi]
+                    s, dets = flat[offsets[q] : offsets[q + 1]], flat_dets[offsets[q] : offsets[q + 1]]
+                    if q_nodes is not None:
+                        s = s.copy()
+                else:
+                    gq = prep.galleries
+                    imgs = gq.images[gq.image_splits[q] : gq.image_splits[q + 1]]
+                    dets = _ranges(kg.det_starts[imgs], kg.det_counts[imgs])
+                    s = sims[q - q0][dets]
+                if q_nodes is not None and dets.size:
+                    K.cbgm_rerank(s, dets, q_nodes, kg.emb, kg.det_image, cbgm.k1)
+                if not cand_det.size:
+                    cs = s[:0]
+                elif pair_data is None and q_nodes is None:
+                    cs = sims[q - q0][cand_det]
+                else:
+                    posmap[dets] = np.arange(dets.size)
+                    cs = s[posmap[cand_det]]
+                ap, hits, n_tp, ranked, rscore, rcorr = K.score_query(
+                    s, dets, cs, cand_det, prep.cand_target[c0:c1], int(prep.num_gt[q]), topk, num_ranked
+                )
+                out = outputs[pi]
+                out.ap[q], out.hits[q], out.num_tp[q] = ap, hits, n_tp
+                out.ranked[q, : ranked.size] = ranked
+                out.ranked_scores[q, : ranked.size] = rscore
+                out.ranked_correct[q, : ranked.size] = rcorr

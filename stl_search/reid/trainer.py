@@ -220,12 +220,8 @@ def build_reid_model(cfg: CfgNode, num_classes: int) -> ReIDNet:
 
 
 def _data_seed(cfg: CfgNode) -> int:
-    if cfg.SEED >= 0:
-        return int(cfg.SEED)
-    seed = torch.tensor([int(time.time() * 1000) % (2**31)])
-    if comm.get_world_size() > 1:  # all ranks must agree
-        torch.distributed.broadcast(seed, src=0)
-    return int(seed.item())
+    """``SEED``, or one random seed shared by all processes (saved in the checkpoints for resume)."""
+    return int(cfg.SEED) if cfg.SEED >= 0 else int(comm.shared_random_seed())
 
 
 def run_pretraining(

@@ -110,11 +110,18 @@ def test_cuhk_gallery_sizes_queries_once_json_and_curve(tmp_path):
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cuhk_single_name_expands_sizes():
+def test_cuhk_single_name_expands_sizes_and_full_gallery():
     gname, names, gallery = F.register_cuhk()
     base = names[0][: -len("_g2")]
-    ev = PersonSearchEvaluator(gname, base, cuhk_gallery_sizes=[2, 3, 100])
+    ev = PersonSearchEvaluator(gname, base, cuhk_gallery_sizes=[2, 3, 100, -1])
     assert ev._query_names == names
+    from detectron2.data import DatasetCatalog
+
+    res = run(ev, gallery, DatasetCatalog.get(names[0]))
+    assert list(res) == ["search", "search_g2", "search_g3", "search_gfull", "detection"]
+    # Full gallery: query 0 (id 1, from s1) finds s2; query 1 (id 2, from s3) finds s1; the query
+    # images themselves are excluded.
+    assert res["search_gfull"]["mAP"] == pytest.approx(100.0)
 
 
 def test_missing_query_embedding_raises():

@@ -256,7 +256,7 @@ def test_random_cases_agree_with_loop_reference(mode, integer):
     rng = np.random.default_rng(100 + 7 * integer + len(mode))
     for trial in range(25):
         images, queries = random_case(rng, integer=integer)
-        for strategy in ("gather", "matmul"):
+        for strategy in ("pairs", "matmul"):
             compare(images, queries, mode, 5, strategy=strategy, topk=(1, 2, 5))
 
 
@@ -295,7 +295,7 @@ def test_cbgm_agrees_with_brute_force_reference():
         ctx = np.array([c for q in queries for c in q["context"]]).reshape(-1, dim)
         for mode in ("explicit", "all"):
             cb = M.CBGMContext(k1=int(rng.integers(1, 6)), k2=3, context_splits=np.r_[0, np.cumsum(counts)], context_embeddings=ctx)
-            compare(images, queries, mode, dim, cbgm=cb, strategy="gather" if trial % 2 else "matmul")
+            compare(images, queries, mode, dim, cbgm=cb, strategy="pairs" if trial % 2 else "matmul")
 
 
 def test_cbgm_changes_scores_and_is_noop_without_context():
@@ -411,3 +411,25 @@ def test_float16_gallery_and_multiple_protocols_share_one_pass():
     half = M.GalleryDetections(gal.boxes, gal.scores, gal.embeddings.astype(np.float16), gal.splits)
     r16 = M.search_metrics(half, q_emb.astype(np.float32), protos[1])
     np.testing.assert_allclose(r16.ap, together[1].ap, atol=5e-2)
+
+
+def test_pairs_scoring_in_small_chunks_equals_matmul(monkeypatch):
+    rng = np.random.default_rng(21)
+    images, queries = random_case(rng, n_images=30, n_queries=40, dim=6, integer=True)
+    gal = to_gallery(images, 6)
+    q_emb = np.array([q["emb"] for q in queries])
+    protos = [protocol_for(m, images, queries) for m in ("explicit", "all")]
+    dense = M.search_metrics(gal, q_emb, protos, strategy="matmul")
+    from stl_search.evaluation import search_kernels as SK
+
+    original = SK.flat_chunks
+    monkeypatch.setattr(SK, "flat_chunks", lambda offsets, splits: original(offsets, splits, budget=50))
+    assert len(SK.flat_chunks(np.arange(0, 400, 10), np.zeros(40, dtype=np.int64))) > 5
+    sparse = M.search_metrics(gal, q_emb, protos, strategy="pairs")
+    for a, b in zip(dense, sparse):
+        assert b.extras["strategy"] == "pairs"
+        np.testing.assert_allclose(a.ap, b.ap, atol=1e-12)
+        np.testing.assert_array_equal(a.hits, b.hits)
+        np.testing.assert_array_equal(a.num_tp, b.num_tp)
+        np.testing.assert_array_equal(a.ranked_dets, b.ranked_dets)
+        np.testing.assert_array_equal(a.ranked_correct, b.ranked_correct)

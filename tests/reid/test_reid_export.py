@@ -88,3 +88,24 @@ def test_export_rejects_unknown_keys_and_accepts_ddp_prefix(tmp_path):
         export_for_person_search({**sd, "head.extra.weight": torch.zeros(1)})
     torch.save({"model": sd}, tmp_path / "c.pth")
     assert load_model_state_dict(str(tmp_path / "c.pth")).keys() == sd.keys()
+
+
+@pytest.mark.parametrize("stl_cfg,ps_cfg,neck", [
+    ("STL/synthetic.yaml", "synthetic/person_search.yaml", True),
+    ("STL/PRW.yaml", "PRW/stl_mrfp.yaml", True),
+    ("STL/CUHK-SYSU.yaml", "CUHK-SYSU/stl.yaml", False),
+])
+def test_stl_config_export_loads_into_its_person_search_config(tmp_path, repo_root, stl_cfg, ps_cfg, neck):
+    """The STL configs and the person-search configs they initialise share one backbone."""
+    from stl_search.engine.setup import load_config
+
+    reid_cfg = load_config(f"{repo_root}/configs/{stl_cfg}")
+    ps_cfg = load_config(f"{repo_root}/configs/{ps_cfg}",
+                         ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "7", "MODEL.DEVICE", "cpu"])
+    save_person_search_init(
+        export_for_person_search(ReIDNet(reid_cfg, num_classes=7).state_dict(), mrfp_neck=neck),
+        str(tmp_path / "init.pth"))
+    model = build_model(ps_cfg)
+    incompatible = _load(model, str(tmp_path / "init.pth"))
+    assert set(incompatible.missing_keys) == _expected_missing(model)
+    assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []

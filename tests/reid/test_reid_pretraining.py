@@ -86,3 +86,18 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(tmp_path):
     # the resumed run wrote the checkpoints after the kill
     assert (killed / "model_0000011.pth").exists()
     assert (killed / "last_checkpoint").read_text().strip() == "model_final.pth"
+
+
+def test_synthetic_config_trains_on_the_real_crop_set(tmp_path, repo_root, monkeypatch):
+    """configs/STL/synthetic.yaml end to end on the crop set of ``synthetic_train`` (one short epoch)."""
+    from stl_search.engine.setup import load_config
+
+    setup_logger()
+    monkeypatch.chdir(repo_root)  # the default data root is ./datasets
+    cfg = load_config(os.path.join(repo_root, "configs", "STL", "synthetic.yaml"), [
+        "OUTPUT_DIR", str(tmp_path), "REID.SOLVER.MAX_EPOCHS", "1", "REID.SOLVER.ITERS_PER_EPOCH", "3",
+        "REID.SOLVER.WARMUP_EPOCHS", "0", "REID.TEST_PERIOD_EPOCHS", "0", "REID.INPUT.CACHE_CROPS", "False",
+        "REID.SAMPLER.P", "8"])
+    results = run_pretraining(cfg)["reid"]
+    assert results["num_queries"] > 0 and 0 <= results["mAP"] <= 100
+    assert (tmp_path / "model_final.pth").exists() and (tmp_path / "stl_init.pth").exists()
