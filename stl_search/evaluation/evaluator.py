@@ -182,7 +182,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             scores = _to_numpy(inst.scores).astype(np.float32).ravel()
             keep = scores >= self._score_thresh
             boxes = _to_numpy(inst.pred_boxes.tensor).astype(np.float32).reshape(-1, 4)[keep]
-            emb = _l2_normalize(_to_numpy(inst.pred_embeddings).reshape(len(scores), -1)[keep])
+            emb = _to_numpy(inst.pred_embeddings)
+            dim = emb.shape[-1] if emb.ndim == 2 else (emb.size // max(len(scores), 1))
+            emb = _l2_normalize(emb.reshape(len(scores), dim)[keep])
             self._gallery[str(inp["image_id"])] = (boxes, scores[keep], emb.astype(self._feature_dtype))
 
     def process_queries(self, inputs, outputs) -> None:
@@ -218,59 +220,18 @@ class PersonSearchEvaluator(DatasetEvaluator):
         gal, gt = self._gallery_arrays(gallery_dicts, image_ids, preds, query_embs)
         q_emb = self._query_matrix(qdicts, query_embs, gal.embeddings.shape[1])
         q_images = np.array([id_to_index.get(str(d["image_id"]), -1) for d in qdicts], dtype=np.int64)
-
-        if protocol == "prw":
-            labels = list(self._prw_modes)
-            protocols = [
-                M.prw_galleries(
-                    q_images,
-                    np.array([d["identity"] for d in qdicts], dtype=np.int64),
-                    np.array([d.get("camera_id", -1) for d in qdicts], dtype=np.int64),
-                    gt["cameras"],
-                    gt["identities"],
-                    gt["boxes"],
-                    gt["splits"],
-                    mode=mode,
-                    name=mode,
-                )
-                for mode in labels
-            ]
-            headline = labels[0]
-        else:
-            labels, protocols = [], []
-            for name in self._query_names:
-                label, gq = self._cuhk_protocol(name, qdicts, id_to_index)
-                labels.append(label)
-                protocols.append(gq)
-            if self._cuhk_full:
-                no_camera = np.full(len(qdicts), -1, dtype=np.int64)
-                protocols.append(M.prw_galleries(
-                    q_images, np.array([d["identity"] for d in qdicts], dtype=np.int64), no_camera,
-                    np.full(len(gallery_dicts), -1, dtype=np.int64), gt["identities"], gt["boxes"], gt["splits"],
-                    mode="all", name="gfull",
-                ))
-                labels.append("gfull")
-            headline = "g100" if "g100" in labels else labels[0]
+        labels, protocols, headline = self._protocols(protocol, qdicts, q_images, gt, id_to_index)
 
         cbgm = None
         if self._cbgm:
             k1, k2 = (k or d for k, d in zip(self._cbgm_k, CBGM_DEFAULTS[protocol]))
-            ctx = M.query_context_from_gallery(
-                gal, q_images, np.array([d["query_box"] for d in qdicts], dtype=np.float64).reshape(-1, 4), k2, self._score_thresh
-            )
-            cbgm = replace(ctx, k1=k1)
+            query_boxes = np.array([d["query_box"] for d in qdicts], dtype=np.float64).reshape(-1, 4)
+            cbgm = replace(M.query_context_from_gallery(gal, q_images, query_boxes, k2, self._score_thresh), k1=k1)
         searches = M.search_metrics(gal, q_emb, protocols, score_thresh=self._score_thresh, topk=self._topk, cbgm=cbgm)
         detection = {
             key: M.detection_metrics(
-                gt["boxes"],
-                gt["splits"],
-                gal.boxes,
-                gal.scores,
-                gal.splits,
-                gt_labeled=gt["identities"] >= 0,
-                labeled_only=labeled,
-                score_thresh=self._score_thresh,
-                iou_thresh=self._det_iou_thresh,
+                gt["boxes"], gt["splits"], gal.boxes, gal.scores, gal.splits, gt_labeled=gt["identities"] >= 0,
+                labeled_only=labeled, score_thresh=self._score_thresh, iou_thresh=self._det_iou_thresh,
             )
             for key, labeled in (("all", False), ("labeled", True))
         }
@@ -281,23 +242,47 @@ class PersonSearchEvaluator(DatasetEvaluator):
         for label, res in by_label.items():
             if protocol == "cuhk_sysu" or label != headline:
                 results[f"search_{label}"] = self._search_dict(res)
+            if res.num_queries_without_target:
+                logger.warning(
+                    "%s/%s: %d queries have their target in no gallery image (AP 0, counted in the mean)",
+                    self._gallery_name, label, res.num_queries_without_target,
+                )
         results["detection"] = {
             "AP": 100.0 * detection["all"].ap,
             "recall": 100.0 * detection["all"].recall,
             "AP_labeled": 100.0 * detection["labeled"].ap,
             "recall_labeled": 100.0 * detection["labeled"].recall,
         }
-        for label, res in by_label.items():
-            if res.num_queries_without_target:
-                logger.warning(
-                    "%s/%s: %d queries have their target in no gallery image (AP 0, counted in the mean)",
-                    self._gallery_name, label, res.num_queries_without_target,
-                )
         logger.info("Person search on %s (%s): %s", self._gallery_name, protocol, dict(results))
-
         if self._output_dir:
             self._write_outputs(results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal)
         return results
+
+    def _protocols(self, protocol: str, qdicts, q_images: np.ndarray, gt: Dict, id_to_index: Dict):
+        """``(labels, QueryGalleries list, headline label)`` of the data set's protocol."""
+        identities = np.array([d["identity"] for d in qdicts], dtype=np.int64)
+        if protocol == "prw":
+            cameras = np.array([d.get("camera_id", -1) for d in qdicts], dtype=np.int64)
+            labels = list(self._prw_modes)
+            protocols = [
+                M.prw_galleries(q_images, identities, cameras, gt["cameras"], gt["identities"], gt["boxes"], gt["splits"],
+                                mode=mode, name=mode)
+                for mode in labels
+            ]
+            return labels, protocols, labels[0]
+        labels, protocols = [], []
+        for name in self._query_names:
+            label, gq = self._cuhk_protocol(name, qdicts, id_to_index)
+            labels.append(label)
+            protocols.append(gq)
+        if self._cuhk_full:  # every gallery image but the query's own; cameras play no role
+            no_camera = np.full(len(qdicts), -1, dtype=np.int64)
+            protocols.append(M.prw_galleries(
+                q_images, identities, no_camera, np.full(gt["cameras"].size, -1, dtype=np.int64), gt["identities"],
+                gt["boxes"], gt["splits"], mode="all", name="gfull",
+            ))
+            labels.append("gfull")
+        return labels, protocols, ("g100" if "g100" in labels else labels[0])
 
     def _search_dict(self, res: "M.SearchResult") -> Dict[str, float]:
         out = {"mAP": 100.0 * res.mAP}
@@ -306,7 +291,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
 
     def _gallery_arrays(self, gallery_dicts, image_ids, preds, query_embs):
         """Detections (dataset order) and ground truth of the gallery split as CSR arrays."""
-        dim = next((e.shape[1] for _, _, e in preds.values() if e.ndim == 2), None)
+        dim = next((e.shape[1] for _, _, e in preds.values() if e.ndim == 2 and e.shape[1]), None)
         if dim is None:
             dim = next((len(v) for v in query_embs.values()), 0)
         missing = [k for k in image_ids if k not in preds]

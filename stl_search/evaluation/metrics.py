@@ -504,10 +504,10 @@ def query_context_from_gallery(
     and NMS at 0.5, and keeps the ``k2`` most confident (the query box first). We reuse the
     detections the gallery pass already produced for that frame: those with score
     ``>= score_thresh`` and IoU ``<= nms_iou`` with the query box, most confident first.
-    A query frame that is not a gallery frame (``query_images[q] == -1``; PRW and CUHK-SYSU query
-    frames are all test frames, but a custom split need not be) gets no context, which makes CBGM
-    a no-op for that query. ``k1`` is left at 1 here: pass it to :class:`CBGMContext` yourself via
-    ``dataclasses.replace``.
+    The query frame is normally a gallery frame (in the standard PRW and CUHK-SYSU test splits the
+    query frames are test frames); one that is not (``query_images[q] == -1``, e.g. a custom split)
+    gets no context, which makes CBGM a no-op for that query rather than an error. ``k1`` is left
+    at 1 here: set it with ``dataclasses.replace(context, k1=...)``.
     """
     query_images = np.asarray(query_images, dtype=np.int64).ravel()
     query_boxes = np.asarray(query_boxes, dtype=np.float64).reshape(-1, 4)
@@ -585,6 +585,8 @@ class _Prepared:
 
 
 def _prepare(gq: QueryGalleries, det_starts: np.ndarray, det_counts: np.ndarray, det_boxes: np.ndarray) -> _Prepared:
+    """Candidate true positives of every query at once: the kept detections of each scored target
+    image that pass the IoU rule against the target box (features are not needed for this)."""
     num_queries = gq.num_queries
     target_splits = np.asarray(gq.target_splits, dtype=np.int64)
     q_of_target = np.repeat(np.arange(num_queries), np.diff(target_splits))

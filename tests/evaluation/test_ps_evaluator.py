@@ -149,3 +149,17 @@ def test_from_config_float16_and_cbgm():
     cfg.TEST.PERSON_SEARCH.CBGM = True
     res = run(PersonSearchEvaluator.from_config(cfg, gname, qname), gallery, queries)
     assert all(np.isfinite(v) and 0 <= v <= 100 for group in res.values() for v in group.values())
+
+
+def test_no_detections_at_all_gives_defined_numbers():
+    gname, qname, gallery, queries = F.register_prw()
+    ev = PersonSearchEvaluator(gname, qname)
+    gi, go = F.fake_gallery_outputs(gallery, extra=False)
+    for out in go:
+        out["instances"] = out["instances"][out["instances"].scores > 1.0]  # empty
+    ev.process(gi, go)
+    qi, qo = F.fake_query_outputs(queries)
+    ev.process_queries(qi, qo)
+    res = ev.evaluate()
+    assert res["search"] == {"mAP": 0.0, "top1": 0.0, "top5": 0.0, "top10": 0.0}
+    assert res["detection"]["AP"] == 0.0 and res["detection"]["recall"] == 0.0
