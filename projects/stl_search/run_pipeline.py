@@ -99,15 +99,18 @@ def main(argv: Sequence[str] = None) -> None:
     print(f"[pipeline] output folder: {out}")
 
 
-def _first_query(folder: str) -> dict:
-    """The first synthetic query, and ``folder`` filled with links to a few gallery frames."""
+def _first_query(folder: str, size: int = 12) -> dict:
+    """The first synthetic query, and ``folder`` filled with links to ``size`` gallery frames:
+    every frame where the query's person appears, then other frames as distractors."""
     import stl_search  # noqa: F401
     from detectron2.data import DatasetCatalog
 
     query = dict(DatasetCatalog.get("synthetic_query")[0])
-    gallery = DatasetCatalog.get("synthetic_gallery")
+    gallery = [r for r in DatasetCatalog.get("synthetic_gallery") if r["image_id"] != query["image_id"]]
+    has_target = [any(a["identity"] == query["identity"] for a in r["annotations"]) for r in gallery]
+    chosen = [r for r, t in zip(gallery, has_target) if t] + [r for r, t in zip(gallery, has_target) if not t]
     os.makedirs(folder, exist_ok=True)
-    for record in gallery[:12]:  # a small folder of gallery frames for the picture
+    for record in chosen[:size]:
         link = os.path.join(folder, os.path.basename(record["file_name"]))
         if not os.path.exists(link):
             os.symlink(record["file_name"], link)
