@@ -456,15 +456,9 @@ def report(name, res, t_build, t_score, loop_aps, loop_accs, t_loop, n_loop):
 
 
 def main() -> int:
-    import platform
+    from machine import cpu_line
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"machine: {cpu}, {os.cpu_count()} cores; BLAS threads: {ARGS.threads or 'default'}; numpy {np.__version__}; "
+    print(f"machine: {cpu_line()}; BLAS threads: {ARGS.threads or 'default'}; numpy {np.__version__}; "
           f"loop AP: {AP_IMPL}")
     rng = np.random.default_rng(ARGS.seed)
     if "cuhk" in ARGS.datasets:

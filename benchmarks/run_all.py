@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -21,17 +20,13 @@ BENCHMARKS = ("inference_speed", "eval_speed", "train_speed")
 
 
 def machine_line() -> str:
-    """CPU model, core count and torch version: the context every figure needs."""
+    """CPU model, core count, GPU and torch version: the context every figure needs."""
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from machine import cpu_line
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+    return f"{cpu_line()}, {gpu}, torch {torch.__version__}"
 
 
 def main() -> int:

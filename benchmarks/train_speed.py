@@ -22,10 +22,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def reid_throughput(config: str, iters: int, warmup: int) -> dict:
-    """Images/s and data-wait share of STL step 1 training steps."""
+def timed_steps(trainer, iters: int, warmup: int) -> tuple:
+    """Run ``warmup + iters`` training steps; (seconds of the last ``iters``, seconds of them
+    spent waiting for data, from the trainer's ``data_time`` metric)."""
     from detectron2.utils.events import EventStorage
 
+    with EventStorage() as storage:
+        trainer.storage = storage
+        for i in range(warmup + iters):
+            if i == warmup:
+                start = time.perf_counter()
+            storage.iter = trainer.iter = i
+            trainer.run_step()
+        total = time.perf_counter() - start
+        data = sum(v for v, it in storage.history("data_time").values() if it >= warmup)
+    return total, data
+
+
+def reid_throughput(config: str, iters: int, warmup: int) -> dict:
+    """Images/s and data-wait share of STL step 1 training steps."""
     from stl_search.engine.setup import load_config
     from stl_search.reid.data import build_reid_train_loader
     from stl_search.reid.trainer import ReIDTrainer, build_reid_model, build_reid_optimizers, load_reid_train_set
@@ -37,39 +52,20 @@ def reid_throughput(config: str, iters: int, warmup: int) -> dict:
     optimizer, center_optimizer = build_reid_optimizers(cfg, model)
     trainer = ReIDTrainer(model, build_reid_train_loader(cfg, crops, labels, seed=0), optimizer, center_optimizer)
     batch = cfg.REID.SAMPLER.P * cfg.REID.SAMPLER.K
-    with EventStorage() as storage:
-        for i in range(warmup + iters):
-            if i == warmup:
-                start = time.perf_counter()
-            storage.iter = i
-            trainer.iter = i
-            trainer.run_step()
-        total = time.perf_counter() - start
-        data = sum(v for v, it in storage.history("data_time").values() if it >= warmup)
+    total, data = timed_steps(trainer, iters, warmup)
     return {"images_per_s": iters * batch / total, "s_per_iter": total / iters, "data_share": data / total,
             "batch": batch, "workers": cfg.DATALOADER.NUM_WORKERS, "crop": tuple(cfg.REID.INPUT.SIZE)}
 
 
 def person_search_iteration(config: str, iters: int, warmup: int) -> dict:
     """Seconds per person-search training iteration (forward, backward, step)."""
-    from detectron2.utils.events import EventStorage
-
     from stl_search.engine.setup import load_config
     from stl_search.engine.trainer import PersonSearchTrainer
 
     cfg = load_config(config, ["OUTPUT_DIR", os.path.join(REPO, "output", "bench_train_speed")])
     cfg.freeze()
     trainer = PersonSearchTrainer(cfg)
-    with EventStorage() as storage:
-        trainer.storage = storage
-        for i in range(warmup + iters):
-            if i == warmup:
-                start = time.perf_counter()
-            storage.iter = i
-            trainer.iter = i
-            trainer.run_step()
-        total = time.perf_counter() - start
-        data = sum(v for v, it in storage.history("data_time").values() if it >= warmup)
+    total, data = timed_steps(trainer, iters, warmup)
     return {"s_per_iter": total / iters, "images_per_iter": cfg.SOLVER.IMS_PER_BATCH, "data_share": data / total}
 
 
