@@ -9,8 +9,6 @@ person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
 from detectron2.engine import default_argument_parser
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
@@ -20,8 +18,6 @@ from stl_search.reid.trainer import run_pretraining
 
 def main(args):
     cfg = setup(args)
-    # default_setup configures the "detectron2" and "fvcore" loggers; ours log under "stl_search".
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search")
     return run_pretraining(cfg, resume=args.resume, eval_only=args.eval_only)
 
 

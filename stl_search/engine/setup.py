@@ -6,6 +6,8 @@ from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_stl_search_config
 
@@ -44,9 +46,14 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
-    """Build, freeze and log the config of a Detectron2-style command (``default_setup``)."""
+    """Build, freeze and log the config of a Detectron2-style command (``default_setup``).
+
+    ``default_setup`` configures the "detectron2" and "fvcore" loggers; this project's modules log
+    under "stl_search", set up here the same way (console on rank 0, ``OUTPUT_DIR/log.txt``).
+    """
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl")
     return cfg
 
