@@ -8,7 +8,7 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
   1. STL step 1: Re-ID pretraining of ResNet-IBN-a on person crops (projects/stl_search/pretrain_reid.py);
   2. STL step 2: export of the pretrained backbone as the person-search initialisation;
   3. person-search fine-tuning, STL + MRFP, then evaluation on the synthetic gallery and queries
-     (train_net.py; writes metrics.json);
+     (train_net.py; writes eval_metrics.json);
   4. a search picture for one query.
 A finished step is skipped when run again (``--force`` reruns all). The last lines name the
 output folder; the printed table is read back from the evaluation's JSON file.
@@ -77,8 +77,8 @@ def main(argv: Sequence[str] = None) -> None:
     run("3/4 person-search fine-tuning (STL + MRFP) and evaluation",
         [py, "train_net.py", "--config-file", PS_CONFIG, "--resume", "MODEL.WEIGHTS", init,
          "MODEL.MRFP.ENABLED", "True", "OUTPUT_DIR", search_dir, *extra],
-        os.path.join(search_dir, "metrics.json"), args.force)
-    metrics_path = os.path.join(search_dir, "metrics.json")
+        os.path.join(search_dir, "eval_metrics.json"), args.force)
+    metrics_path = os.path.join(search_dir, "eval_metrics.json")
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
 

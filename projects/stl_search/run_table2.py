@@ -8,7 +8,7 @@
 Rows: random init; STL; STL + MRFP; random init + MRFP; and, with ``--imagenet-weights`` (a file
 made by ``python -m stl_search.tools.convert_imagenet``), ImageNet and ImageNet + MRFP. Each row is
 trained and then evaluated by train_net.py; the table is read back from each
-row's ``metrics.json`` and written to ``<output>/table2.md``. For the synthetic set, the STL weights
+row's ``eval_metrics.json`` and written to ``<output>/table2.md``. For the synthetic set, the STL weights
 are pretrained first when ``--stl-weights`` is not given. Several seeds give mean ± std.
 """
 from __future__ import annotations
@@ -48,8 +48,8 @@ def _run(cmd: Sequence[str]) -> None:
 
 def run_row(config: str, weights: str, mrfp: bool, seed: int, out_dir: str, launch_args: List[str],
             extra: List[str]) -> Dict[str, dict]:
-    """Train and evaluate one row (skipped when its metrics.json exists); return its metrics."""
-    metrics_path = os.path.join(out_dir, "metrics.json")
+    """Train and evaluate one row (skipped when its eval_metrics.json exists); return its metrics."""
+    metrics_path = os.path.join(out_dir, "eval_metrics.json")
     if not os.path.exists(metrics_path):  # training ends with the evaluation, which writes it
         _run([sys.executable, "train_net.py", "--config-file", config, "--resume", *launch_args,
               "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir,

@@ -8,7 +8,7 @@ What it changes from ``DefaultTrainer``, and why:
 - DDP also wraps CPU models (``device_ids=None``);
 - evaluation runs each gallery split (``DATASETS.TEST``) through detection and its query split
   (``DATASETS.QUERY``, same order) through the model's query mode, then the person-search
-  evaluator, and writes the results to ``OUTPUT_DIR/metrics.json`` (atomically).
+  evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically; Detectron2's JSONWriter owns ``metrics.json``).
 """
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ class PersonSearchTrainer(DefaultTrainer):
             results = list(results.values())[0]
         if comm.is_main_process() and results:
             atomic_write_json({"metrics": results, "weights": cfg.MODEL.WEIGHTS},
-                              os.path.join(cfg.OUTPUT_DIR, "metrics.json"))
+                              os.path.join(cfg.OUTPUT_DIR, "eval_metrics.json"))
         return results
 
 

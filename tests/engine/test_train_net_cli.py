@@ -35,7 +35,7 @@ def test_train_resume_eval_only(repo_root, data_root, tmp_path):
     out = str(tmp_path / "run")
     _train_net(repo_root, data_root, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1")
     assert open(os.path.join(out, "last_checkpoint")).read() == "model_final.pth"
-    with open(os.path.join(out, "metrics.json")) as f:
+    with open(os.path.join(out, "eval_metrics.json")) as f:
         metrics = json.load(f)["metrics"]
     assert {"search", "detection"} <= set(metrics) and "mAP" in metrics["search"]
 
@@ -47,5 +47,5 @@ def test_train_resume_eval_only(repo_root, data_root, tmp_path):
     eval_dir = str(tmp_path / "eval")
     log = _train_net(repo_root, data_root, "--eval-only", "OUTPUT_DIR", eval_dir,
                      "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"))
-    assert os.path.isfile(os.path.join(eval_dir, "metrics.json"))
+    assert os.path.isfile(os.path.join(eval_dir, "eval_metrics.json"))
     assert "search/mAP" in log
