@@ -31,6 +31,16 @@ class AtomicCheckpointer(DetectionCheckpointer):
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(basename)
 
+    def _load_model(self, checkpoint: Any) -> Any:
+        incompatible = super()._load_model(checkpoint)
+        if checkpoint.get("__author__") == "stl-search" and incompatible is not None and incompatible.missing_keys:
+            # An STL export or converted ImageNet file: say in one sentence what it left untouched
+            # (the export module is the one place that knows both key layouts).
+            from ..reid.export import describe_missing_keys
+
+            self.logger.info(describe_missing_keys(incompatible.missing_keys))
+        return incompatible
+
     def _load_file(self, filename: str) -> dict:
         if filename.endswith(".pth") and os.path.isfile(filename):
             loaded = safe_torch_load(filename)
