@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ps_model_helpers import tiny_cfg
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tests share two cores with other jobs: keep each to one thread, seeded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_seeded_thread):
+    """Every test here runs on one seeded thread (see tests/conftest.py)."""
 
 
 @pytest.fixture
