@@ -13,7 +13,9 @@ For each input size (width x height, the image fed to the network as is) it time
 
 and prints seconds per image, images per second, the ratios end-to-end / floor and MRFP /
 baseline, peak memory, and where the time of the MRFP model goes (RPN, box branch, ID pooler,
-ID nets). Weights are random; to get a realistic number of persons, every image is made to
+ID nets). It also counts each model's multiply-accumulates (``torch.utils.flop_counter``: convs
+and matmuls, exact and free of timing noise): the MRFP neck's share of the baseline's work is the
+overhead that no implementation of this design can go below. Weights are random; to get a realistic number of persons, every image is made to
 yield exactly ``--persons`` detections (score threshold 0 and ``TEST.DETECTIONS_PER_IMAGE``),
 so the box head sees the configured 300 proposals and the identification nets ``--persons`` RoIs.
 
@@ -122,6 +124,15 @@ def interleaved(fns: Dict[str, Callable[[], object]], device: str, warmup: int, 
     return out
 
 
+def gmacs(fn: Callable[[], object]) -> float:
+    """Multiply-accumulates (10^9) of one call, as counted by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 2e9
+
+
 def peak_of(fn: Callable[[], object], device: str) -> float:
     reset_peak(device)
     with torch.no_grad():
@@ -180,7 +191,7 @@ def main() -> int:
     dev = args.device
     name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {args.threads} threads"
     print(f"device: {name}; torch {torch.__version__}; config {os.path.relpath(args.config)}; "
-          f"{args.persons} detections/image; median of {args.iters} (after {args.warmup} warm-up)")
+          f"{args.persons} detections/image; medians over {args.iters} interleaved rounds (after {args.warmup} warm-up)")
 
     models = {"baseline": build(args.config, False, args.persons, dev, args.num_ids),
               "mrfp": build(args.config, True, args.persons, dev, args.num_ids)}
@@ -200,6 +211,7 @@ def main() -> int:
         }
         runs = interleaved(fns, dev, args.warmup, args.iters)
         peaks = {k: peak_of(f, dev) for k, f in fns.items()}
+        work = {k: gmacs(f) for k, f in fns.items()}
         with torch.no_grad():
             n_det = {k: len(models[k](inputs)[0]["instances"]) for k in ("baseline", "mrfp")}
 
@@ -210,12 +222,14 @@ def main() -> int:
             return statistics.median(x[i] / y[i] for x, y in zip(runs[a], runs[b]))
 
         print(f"\n== {w}x{h}  (detections per image: baseline {n_det['baseline']}, mrfp {n_det['mrfp']})")
-        print(f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} {'peak MiB':>9s}")
+        print(f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} {'peak MiB':>9s}"
+              f" {'GMAC':>6s}")
         for key in ("floor", "baseline", "mrfp"):
             print(f"{key:9s} {med(key, 0):8.3f} {1 / med(key, 0):6.2f} {ratio(key, 'floor', 0):8.2f} "
-                  f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f}")
-        over = (ratio("mrfp", "baseline", 0) - 1, ratio("mrfp", "baseline", 1) - 1)
-        print(f"MRFP over baseline: {100 * over[0]:+.1f}% wall, {100 * over[1]:+.1f}% cpu")
+                  f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f} {work[key]:6.1f}")
+        over = (ratio("mrfp", "baseline", 0) - 1, ratio("mrfp", "baseline", 1) - 1, work["mrfp"] / work["baseline"] - 1)
+        print(f"MRFP over baseline: {100 * over[0]:+.1f}% wall, {100 * over[1]:+.1f}% cpu, "
+              f"{100 * over[2]:+.1f}% multiply-accumulates (the design's own lower bound)")
         if not args.no_breakdown:
             timer = StageTimer(models["mrfp"], dev)
             with torch.no_grad():
@@ -226,9 +240,11 @@ def main() -> int:
         rows.append((size, ratio("mrfp", "floor", 0), ratio("mrfp", "floor", 1), ratio("baseline", "floor", 0),
                      over, peaks["mrfp"]))
 
-    print("\nsummary (wall / cpu): size | mrfp x floor | baseline x floor (wall) | mrfp over baseline | peak MiB")
+    print("\nsummary (wall / cpu): size | mrfp x floor | baseline x floor (wall) | "
+          "mrfp over baseline (wall / cpu / MACs) | peak MiB")
     for size, rw, rc, bw, over, peak in rows:
-        print(f"  {size}: {rw:.2f}x / {rc:.2f}x | {bw:.2f}x | {100 * over[0]:+.1f}% / {100 * over[1]:+.1f}% | {peak:.0f}")
+        print(f"  {size}: {rw:.2f}x / {rc:.2f}x | {bw:.2f}x | "
+              f"{100 * over[0]:+.1f}% / {100 * over[1]:+.1f}% / {100 * over[2]:+.1f}% | {peak:.0f}")
     return 0
 
 
