@@ -40,6 +40,11 @@ def table_rows(stl_weights: str, imagenet_weights: Optional[str]) -> List[Tuple[
     return rows
 
 
+def row_slug(name: str) -> str:
+    """Folder-name form of a row name: ``Baseline (STL) + MRFP`` -> ``stl_plus_mrfp``."""
+    return name.lower().replace("baseline ", "").replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
+
+
 def _run(cmd: Sequence[str]) -> None:
     print("[table2]", " ".join(cmd), flush=True)
     if subprocess.run(list(cmd), cwd=REPO).returncode != 0:
@@ -80,6 +85,9 @@ def main(argv: Sequence[str] = None) -> str:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output", default=None)
     parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("--rows", nargs="+", default=None, metavar="SLUG",
+                        help="run only these rows, by folder name: random_init stl stl_plus_mrfp "
+                             "random_init_plus_mrfp (imagenet imagenet_plus_mrfp)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every row")
     args = parser.parse_args(argv)
     config, stl_config = CONFIGS[args.dataset]
@@ -95,9 +103,15 @@ def main(argv: Sequence[str] = None) -> str:
             _run([sys.executable, "projects/stl_search/pretrain_reid.py", "--config-file", stl_config,
                   "--resume", "OUTPUT_DIR", os.path.dirname(stl_weights), "STL.EXPORT_NAME", "stl_init.pth"])
 
+    rows = table_rows(stl_weights, args.imagenet_weights)
+    if args.rows:
+        unknown = set(args.rows) - {row_slug(name) for name, _, _ in rows}
+        if unknown:
+            parser.error(f"--rows: unknown {sorted(unknown)}; choose from {[row_slug(n) for n, _, _ in rows]}")
+        rows = [row for row in rows if row_slug(row[0]) in args.rows]
     results: Dict[str, List[Dict[str, dict]]] = {}
-    for name, weights, mrfp in table_rows(stl_weights, args.imagenet_weights):
-        slug = name.lower().replace("baseline ", "").replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
+    for name, weights, mrfp in rows:
+        slug = row_slug(name)
         results[name] = [
             run_row(config, weights, mrfp, seed, os.path.join(out, f"{slug}_seed{seed}"), launch_args, args.opts)
             for seed in args.seeds
