@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ps_model_helpers import tiny_cfg
+from tiny_configs import tiny_person_search_cfg
 
 
 @pytest.fixture(autouse=True)
@@ -13,4 +13,4 @@ def _one_thread(one_seeded_thread):
 
 @pytest.fixture
 def cfg():
-    return tiny_cfg()
+    return tiny_person_search_cfg()

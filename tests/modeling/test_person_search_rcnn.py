@@ -5,7 +5,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from ps_model_helpers import synthetic_input, tiny_cfg
+from ps_model_helpers import synthetic_input
 
 from stl_search.modeling import PersonSearchRCNN, PersonSearchROIHeads
 from stl_search.modeling.mrfp import SingleLevelRoIPooler

@@ -83,9 +83,9 @@ def test_freeze_converts_bn_inside_ibn(cfg):
 
 @pytest.mark.parametrize("depth", [18, 34, 101])
 def test_other_depths(depth):
-    from ps_model_helpers import tiny_cfg
+    from tiny_configs import tiny_person_search_cfg
 
-    cfg = tiny_cfg(depth)
+    cfg = tiny_person_search_cfg(depth)
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3"]
     net = build_resnet_ibn_backbone(cfg, ShapeSpec(channels=3))
     n_res3 = {18: 2, 34: 4, 101: 4}[depth]

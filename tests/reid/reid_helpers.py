@@ -4,30 +4,13 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 import torch
-from detectron2.config import get_cfg
 
-import stl_search  # noqa: F401  (registers components and data sets)
-from stl_search.config import add_stl_search_config
-
-
-def _narrow_backbone(cfg, depth: int) -> None:
-    r = cfg.MODEL.RESNETS
-    r.DEPTH = depth
-    r.NORM = "BN"
-    r.STRIDE_IN_1X1 = False
-    r.STEM_OUT_CHANNELS = 8
-    r.RES2_OUT_CHANNELS = 32 if depth >= 50 else 8
-    r.WIDTH_PER_GROUP = 8
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_ibn_backbone"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.PIXEL_MEAN = [103.53, 116.28, 123.675]
-    cfg.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]
+from tiny_configs import narrow_backbone_cfg
 
 
 def tiny_reid_cfg(depth: int = 50, output_dir: str = ""):
     """A narrow ResNet-IBN-a Re-ID config on 32x16 crops, P=4, K=2, that trains in seconds."""
-    cfg = add_stl_search_config(get_cfg())
-    _narrow_backbone(cfg, depth)
+    cfg = narrow_backbone_cfg(depth)
     cfg.REID.INPUT.SIZE = (32, 16)
     cfg.REID.INPUT.PADDING = 2
     cfg.REID.SAMPLER.P = 4
@@ -37,32 +20,6 @@ def tiny_reid_cfg(depth: int = 50, output_dir: str = ""):
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.SEED = 7
     cfg.OUTPUT_DIR = output_dir
-    return cfg
-
-
-def tiny_ps_cfg(depth: int = 50, mrfp: bool = True, freeze_at: int = 0):
-    """The person-search model with the same narrow backbone as :func:`tiny_reid_cfg`."""
-    cfg = add_stl_search_config(get_cfg())
-    _narrow_backbone(cfg, depth)
-    cfg.MODEL.META_ARCHITECTURE = "PersonSearchRCNN"
-    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3"]
-    cfg.MODEL.ID_HEAD.EMBEDDING_DIM = 256 if depth >= 50 else 64
-    cfg.MODEL.MRFP.ENABLED = mrfp
-    cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = 5
-    cfg.MODEL.RPN.IN_FEATURES = ["res3"]
-    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16, 32, 64]]
-    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[1.0, 2.0, 3.0]]
-    cfg.MODEL.ROI_HEADS.NAME = "PersonSearchROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["res3"]
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
-    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
-    cfg.MODEL.ID_HEAD.POOLER_RESOLUTION = (8, 4)
-    cfg.MODEL.MRFP.LOW_RESOLUTION = (16, 8)
     return cfg
 
 

@@ -4,7 +4,8 @@ import torch
 import torchvision
 from detectron2.modeling import build_model
 
-from reid_helpers import tiny_ps_cfg, tiny_reid_cfg
+from reid_helpers import tiny_reid_cfg
+from tiny_configs import tiny_person_search_cfg
 from stl_search.reid.export import PERSON_SEARCH_UNINITIALISED
 from stl_search.reid.model import ReIDNet
 from stl_search.tools.convert_imagenet import convert_for, convert_imagenet_resnet, main as convert_main
@@ -73,7 +74,7 @@ def test_person_search_layout_leaves_detector_classifier_and_embedding_bn(tmp_pa
     tv = torchvision.models.resnet50(weights=None).state_dict()
     torch.save(tv, tmp_path / "r50.pth")
     assert convert_main([str(tmp_path / "r50.pth"), str(tmp_path / "ps.pth")]) == 0
-    cfg = _full_width(tiny_ps_cfg(), [])
+    cfg = _full_width(tiny_person_search_cfg(), [])
     cfg.MODEL.ID_HEAD.EMBEDDING_DIM = 2048
     model = build_model(cfg)
     ckpt = AtomicCheckpointer(model)

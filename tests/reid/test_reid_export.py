@@ -3,7 +3,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from reid_helpers import tiny_ps_cfg, tiny_reid_cfg
+from reid_helpers import tiny_reid_cfg
+from tiny_configs import tiny_person_search_cfg
 from stl_search.reid.export import (
     PERSON_SEARCH_UNINITIALISED,
     describe_missing_keys,
@@ -45,7 +46,7 @@ def test_export_loads_into_person_search_with_exactly_the_detector_and_classifie
     args = [str(pretrain), str(out)] + ([] if mrfp else ["--no-mrfp-neck"])
     assert export_main(args) == 0
 
-    model = build_model(tiny_ps_cfg(mrfp=mrfp, freeze_at=freeze_at))
+    model = build_model(tiny_person_search_cfg(mrfp=mrfp, freeze_at=freeze_at))
     incompatible = _load(model, str(out))
     assert set(incompatible.missing_keys) == _expected_missing(model)
     assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
@@ -74,7 +75,7 @@ def test_a_backbone_key_left_unloaded_is_detected(tmp_path):
     dropped = "roi_heads.id_head.res5.2.conv3.weight"
     del exported[dropped]
     save_person_search_init(exported, str(tmp_path / "init.pth"))
-    model = build_model(tiny_ps_cfg())
+    model = build_model(tiny_person_search_cfg())
     incompatible = _load(model, str(tmp_path / "init.pth"))
     assert set(incompatible.missing_keys) == _expected_missing(model) | {dropped}
     assert "UNEXPECTEDLY MISSING" in describe_missing_keys(incompatible.missing_keys)

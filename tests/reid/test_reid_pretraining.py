@@ -46,7 +46,7 @@ def test_pretraining_lowers_the_loss_lifts_rank1_and_exports(tmp_path):
 
 _KILLED_RUN = textwrap.dedent("""
     import os, signal, sys, torch
-    sys.path.insert(0, {here!r})
+    sys.path[:0] = [{here!r}, os.path.dirname({here!r})]
     torch.set_num_threads(1)
     from reid_helpers import crop_sets, resume_case_cfg
     from stl_search.reid import trainer as T
