@@ -10,7 +10,7 @@ Aligned RoI Align runs through :class:`~stl_search.modeling.separable_roi_align.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -43,11 +43,12 @@ class SingleLevelRoIPooler(nn.Module):
     """The paper's baseline: RoI Align on one feature map (``res3``, 32x16). No parameters."""
 
     @configurable
-    def __init__(self, *, in_feature: str, pooler: nn.Module, channels: int):
+    def __init__(self, *, in_feature: str, pooler: nn.Module, channels: int, stride: Optional[int] = None):
         super().__init__()
         self.in_feature = in_feature
         self.pooler = pooler
         self._channels = channels
+        self._stride = stride
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -57,12 +58,14 @@ class SingleLevelRoIPooler(nn.Module):
             "in_feature": h.IN_FEATURE,
             "pooler": _pooler(h.POOLER_RESOLUTION, shape.stride, h.POOLER_SAMPLING_RATIO, h.POOLER_TYPE),
             "channels": shape.channels,
+            "stride": shape.stride,
         }
 
     @property
     def output_shape(self) -> ShapeSpec:
+        """The RoI features: channels, (height, width) and the stride of the map they come from."""
         h, w = self.pooler.output_size
-        return ShapeSpec(channels=self._channels, height=h, width=w)
+        return ShapeSpec(channels=self._channels, height=h, width=w, stride=self._stride)
 
     def forward(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         return self.pooler([features[self.in_feature]], boxes)
@@ -88,6 +91,7 @@ class MultiLevelRoIFusionPooler(nn.Module):
         high_pooler: nn.Module,
         neck: nn.Module,
         channels: int,
+        stride: Optional[int] = None,
     ):
         super().__init__()
         self.low_feature = low_feature
@@ -96,6 +100,7 @@ class MultiLevelRoIFusionPooler(nn.Module):
         self.high_pooler = high_pooler
         self.neck = neck
         self._channels = channels
+        self._stride = stride
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -122,12 +127,14 @@ class MultiLevelRoIFusionPooler(nn.Module):
             "high_pooler": _pooler(h.POOLER_RESOLUTION, high.stride, h.POOLER_SAMPLING_RATIO, h.POOLER_TYPE),
             "neck": neck,
             "channels": high.channels,
+            "stride": high.stride,
         }
 
     @property
     def output_shape(self) -> ShapeSpec:
+        """The fused RoI features: the high level's channels, (height, width) and stride."""
         h, w = self.high_pooler.output_size
-        return ShapeSpec(channels=self._channels, height=h, width=w)
+        return ShapeSpec(channels=self._channels, height=h, width=w, stride=self._stride)
 
     def forward(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         high = self.high_pooler([features[self.high_feature]], boxes)
@@ -144,8 +151,3 @@ def build_id_pooler(cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> nn.Modul
         return MultiLevelRoIFusionPooler(cfg, input_shape)
     return SingleLevelRoIPooler(cfg, input_shape)
 
-
-def pooler_output_size(pooler: nn.Module) -> Tuple[int, int]:
-    """(height, width) of an identification pooler's RoI features."""
-    s = pooler.output_shape
-    return s.height, s.width

@@ -40,6 +40,7 @@ from ..utils.io import atomic_torch_save, safe_torch_load
 __all__ = [
     "NOT_EXPORTED_PREFIXES",
     "PERSON_SEARCH_UNINITIALISED",
+    "crop_size_mismatch",
     "describe_missing_keys",
     "export_for_person_search",
     "load_model_state_dict",
@@ -134,9 +135,41 @@ def load_model_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return loaded
 
 
-def save_person_search_init(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
-    """Write ``state_dict`` atomically as a Detectron2 checkpoint (exact keys, no name heuristics)."""
-    atomic_torch_save({"model": dict(state_dict), "__author__": "stl-search", "matching_heuristics": False}, path)
+def save_person_search_init(
+    state_dict: Mapping[str, torch.Tensor], path: str, reid_input_size: Optional[Sequence[int]] = None
+) -> None:
+    """Write ``state_dict`` atomically as a Detectron2 checkpoint (exact keys, no name heuristics).
+
+    ``reid_input_size`` (the pretraining crops' ``(height, width)``) is stored beside the weights so
+    that loading them can check it against the person-search model's RoI size
+    (:func:`crop_size_mismatch`).
+    """
+    data = {"model": dict(state_dict), "__author__": "stl-search", "matching_heuristics": False}
+    if reid_input_size is not None:
+        data["reid_input_size"] = [int(v) for v in reid_input_size]
+    atomic_torch_save(data, path)
+
+
+def crop_size_mismatch(reid_input_size: Sequence[int], id_rois) -> Optional[str]:
+    """A warning when the identification RoIs do not cover what the pretraining crops covered.
+
+    The transferred identification nets learned on the res3 maps of ``reid_input_size`` crops
+    (256x128 -> 32x16 at stride 8 in the paper); the person-search model feeds them RoIs of
+    ``id_rois.height x id_rois.width`` on its stride-``id_rois.stride`` map. When the two differ, the
+    nets see person features at another scale than they were trained on, and the transfer loses
+    much of its value. ``id_rois`` is the ID pooler's ``output_shape``. Returns ``None`` when they match.
+    """
+    h, w = (int(v) for v in reid_input_size)
+    s = id_rois.stride
+    if not s or (id_rois.height * s, id_rois.width * s) == (h, w):
+        return None
+    return (
+        f"The STL initialisation was pretrained on {h}x{w} crops (res3 maps {h // s}x{w // s}), but this "
+        f"model's identification RoIs are {id_rois.height}x{id_rois.width} on the stride-{s} map, i.e. crops of "
+        f"{id_rois.height * s}x{id_rois.width * s}: the transferred identification nets see features at another "
+        f"scale. Match them: REID.INPUT.SIZE ({id_rois.height * s}, {id_rois.width * s}) in step 1, or "
+        f"MODEL.ID_HEAD.POOLER_RESOLUTION ({h // s}, {w // s}) here (the paper: 256x128 crops, 32x16 RoIs)."
+    )
 
 
 def describe_missing_keys(missing_keys: Iterable[str]) -> str:

@@ -294,7 +294,7 @@ def run_pretraining(
         if cfg.STL.EXPORT_NAME:
             path = os.path.join(cfg.OUTPUT_DIR, cfg.STL.EXPORT_NAME)
             exported = export_for_person_search(model.state_dict(), mrfp_neck=cfg.STL.EXPORT_MRFP_NECK)
-            save_person_search_init(exported, path)
+            save_person_search_init(exported, path, reid_input_size=cfg.REID.INPUT.SIZE)
             logger.info("STL step 2: person-search initialisation (%d tensors) written to %s", len(exported), path)
     comm.synchronize()
     return last

@@ -39,7 +39,19 @@ class AtomicCheckpointer(DetectionCheckpointer):
             from ..reid.export import describe_missing_keys
 
             self.logger.info(describe_missing_keys(incompatible.missing_keys))
+        if "reid_input_size" in checkpoint:
+            self._check_crop_size(checkpoint["reid_input_size"])
         return incompatible
+
+    def _check_crop_size(self, reid_input_size) -> None:
+        from ..reid.export import crop_size_mismatch
+
+        model = getattr(self.model, "module", self.model)
+        id_pooler = getattr(getattr(model, "roi_heads", None), "id_pooler", None)
+        if id_pooler is not None:
+            warning = crop_size_mismatch(reid_input_size, id_pooler.output_shape)
+            if warning:
+                self.logger.warning(warning)
 
     def _load_file(self, filename: str) -> dict:
         if filename.endswith(".pth") and os.path.isfile(filename):

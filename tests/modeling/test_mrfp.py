@@ -40,7 +40,7 @@ def test_mrfp_equals_neck_of_low_plus_high(cfg):
     with torch.no_grad():
         expected = pooler.neck(low) + high
     assert torch.allclose(out, expected, atol=1e-5)
-    assert pooler.output_shape == ShapeSpec(channels=64, height=8, width=4)
+    assert pooler.output_shape == ShapeSpec(channels=64, height=8, width=4, stride=8)
 
 
 def test_mrfp_neck_is_a_res3_copy_with_own_params_and_no_res3_name(cfg):

@@ -7,6 +7,7 @@ from reid_helpers import tiny_reid_cfg
 from tiny_configs import tiny_person_search_cfg
 from stl_search.reid.export import (
     PERSON_SEARCH_UNINITIALISED,
+    crop_size_mismatch,
     describe_missing_keys,
     export_for_person_search,
     load_model_state_dict,
@@ -110,3 +111,31 @@ def test_stl_config_export_loads_into_its_person_search_config(tmp_path, repo_ro
     incompatible = _load(model, str(tmp_path / "init.pth"))
     assert set(incompatible.missing_keys) == _expected_missing(model)
     assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
+    # ... and the pretraining crops cover what the identification RoIs cover.
+    assert crop_size_mismatch(reid_cfg.REID.INPUT.SIZE, model.roi_heads.id_pooler.output_shape) is None
+
+
+@pytest.mark.parametrize("crop,warns", [((64, 32), False), ((32, 16), True)])
+def test_loading_warns_when_pretraining_crops_do_not_match_the_id_rois(tmp_path, crop, warns):
+    """tiny_person_search_cfg: 8x4 identification RoIs on the stride-8 res3, i.e. 64x32 crops."""
+    import logging
+
+    save_person_search_init(export_for_person_search(_randomised_reid_net().state_dict()),
+                            str(tmp_path / "init.pth"), reid_input_size=crop)
+    model = build_model(tiny_person_search_cfg())
+    checkpointer = AtomicCheckpointer(model)
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    checkpointer.logger.addHandler(handler)
+    try:
+        checkpointer.load(str(tmp_path / "init.pth"))
+    finally:
+        checkpointer.logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records if "pretrained on" in r.getMessage()]
+    if warns:
+        assert len(messages) == 1
+        assert "32x16 crops" in messages[0] and "REID.INPUT.SIZE (64, 32)" in messages[0]
+        assert "POOLER_RESOLUTION (4, 2)" in messages[0]
+    else:
+        assert messages == []
