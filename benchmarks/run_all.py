@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run every benchmark in one go and keep their outputs (``make bench``).
 
-    python benchmarks/run_all.py [--only inference_speed eval_speed train_speed] [--threads 2]
+    python benchmarks/run_all.py [--only inference_speed roi_align_speed eval_speed train_speed] [--threads 2]
 
 Each benchmark prints its own figures and ratios; this driver runs them one after another (never
 in parallel: they compete for the same cores), tees each output to
@@ -16,7 +16,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("inference_speed", "eval_speed", "train_speed")
+BENCHMARKS = ("inference_speed", "roi_align_speed", "eval_speed", "train_speed")
 
 
 def machine_line() -> str:
