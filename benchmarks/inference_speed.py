@@ -15,9 +15,10 @@ and prints seconds per image, images per second, the ratios end-to-end / floor a
 baseline, peak memory, and where the time of the MRFP model goes (RPN, box branch, ID pooler,
 ID nets). It also counts each model's multiply-accumulates (``torch.utils.flop_counter``: convs
 and matmuls, exact and free of timing noise): the MRFP neck's share of the baseline's work is the
-overhead that no implementation of this design can go below. Weights are random; to get a realistic number of persons, every image is made to
-yield exactly ``--persons`` detections (score threshold 0 and ``TEST.DETECTIONS_PER_IMAGE``),
-so the box head sees the configured 300 proposals and the identification nets ``--persons`` RoIs.
+overhead that no implementation of this design can go below. Weights are random; to get a
+realistic number of persons, every image is made to yield exactly ``--persons`` detections
+(score threshold 0 and ``TEST.DETECTIONS_PER_IMAGE``), so the box head sees the configured 300
+proposals and the identification nets ``--persons`` RoIs.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated``; on the CPU, the peak resident set
 size of this process while the model runs (``VmHWM``, reset through ``/proc/self/clear_refs``

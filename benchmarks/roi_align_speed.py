@@ -6,7 +6,7 @@
 The two RoI Aligns of the identification branch at 960x640 (ResNet-50 widths): 64x32 on the
 256-channel stride-4 ``res2`` (MRFP's low level) and 32x16 on the 512-channel stride-8 ``res3``,
 for ``--persons`` person boxes, sampling ratio 2, aligned. Forward alone (inference) and forward +
-backward (training), timed interleaved in one run; the ratio is torchvision / separable. Also
+backward (training), timed interleaved in one run (``inference_speed.interleaved``); the ratio is torchvision / separable. Also
 prints the largest difference of the outputs and input gradients (float rounding).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import os
 import statistics
 import sys
-import time
+from typing import Callable
 
 import torch
 from torchvision.ops import roi_align
@@ -23,6 +23,7 @@ from torchvision.ops import roi_align
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.structures import Boxes  # noqa: E402
+from inference_speed import interleaved  # noqa: E402  (this folder is on sys.path)
 
 from stl_search.modeling.separable_roi_align import SeparableRoIAlign  # noqa: E402
 
@@ -36,6 +37,15 @@ def person_boxes(n: int, width: int, height: int) -> torch.Tensor:
     x = torch.rand(n, generator=g) * (width - w)
     y = torch.rand(n, generator=g) * (height - h)
     return torch.stack([x, y, x + w, y + h], 1)
+
+
+def forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], feature: torch.Tensor):
+    """``(output, input gradient)`` of ``fn`` with a gradient of ones (also under ``no_grad``)."""
+    with torch.enable_grad():
+        f = feature.detach().requires_grad_()
+        y = fn(f)
+        y.backward(torch.ones_like(y))
+    return y.detach(), f.grad
 
 
 def main() -> int:
@@ -57,32 +67,17 @@ def main() -> int:
             "torchvision": lambda f: roi_align(f, rois, out, 1.0 / stride, 2, True),
             "separable": lambda f: separable([f], [Boxes(boxes)]),
         }
-        grads, outs = {}, {}
+        results = {key: forward_backward(fn, feature) for key, fn in fns.items()}
+        (y_tv, g_tv), (y_sep, g_sep) = results["torchvision"], results["separable"]
+        timed = {}
         for key, fn in fns.items():
-            f = feature.clone().requires_grad_()
-            y = fn(f)
-            y.backward(torch.ones_like(y))
-            outs[key], grads[key] = y.detach(), f.grad
-        times = {(k, mode): [] for k in fns for mode in ("forward", "forward+backward")}
-        for r in range(args.iters + 2):
-            for key, fn in (fns.items() if r % 2 else reversed(list(fns.items()))):
-                with torch.no_grad():
-                    t = time.perf_counter()
-                    fn(feature)
-                    fwd = time.perf_counter() - t
-                f = feature.detach().requires_grad_()
-                t = time.perf_counter()
-                y = fn(f)
-                y.backward(torch.ones_like(y))
-                both = time.perf_counter() - t
-                if r >= 2:  # warm-up
-                    times[(key, "forward")].append(fwd)
-                    times[(key, "forward+backward")].append(both)
-        print(f"\n{name} ({channels} channels): max |diff| output {(outs['torchvision'] - outs['separable']).abs().max():.1e}, "
-              f"input gradient {(grads['torchvision'] - grads['separable']).abs().max():.1e}")
+            timed[f"{key} forward"] = lambda fn=fn: fn(feature)
+            timed[f"{key} forward+backward"] = lambda fn=fn: forward_backward(fn, feature)
+        runs = interleaved(timed, "cpu", warmup=2, rounds=args.iters)
+        print(f"\n{name} ({channels} channels): max |diff| output {(y_tv - y_sep).abs().max():.1e}, "
+              f"input gradient {(g_tv - g_sep).abs().max():.1e}")
         for mode in ("forward", "forward+backward"):
-            tv = statistics.median(times[("torchvision", mode)])
-            sp = statistics.median(times[("separable", mode)])
+            tv, sp = (statistics.median(wall for wall, _ in runs[f"{key} {mode}"]) for key in ("torchvision", "separable"))
             print(f"  {mode:17s} torchvision {1000 * tv:7.1f} ms   separable {1000 * sp:7.1f} ms   ratio {tv / sp:5.1f}x")
     return 0
 

@@ -103,15 +103,14 @@ def main(argv: Sequence[str] = None) -> str:
             _run([sys.executable, "projects/stl_search/pretrain_reid.py", "--config-file", stl_config,
                   "--resume", "OUTPUT_DIR", os.path.dirname(stl_weights), "STL.EXPORT_NAME", "stl_init.pth"])
 
-    rows = table_rows(stl_weights, args.imagenet_weights)
+    rows = {row_slug(row[0]): row for row in table_rows(stl_weights, args.imagenet_weights)}
     if args.rows:
-        unknown = set(args.rows) - {row_slug(name) for name, _, _ in rows}
+        unknown = set(args.rows) - rows.keys()
         if unknown:
-            parser.error(f"--rows: unknown {sorted(unknown)}; choose from {[row_slug(n) for n, _, _ in rows]}")
-        rows = [row for row in rows if row_slug(row[0]) in args.rows]
+            parser.error(f"--rows: unknown {sorted(unknown)}; choose from {list(rows)}")
+        rows = {slug: row for slug, row in rows.items() if slug in args.rows}
     results: Dict[str, List[Dict[str, dict]]] = {}
-    for name, weights, mrfp in rows:
-        slug = row_slug(name)
+    for slug, (name, weights, mrfp) in rows.items():
         results[name] = [
             run_row(config, weights, mrfp, seed, os.path.join(out, f"{slug}_seed{seed}"), launch_args, args.opts)
             for seed in args.seeds
