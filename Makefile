@@ -1,7 +1,7 @@
 # The two commands of the README. Both build the environment first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: env demo test bench
+.PHONY: env demo test lint bench
 env:
 	bash scripts/bootstrap.sh
 
@@ -12,6 +12,11 @@ demo: env
 # Test suite (what CI runs).
 test: env
 	$(PY) -m pytest -q tests $(ARGS)
+
+# The lint and format gate (ruff.toml).
+lint: env
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Speed and memory figures (see benchmarks/README.md).
 bench: env

@@ -7,6 +7,7 @@
 
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
+
 from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 

@@ -23,6 +23,7 @@ shared machine CPU time is the steadier figure. The loop runs on all queries or 
 ``--loop-queries-*`` ones; then its per-query loop is extrapolated linearly to all queries (the
 output says so). Both are checked to agree (AP, top-k) on the queries the loop ran.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,11 +33,15 @@ import time
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
     p.add_argument("--datasets", nargs="+", choices=("cuhk", "prw"), default=["cuhk", "prw"])
     p.add_argument("--loop-queries-cuhk", type=int, default=0, help="queries for the loop (0: all)")
-    p.add_argument("--loop-queries-prw", type=int, default=200, help="queries for the loop (0: all)")
+    p.add_argument(
+        "--loop-queries-prw", type=int, default=200, help="queries for the loop (0: all)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="vectorised runs; the median is reported")
     return p.parse_args()
@@ -110,8 +115,14 @@ def make_scenes(rng, num_images, appearances, unlabeled_per_image, extra_dets):
         for box, ident in persons:
             if rng.random() < 0.9:
                 w, h = box[2] - box[0], box[3] - box[1]
-                det_boxes.append([box[0] + rng.normal(0, 0.05 * w), box[1] + rng.normal(0, 0.05 * h),
-                                  box[2] + rng.normal(0, 0.05 * w), box[3] + rng.normal(0, 0.05 * h)])
+                det_boxes.append(
+                    [
+                        box[0] + rng.normal(0, 0.05 * w),
+                        box[1] + rng.normal(0, 0.05 * h),
+                        box[2] + rng.normal(0, 0.05 * w),
+                        box[3] + rng.normal(0, 0.05 * h),
+                    ]
+                )
                 det_embs.append(protos[ident] if ident >= 0 else None)
                 n += 1
         for _ in range(int(rng.poisson(extra_dets))):
@@ -136,12 +147,17 @@ def make_scenes(rng, num_images, appearances, unlabeled_per_image, extra_dets):
 
 
 def query_embeddings(rng, protos, identities):
-    noise = rng.standard_normal((len(identities), DIM), dtype=np.float32) * np.float32(0.8 / np.sqrt(DIM))
+    noise = rng.standard_normal((len(identities), DIM), dtype=np.float32) * np.float32(
+        0.8 / np.sqrt(DIM)
+    )
     return _normalize(protos[identities] + noise).astype(np.float32)
 
 
 def make_cuhk(rng, num_images=6978, num_queries=2900, gallery_size=100):
-    appearances = [list(rng.choice(num_images, int(rng.integers(2, 5)), replace=False)) for _ in range(num_queries)]
+    appearances = [
+        list(rng.choice(num_images, int(rng.integers(2, 5)), replace=False))
+        for _ in range(num_queries)
+    ]
     scene_gts, gallery, protos = make_scenes(rng, num_images, appearances, (2, 6), 2.3)
     queries, listings = [], []
     for i, imgs in enumerate(appearances):
@@ -154,7 +170,9 @@ def make_cuhk(rng, num_images=6978, num_queries=2900, gallery_size=100):
             g = int(rng.integers(num_images))
             if g not in holders and g not in neg:
                 neg.append(g)
-        listing = [(g, next(b for b, ident in scene_gts[g] if ident == i)) for g in pos] + [(g, None) for g in neg]
+        listing = [(g, next(b for b, ident in scene_gts[g] if ident == i)) for g in pos] + [
+            (g, None) for g in neg
+        ]
         if i in (5, 6):  # the query's own image in its gallery (TestG100 has 2)
             listing[-1] = (qimg, qbox)
         if i in (7, 8, 9, 10):  # an image listed twice (TestG100 has 4)
@@ -162,12 +180,21 @@ def make_cuhk(rng, num_images=6978, num_queries=2900, gallery_size=100):
         queries.append({"image": qimg, "identity": i, "box": qbox})
         listings.append(listing)
     q_emb = query_embeddings(rng, protos, np.arange(num_queries))
-    return {"scene_gts": scene_gts, "gallery": gallery, "queries": queries, "listings": listings, "q_emb": q_emb}
+    return {
+        "scene_gts": scene_gts,
+        "gallery": gallery,
+        "queries": queries,
+        "listings": listings,
+        "q_emb": q_emb,
+    }
 
 
 def make_prw(rng, num_images=6112, num_queries=2057, num_ids=450, cameras=6):
     cams = rng.integers(1, cameras + 1, num_images)
-    appearances = [list(rng.choice(num_images, int(rng.integers(12, 40)), replace=False)) for _ in range(num_ids)]
+    appearances = [
+        list(rng.choice(num_images, int(rng.integers(12, 40)), replace=False))
+        for _ in range(num_ids)
+    ]
     scene_gts, gallery, protos = make_scenes(rng, num_images, appearances, (1, 4), 3.1)
     queries = []
     for k in range(num_queries):
@@ -176,7 +203,13 @@ def make_prw(rng, num_images=6112, num_queries=2057, num_ids=450, cameras=6):
         qbox = next(b for b, i in scene_gts[qimg] if i == ident)
         queries.append({"image": qimg, "identity": ident, "box": qbox, "camera": int(cams[qimg])})
     q_emb = query_embeddings(rng, protos, np.array([q["identity"] for q in queries]))
-    return {"scene_gts": scene_gts, "gallery": gallery, "queries": queries, "cams": cams, "q_emb": q_emb}
+    return {
+        "scene_gts": scene_gts,
+        "gallery": gallery,
+        "queries": queries,
+        "cams": cams,
+        "q_emb": q_emb,
+    }
 
 
 # ------------------------------------------------------------------------------ vectorised
@@ -254,10 +287,18 @@ def loadmat_like_protocol(data, names):
     for i, (q, lst) in enumerate(zip(data["queries"], data["listings"])):
         b = q["box"]
         query = np.empty((1, 1), dtype=fields)
-        query[0, 0] = (np.array([names[q["image"]]]), np.array([[b[0], b[1], b[2] - b[0], b[3] - b[1]]], float), np.array([[0]]))
+        query[0, 0] = (
+            np.array([names[q["image"]]]),
+            np.array([[b[0], b[1], b[2] - b[0], b[3] - b[1]]], float),
+            np.array([[0]]),
+        )
         gallery = np.empty((1, len(lst)), dtype=fields)
         for j, (g, box) in enumerate(lst):
-            loc = np.zeros((1, 0)) if box is None else np.array([[box[0], box[1], box[2] - box[0], box[3] - box[1]]], float)
+            loc = (
+                np.zeros((1, 0))
+                if box is None
+                else np.array([[box[0], box[1], box[2] - box[0], box[3] - box[1]]], float)
+            )
             gallery[0, j] = (np.array([names[g]]), loc, np.array([[0]]))
         protoc[i] = (query, gallery)
     return protoc
@@ -333,26 +374,53 @@ def loop_cuhk(data, n):
         y_score = y_score[inds]
         y_true = y_true[inds]
         accs.append([min(1, sum(y_true[:k])) for k in TOPK])
-        new_entry = {"query_img": str(query_imname), "query_roi": list(map(float, list(query_roi))),
-                     "query_gt": query_gt, "gallery": []}
+        new_entry = {
+            "query_img": str(query_imname),
+            "query_roi": list(map(float, list(query_roi))),
+            "query_gt": query_gt,
+            "gallery": [],
+        }
         if int(y_true[0]):  # the reference records wrong results only
             continue
         for k in range(10):
-            new_entry["gallery"].append({"img": str(imgs[inds[k]]), "roi": list(map(float, list(rois[inds[k]]))),
-                                         "score": float(y_score[k]), "correct": int(y_true[k])})
+            new_entry["gallery"].append(
+                {
+                    "img": str(imgs[inds[k]]),
+                    "roi": list(map(float, list(rois[inds[k]]))),
+                    "score": float(y_score[k]),
+                    "correct": int(y_true[k]),
+                }
+            )
         results.append(new_entry)
-    return np.array(aps), np.array(accs, dtype=bool), (setup, (time.perf_counter() - t0 - setup[0], time.process_time() - c0 - setup[1]))
+    return (
+        np.array(aps),
+        np.array(accs, dtype=bool),
+        (setup, (time.perf_counter() - t0 - setup[0], time.process_time() - c0 - setup[1])),
+    )
 
 
 def loop_prw(data, n):
     """``eval_search_prw(ignore_cam_id=True, cbgm=False)``, step by step."""
     names = [f"c{c}s1_{i:06d}.jpg" for i, c in enumerate(data["cams"])]
     gallery_dets, gallery_feats = seqnet_inputs(data)
-    annos = [{"img_name": names[g], "boxes": np.array([b for b, _ in p], np.int32).reshape(-1, 4),
-              "pids": np.array([i if i >= 0 else 5555 for _, i in p], np.int32), "cam_id": int(data["cams"][g])}
-             for g, p in enumerate(data["scene_gts"])]
-    query_annos = [{"img_name": names[q["image"]], "boxes": np.array([q["box"]], np.int32), "pids": q["identity"],
-                    "cam_id": q["camera"]} for q in data["queries"]]
+    annos = [
+        {
+            "img_name": names[g],
+            "boxes": np.array([b for b, _ in p], np.int32).reshape(-1, 4),
+            "pids": np.array([i if i >= 0 else 5555 for _, i in p], np.int32),
+            "cam_id": int(data["cams"][g]),
+        }
+        for g, p in enumerate(data["scene_gts"])
+    ]
+    query_annos = [
+        {
+            "img_name": names[q["image"]],
+            "boxes": np.array([q["box"]], np.int32),
+            "pids": q["identity"],
+            "cam_id": q["camera"],
+        }
+        for q in data["queries"]
+    ]
 
     aps, accs, results = [], [], []
     c0 = time.process_time()
@@ -421,13 +489,27 @@ def loop_prw(data, n):
         y_score = y_score[inds]
         y_true = y_true[inds]
         accs.append([min(1, sum(y_true[:k])) for k in TOPK])
-        new_entry = {"query_img": str(query_imname), "query_roi": list(map(float, list(query_roi.squeeze()))),
-                     "query_gt": query_gts, "gallery": []}
+        new_entry = {
+            "query_img": str(query_imname),
+            "query_roi": list(map(float, list(query_roi.squeeze()))),
+            "query_gt": query_gts,
+            "gallery": [],
+        }
         for k in range(10):
-            new_entry["gallery"].append({"img": str(imgs[inds[k]]), "roi": list(map(float, list(rois[inds[k]]))),
-                                         "score": float(y_score[k]), "correct": int(y_true[k])})
+            new_entry["gallery"].append(
+                {
+                    "img": str(imgs[inds[k]]),
+                    "roi": list(map(float, list(rois[inds[k]]))),
+                    "score": float(y_score[k]),
+                    "correct": int(y_true[k]),
+                }
+            )
         results.append(new_entry)
-    return np.array(aps), np.array(accs, dtype=bool), (setup, (time.perf_counter() - t0 - setup[0], time.process_time() - c0 - setup[1]))
+    return (
+        np.array(aps),
+        np.array(accs, dtype=bool),
+        (setup, (time.perf_counter() - t0 - setup[0], time.process_time() - c0 - setup[1])),
+    )
 
 
 # ------------------------------------------------------------------------------ main
@@ -444,29 +526,47 @@ def report(name, res, t_build, t_score, loop_aps, loop_accs, t_loop, n_loop):
     scale = nq / n_loop
     (setup_wall, setup_cpu), (per_wall, per_cpu) = t_loop
     wall_loop, cpu_loop = setup_wall + per_wall * scale, setup_cpu + per_cpu * scale
-    scope = "all queries" if n_loop == nq else f"{n_loop} of {nq} queries, query loop extrapolated x{scale:.2f}"
+    scope = (
+        "all queries"
+        if n_loop == nq
+        else f"{n_loop} of {nq} queries, query loop extrapolated x{scale:.2f}"
+    )
     d_ap = np.abs(res.ap[:n_loop] - loop_aps).max()
     d_hits = int((res.hits[:n_loop] != loop_accs).sum())
-    print(f"[{name}] {nq} queries, {res.extras['strategy']} strategy; mAP {100 * res.mAP:.2f}, top-1 {100 * res.accuracy()[1]:.2f}")
-    print(f"[{name}] vectorised (median of {ARGS.repeats} runs): {t_vec:.2f} s wall [{res.extras['cpu_s']:.2f} s CPU] "
-          f"(protocol arrays {t_build:.2f} s + scoring {t_score:.2f} s)")
-    print(f"[{name}] loop (SeqNet structure): {wall_loop:.1f} s wall [{cpu_loop:.1f} s CPU] ({scope})")
-    print(f"[{name}] speed-up: {wall_loop / t_vec:.1f}x wall, {cpu_loop / res.extras['cpu_s']:.1f}x CPU")
-    print(f"[{name}] agreement on the loop's queries: max |dAP| = {d_ap:.2e}, top-k mismatches = {d_hits}")
+    print(
+        f"[{name}] {nq} queries, {res.extras['strategy']} strategy; mAP {100 * res.mAP:.2f}, top-1 {100 * res.accuracy()[1]:.2f}"
+    )
+    print(
+        f"[{name}] vectorised (median of {ARGS.repeats} runs): {t_vec:.2f} s wall [{res.extras['cpu_s']:.2f} s CPU] "
+        f"(protocol arrays {t_build:.2f} s + scoring {t_score:.2f} s)"
+    )
+    print(
+        f"[{name}] loop (SeqNet structure): {wall_loop:.1f} s wall [{cpu_loop:.1f} s CPU] ({scope})"
+    )
+    print(
+        f"[{name}] speed-up: {wall_loop / t_vec:.1f}x wall, {cpu_loop / res.extras['cpu_s']:.1f}x CPU"
+    )
+    print(
+        f"[{name}] agreement on the loop's queries: max |dAP| = {d_ap:.2e}, top-k mismatches = {d_hits}"
+    )
 
 
 def main() -> int:
     from machine import cpu_line
 
-    print(f"machine: {cpu_line()}; BLAS threads: {ARGS.threads or 'default'}; numpy {np.__version__}; "
-          f"loop AP: {AP_IMPL}")
+    print(
+        f"machine: {cpu_line()}; BLAS threads: {ARGS.threads or 'default'}; numpy {np.__version__}; "
+        f"loop AP: {AP_IMPL}"
+    )
     rng = np.random.default_rng(ARGS.seed)
     if "cuhk" in ARGS.datasets:
         t = time.perf_counter()
         data = make_cuhk(rng)
         g = data["gallery"]
-        print(f"[CUHK-SYSU] data: {g.num_images} images, {len(g.scores)} detections ({len(g.scores) / g.num_images:.2f}/image), "
-              f"{len(data['queries'])} queries, G100 (generated in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"[CUHK-SYSU] data: {g.num_images} images, {len(g.scores)} detections ({len(g.scores) / g.num_images:.2f}/image), "
+            f"{len(data['queries'])} queries, G100 (generated in {time.perf_counter() - t:.1f} s)"
+        )
         res, tb, ts = median_of(ARGS.repeats, vectorised_cuhk, data)
         n = ARGS.loop_queries_cuhk or len(data["queries"])
         aps, accs, tl = loop_cuhk(data, n)
@@ -476,8 +576,10 @@ def main() -> int:
         t = time.perf_counter()
         data = make_prw(rng)
         g = data["gallery"]
-        print(f"[PRW] data: {g.num_images} frames, {len(g.scores)} detections ({len(g.scores) / g.num_images:.2f}/image), "
-              f"{len(data['queries'])} queries, gallery 'all' (generated in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"[PRW] data: {g.num_images} frames, {len(g.scores)} detections ({len(g.scores) / g.num_images:.2f}/image), "
+            f"{len(data['queries'])} queries, gallery 'all' (generated in {time.perf_counter() - t:.1f} s)"
+        )
         res, tb, ts = median_of(ARGS.repeats, vectorised_prw, data)
         n = min(ARGS.loop_queries_prw or len(data["queries"]), len(data["queries"]))
         aps, accs, tl = loop_prw(data, n)

@@ -30,6 +30,7 @@ between rounds), and the ratios are medians of the per-round ratios. Wall time i
 waits; process CPU time (all threads) is printed beside it because it is less sensitive to
 other processes taking the cores (it still counts OpenMP spin-waiting).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -119,7 +120,7 @@ def interleaved(fns: Dict[str, Callable[[], object]], device: str, warmup: int, 
             for _ in range(warmup):
                 fns[k]()
         for r in range(rounds):
-            order = keys[r % len(keys):] + keys[: r % len(keys)]
+            order = keys[r % len(keys) :] + keys[: r % len(keys)]
             for k in order:
                 out[k].append(measure(fns[k], device))
     return out
@@ -149,8 +150,13 @@ class StageTimer:
         self.device = device
         self._handles = []
         rh = model.roi_heads
-        parts = {"rpn": model.proposal_generator, "box pooler": rh.box_pooler, "box head": rh.box_head,
-                 "id pooler (incl. neck)": rh.id_pooler, "id nets": rh.id_head}
+        parts = {
+            "rpn": model.proposal_generator,
+            "box pooler": rh.box_pooler,
+            "box head": rh.box_head,
+            "id pooler (incl. neck)": rh.id_pooler,
+            "id nets": rh.id_head,
+        }
         for name, mod in parts.items():
             self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
             self._handles.append(mod.register_forward_hook(self._post(name)))
@@ -176,8 +182,12 @@ class StageTimer:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=os.path.join(os.path.dirname(HERE), "configs", "Base-PersonSearch.yaml"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", default=os.path.join(os.path.dirname(HERE), "configs", "Base-PersonSearch.yaml")
+    )
     parser.add_argument("--sizes", nargs="+", default=["960x640", "1500x900"], help="WIDTHxHEIGHT")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--persons", type=int, default=10, help="detections per image")
@@ -185,17 +195,25 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--num-ids", type=int, default=482, help="ID classifier size (PRW: 482)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-component timing pass")
+    parser.add_argument(
+        "--no-breakdown", action="store_true", help="skip the per-component timing pass"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     dev = args.device
-    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {args.threads} threads"
-    print(f"device: {name}; torch {torch.__version__}; config {os.path.relpath(args.config)}; "
-          f"{args.persons} detections/image; medians over {args.iters} interleaved rounds (after {args.warmup} warm-up)")
+    name = (
+        torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {args.threads} threads"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; config {os.path.relpath(args.config)}; "
+        f"{args.persons} detections/image; medians over {args.iters} interleaved rounds (after {args.warmup} warm-up)"
+    )
 
-    models = {"baseline": build(args.config, False, args.persons, dev, args.num_ids),
-              "mrfp": build(args.config, True, args.persons, dev, args.num_ids)}
+    models = {
+        "baseline": build(args.config, False, args.persons, dev, args.num_ids),
+        "mrfp": build(args.config, True, args.persons, dev, args.num_ids),
+    }
     rows = []
     for size in args.sizes:
         w, h = parse_size(size)
@@ -222,15 +240,27 @@ def main() -> int:
         def ratio(a: str, b: str, i: int) -> float:
             return statistics.median(x[i] / y[i] for x, y in zip(runs[a], runs[b]))
 
-        print(f"\n== {w}x{h}  (detections per image: baseline {n_det['baseline']}, mrfp {n_det['mrfp']})")
-        print(f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} {'peak MiB':>9s}"
-              f" {'GMAC':>6s}")
+        print(
+            f"\n== {w}x{h}  (detections per image: baseline {n_det['baseline']}, mrfp {n_det['mrfp']})"
+        )
+        print(
+            f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} {'peak MiB':>9s}"
+            f" {'GMAC':>6s}"
+        )
         for key in ("floor", "baseline", "mrfp"):
-            print(f"{key:9s} {med(key, 0):8.3f} {1 / med(key, 0):6.2f} {ratio(key, 'floor', 0):8.2f} "
-                  f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f} {work[key]:6.1f}")
-        over = (ratio("mrfp", "baseline", 0) - 1, ratio("mrfp", "baseline", 1) - 1, work["mrfp"] / work["baseline"] - 1)
-        print(f"MRFP over baseline: {100 * over[0]:+.1f}% wall, {100 * over[1]:+.1f}% cpu, "
-              f"{100 * over[2]:+.1f}% multiply-accumulates (the design's own lower bound)")
+            print(
+                f"{key:9s} {med(key, 0):8.3f} {1 / med(key, 0):6.2f} {ratio(key, 'floor', 0):8.2f} "
+                f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f} {work[key]:6.1f}"
+            )
+        over = (
+            ratio("mrfp", "baseline", 0) - 1,
+            ratio("mrfp", "baseline", 1) - 1,
+            work["mrfp"] / work["baseline"] - 1,
+        )
+        print(
+            f"MRFP over baseline: {100 * over[0]:+.1f}% wall, {100 * over[1]:+.1f}% cpu, "
+            f"{100 * over[2]:+.1f}% multiply-accumulates (the design's own lower bound)"
+        )
         if not args.no_breakdown:
             timer = StageTimer(models["mrfp"], dev)
             with torch.no_grad():
@@ -238,14 +268,26 @@ def main() -> int:
             timer.remove()
             parts = ", ".join(f"{k} {v:.3f}s" for k, v in timer.totals.items())
             print(f"mrfp breakdown (one run, {wall:.3f}s wall): {parts}")
-        rows.append((size, ratio("mrfp", "floor", 0), ratio("mrfp", "floor", 1), ratio("baseline", "floor", 0),
-                     over, peaks["mrfp"]))
+        rows.append(
+            (
+                size,
+                ratio("mrfp", "floor", 0),
+                ratio("mrfp", "floor", 1),
+                ratio("baseline", "floor", 0),
+                over,
+                peaks["mrfp"],
+            )
+        )
 
-    print("\nsummary (wall / cpu): size | mrfp x floor | baseline x floor (wall) | "
-          "mrfp over baseline (wall / cpu / MACs) | peak MiB")
+    print(
+        "\nsummary (wall / cpu): size | mrfp x floor | baseline x floor (wall) | "
+        "mrfp over baseline (wall / cpu / MACs) | peak MiB"
+    )
     for size, rw, rc, bw, over, peak in rows:
-        print(f"  {size}: {rw:.2f}x / {rc:.2f}x | {bw:.2f}x | "
-              f"{100 * over[0]:+.1f}% / {100 * over[1]:+.1f}% / {100 * over[2]:+.1f}% | {peak:.0f}")
+        print(
+            f"  {size}: {rw:.2f}x / {rc:.2f}x | {bw:.2f}x | "
+            f"{100 * over[0]:+.1f}% / {100 * over[1]:+.1f}% / {100 * over[2]:+.1f}% | {peak:.0f}"
+        )
     return 0
 
 

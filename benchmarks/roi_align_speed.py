@@ -9,6 +9,7 @@ for ``--persons`` person boxes, sampling ratio 2, aligned. Forward alone (infere
 backward (training), timed interleaved in one run (``inference_speed.interleaved``); the ratio is torchvision / separable. Also
 prints the largest difference of the outputs and input gradients (float rounding).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], feature: torch.
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--persons", type=int, default=10)
     parser.add_argument("--iters", type=int, default=20)
@@ -58,8 +61,10 @@ def main() -> int:
     width, height = 960, 640
     boxes = person_boxes(args.persons, width, height)
     rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
-    print(f"CPU, {args.threads} threads; {args.persons} persons at {width}x{height}; "
-          f"medians of {args.iters} interleaved rounds")
+    print(
+        f"CPU, {args.threads} threads; {args.persons} persons at {width}x{height}; "
+        f"medians of {args.iters} interleaved rounds"
+    )
     for name, channels, stride, out in LEVELS:
         feature = torch.randn(1, channels, height // stride, width // stride)
         separable = SeparableRoIAlign(out, 1.0 / stride, 2)
@@ -74,11 +79,18 @@ def main() -> int:
             timed[f"{key} forward"] = lambda fn=fn: fn(feature)
             timed[f"{key} forward+backward"] = lambda fn=fn: forward_backward(fn, feature)
         runs = interleaved(timed, "cpu", warmup=2, rounds=args.iters)
-        print(f"\n{name} ({channels} channels): max |diff| output {(y_tv - y_sep).abs().max():.1e}, "
-              f"input gradient {(g_tv - g_sep).abs().max():.1e}")
+        print(
+            f"\n{name} ({channels} channels): max |diff| output {(y_tv - y_sep).abs().max():.1e}, "
+            f"input gradient {(g_tv - g_sep).abs().max():.1e}"
+        )
         for mode in ("forward", "forward+backward"):
-            tv, sp = (statistics.median(wall for wall, _ in runs[f"{key} {mode}"]) for key in ("torchvision", "separable"))
-            print(f"  {mode:17s} torchvision {1000 * tv:7.1f} ms   separable {1000 * sp:7.1f} ms   ratio {tv / sp:5.1f}x")
+            tv, sp = (
+                statistics.median(wall for wall, _ in runs[f"{key} {mode}"])
+                for key in ("torchvision", "separable")
+            )
+            print(
+                f"  {mode:17s} torchvision {1000 * tv:7.1f} ms   separable {1000 * sp:7.1f} ms   ratio {tv / sp:5.1f}x"
+            )
     return 0
 
 

@@ -7,6 +7,7 @@ Each benchmark prints its own figures and ratios; this driver runs them one afte
 in parallel: they compete for the same cores), tees each output to
 ``benchmarks/results/<name>.txt`` with the machine it ran on, and exits non-zero if one fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ BENCHMARKS = ("inference_speed", "roi_align_speed", "eval_speed", "train_speed")
 def machine_line() -> str:
     """CPU model, core count, GPU and torch version: the context every figure needs."""
     import torch
-
     from machine import cpu_line
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -30,9 +30,13 @@ def machine_line() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for each benchmark")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for each benchmark"
+    )
     args = parser.parse_args()
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     header = f"machine: {machine_line()}\ndate: {time.strftime('%Y-%m-%d %H:%M')}\n"

@@ -3,6 +3,7 @@
 Importing the package registers its components in Detectron2's registries (backbone, meta
 architecture, ROI heads) and its data sets in ``DatasetCatalog`` (lazily: nothing is read).
 """
+
 from . import data, modeling  # noqa: F401  (registration side effects)
 from .config import add_stl_search_config
 

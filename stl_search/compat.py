@@ -9,6 +9,7 @@ nowhere else:
 - ``create_ddp_model``: both pass ``device_ids=[local_rank]``, which DDP rejects for CPU modules.
 - ``SimpleTrainer`` data iterator: v0.6 creates it in ``__init__``, main lazily.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,15 @@ def launch(
     """
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1 or torch.cuda.is_available() or IS_D2_MAIN:
-        d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url,
-                  args=tuple(args), timeout=timeout)
+        d2_launch(
+            main_func,
+            num_gpus_per_machine,
+            num_machines,
+            machine_rank,
+            dist_url,
+            args=tuple(args),
+            timeout=timeout,
+        )
         return
     if dist_url == "auto":
         if num_machines != 1:
@@ -59,17 +67,38 @@ def launch(
     mp.spawn(
         _cpu_worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
+        args=(
+            main_func,
+            world_size,
+            num_gpus_per_machine,
+            machine_rank,
+            dist_url,
+            tuple(args),
+            timeout,
+        ),
         daemon=False,
     )
 
 
-def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, num_per_machine: int,
-                machine_rank: int, dist_url: str, args: tuple, timeout: timedelta) -> None:
+def _cpu_worker(
+    local_rank: int,
+    main_func: Callable,
+    world_size: int,
+    num_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: tuple,
+    timeout: timedelta,
+) -> None:
     global_rank = machine_rank * num_per_machine + local_rank
     try:
-        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                                rank=global_rank, timeout=timeout)
+        dist.init_process_group(
+            backend="gloo",
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
     except Exception:
         logging.getLogger(__name__).error("Process group URL: %s", dist_url)
         raise

@@ -15,6 +15,7 @@ Namespaces:
     REID                 STL step 1: Re-ID pretraining on person crops (paper section 3.1, 4.3)
     STL                  STL step 2 and the end-to-end pipeline
 """
+
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN

@@ -8,6 +8,7 @@ Detects persons in every gallery image, ranks them by cosine similarity to the q
 (the query box goes through the model's identification path, as in evaluation), prints the top-k
 with scores and saves the query beside its top hits with their boxes drawn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,13 @@ def list_gallery(folder: str) -> List[str]:
 
 
 @torch.no_grad()
-def search(model: torch.nn.Module, cfg, query_image: str, query_box: Sequence[float],
-           gallery_files: Sequence[str]) -> List[Hit]:
+def search(
+    model: torch.nn.Module,
+    cfg,
+    query_image: str,
+    query_box: Sequence[float],
+    gallery_files: Sequence[str],
+) -> List[Hit]:
     """All detections of ``gallery_files`` ranked by similarity to the query person."""
     from .data.mapper import PersonSearchDatasetMapper
 
@@ -60,8 +66,10 @@ def search(model: torch.nn.Module, cfg, query_image: str, query_box: Sequence[fl
     x1, y1, x2, y2 = (float(v) for v in query_box)
     query = _image_record(query_image)
     if not (0 <= x1 < x2 <= query["width"] and 0 <= y1 < y2 <= query["height"]):
-        raise ValueError(f"--box {query_box} is not a box inside {query_image} "
-                         f"({query['width']}x{query['height']})")
+        raise ValueError(
+            f"--box {query_box} is not a box inside {query_image} "
+            f"({query['width']}x{query['height']})"
+        )
     query.update(query_box=[x1, y1, x2, y2], identity=-1, query_index=0)
     query_input = PersonSearchDatasetMapper(cfg, mode="query")(query)
     query_embedding = model([query_input])[0]["query_embedding"].cpu().numpy()
@@ -71,13 +79,17 @@ def search(model: torch.nn.Module, cfg, query_image: str, query_box: Sequence[fl
     for path in gallery_files:
         instances = model([test_mapper(_image_record(path))])[0]["instances"].to("cpu")
         similarities = instances.pred_embeddings.numpy() @ query_embedding
-        for box, score, sim in zip(instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), similarities):
+        for box, score, sim in zip(
+            instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), similarities
+        ):
             hits.append(Hit(path, box, float(score), float(sim)))
     hits.sort(key=lambda h: -h.similarity)
     return hits
 
 
-def _crop_with_box(image: np.ndarray, box: Sequence[float], color, height: int, label: str) -> np.ndarray:
+def _crop_with_box(
+    image: np.ndarray, box: Sequence[float], color, height: int, label: str
+) -> np.ndarray:
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     canvas = image.copy()
     cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
@@ -87,16 +99,30 @@ def _crop_with_box(image: np.ndarray, box: Sequence[float], color, height: int, 
     return canvas
 
 
-def render(query_image: str, query_box: Sequence[float], hits: Sequence[Hit], out_path: str,
-           height: int = 240) -> None:
+def render(
+    query_image: str,
+    query_box: Sequence[float],
+    hits: Sequence[Hit],
+    out_path: str,
+    height: int = 240,
+) -> None:
     """Save the query image (box in green) beside each hit's image (box in red), left to right."""
     from .utils.io import atomic_open
 
     panels = [_crop_with_box(cv2.imread(query_image), query_box, (0, 255, 0), height, "query")]
     for rank, hit in enumerate(hits, 1):
-        panels.append(_crop_with_box(cv2.imread(hit.file_name), hit.box, (0, 0, 255), height,
-                                     f"#{rank} {hit.similarity:.2f}"))
-    ok, encoded = cv2.imencode(os.path.splitext(out_path)[1] or ".png", np.concatenate(panels, axis=1))
+        panels.append(
+            _crop_with_box(
+                cv2.imread(hit.file_name),
+                hit.box,
+                (0, 0, 255),
+                height,
+                f"#{rank} {hit.similarity:.2f}",
+            )
+        )
+    ok, encoded = cv2.imencode(
+        os.path.splitext(out_path)[1] or ".png", np.concatenate(panels, axis=1)
+    )
     if not ok:
         raise ValueError(f"cannot encode an image for {out_path}")
     with atomic_open(out_path, "wb") as f:
@@ -104,12 +130,18 @@ def render(query_image: str, query_box: Sequence[float], hits: Sequence[Hit], ou
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--query", required=True, help="image holding the query person")
-    parser.add_argument("--box", required=True, nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"))
+    parser.add_argument(
+        "--box", required=True, nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2")
+    )
     parser.add_argument("--gallery", required=True, help="folder of scene images to search")
-    parser.add_argument("--out", default="search_result.png", help="picture of the query and its top hits")
+    parser.add_argument(
+        "--out", default="search_result.png", help="picture of the query and its top hits"
+    )
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
@@ -117,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] = None) -> List[Hit]:
     args = build_parser().parse_args(argv)
-    import stl_search  # noqa: F401  (registers the model)
     from detectron2.modeling import build_model
+
+    import stl_search  # noqa: F401  (registers the model)
 
     from .engine.setup import load_config
     from .utils.checkpoint import AtomicCheckpointer
@@ -134,7 +167,9 @@ def main(argv: Sequence[str] = None) -> List[Hit]:
     print(f"{'rank':>4}  {'similarity':>10}  {'det score':>9}  box (x1 y1 x2 y2)  image")
     for rank, hit in enumerate(top, 1):
         box = " ".join(f"{v:.0f}" for v in hit.box)
-        print(f"{rank:>4}  {hit.similarity:>10.4f}  {hit.detection_score:>9.3f}  {box:<17}  {hit.file_name}")
+        print(
+            f"{rank:>4}  {hit.similarity:>10.4f}  {hit.detection_score:>9.3f}  {box:<17}  {hit.file_name}"
+        )
     render(args.query, args.box, top, args.out)
     print(f"saved {args.out}")
     return hits

@@ -1,4 +1,5 @@
 """Shared test set-up: small thread counts (2-core machines) and a per-session data root."""
+
 import os
 
 import pytest

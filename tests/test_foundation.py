@@ -1,4 +1,5 @@
 """Foundation: install, registries, config namespace, entry point, atomic writes, resumable stream."""
+
 import os
 import subprocess
 import sys
@@ -7,7 +8,6 @@ import pytest
 import torch
 import yaml
 
-import stl_search
 from stl_search.config import add_stl_search_config
 from stl_search.data.resumable import PositionSampler, PositionSeededDataset
 from stl_search.engine.setup import ConfigKeyError, load_config
@@ -26,7 +26,9 @@ def test_detectron2_and_registries():
 
 def test_every_config_file_merges_and_round_trips(repo_root, tmp_path):
     config_dir = os.path.join(repo_root, "configs")
-    files = [os.path.join(d, f) for d, _, fs in os.walk(config_dir) for f in fs if f.endswith(".yaml")]
+    files = [
+        os.path.join(d, f) for d, _, fs in os.walk(config_dir) for f in fs if f.endswith(".yaml")
+    ]
     assert files, "no config files found"
     for path in files:
         cfg = load_config(path)
@@ -65,7 +67,10 @@ def test_unknown_override_names_key():
 def _run_train_net(repo_root, *argv):
     return subprocess.run(
         [sys.executable, os.path.join(repo_root, "train_net.py"), *argv],
-        capture_output=True, text=True, timeout=300, cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo_root,
     )
 
 
@@ -77,8 +82,15 @@ def test_train_net_help(repo_root):
 
 
 def test_train_net_unknown_key_fails_clearly(repo_root, tmp_path):
-    proc = _run_train_net(repo_root, "--config-file", "configs/synthetic/person_search.yaml",
-                          "OUTPUT_DIR", str(tmp_path), "SOLVER.NO_SUCH_KEY", "1")
+    proc = _run_train_net(
+        repo_root,
+        "--config-file",
+        "configs/synthetic/person_search.yaml",
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "SOLVER.NO_SUCH_KEY",
+        "1",
+    )
     assert proc.returncode != 0
     assert "SOLVER.NO_SUCH_KEY" in proc.stderr
 
@@ -134,7 +146,7 @@ def test_position_stream_is_a_function_of_seed_and_position():
     assert [c[p] for p in range(21)] != stream_a
     assert [b[p] for p in range(10, 21)] == stream_a[10:]  # resuming mid-stream: same samples
     for epoch in range(3):  # each epoch is a permutation of all records
-        assert sorted(x[0] for x in stream_a[epoch * 7:(epoch + 1) * 7]) == list(range(7))
+        assert sorted(x[0] for x in stream_a[epoch * 7 : (epoch + 1) * 7]) == list(range(7))
 
 
 def test_position_sampler_ranks_are_disjoint_and_resume_offset():
@@ -149,8 +161,12 @@ def test_bootstrap_is_idempotent(repo_root):
     """The environment the suite runs in is up to date, so a second bootstrap installs nothing."""
     if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(repo_root, ".venv")):
         pytest.skip("tests are not running in the project's .venv")
-    proc = subprocess.run(["bash", os.path.join(repo_root, "scripts", "bootstrap.sh")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", os.path.join(repo_root, "scripts", "bootstrap.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "environment up to date" in proc.stdout
     assert "installing" not in proc.stdout

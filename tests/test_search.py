@@ -1,4 +1,5 @@
 """The search command: detects in every gallery image, ranks by similarity, prints and draws."""
+
 import os
 
 import cv2
@@ -24,8 +25,16 @@ def tiny(tmp_path_factory):
 
 def test_search_ranks_gallery_and_draws(repo_root, tiny, tmp_path, capsys):
     config = os.path.join(repo_root, "configs", "synthetic", "person_search.yaml")
-    overrides = ["DATASETS.TRAIN", f"('{tiny}_train',)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-                 "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160"]
+    overrides = [
+        "DATASETS.TRAIN",
+        f"('{tiny}_train',)",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "INPUT.MIN_SIZE_TEST",
+        "96",
+        "INPUT.MAX_SIZE_TEST",
+        "160",
+    ]
     cfg = load_config(config, overrides)
     seed_all_rng(0)
     model = build_model(cfg)
@@ -38,9 +47,25 @@ def test_search_ranks_gallery_and_draws(repo_root, tiny, tmp_path, capsys):
         os.symlink(record["file_name"], gallery / os.path.basename(record["file_name"]))
     query = DatasetCatalog.get(f"{tiny}_query")[0]
     out = tmp_path / "result.png"
-    hits = search.main(["--config-file", config, "--query", query["file_name"],
-                        "--box", *map(str, query["query_box"]), "--gallery", str(gallery),
-                        "--out", str(out), "--topk", "3", "MODEL.WEIGHTS", weights, *overrides])
+    hits = search.main(
+        [
+            "--config-file",
+            config,
+            "--query",
+            query["file_name"],
+            "--box",
+            *map(str, query["query_box"]),
+            "--gallery",
+            str(gallery),
+            "--out",
+            str(out),
+            "--topk",
+            "3",
+            "MODEL.WEIGHTS",
+            weights,
+            *overrides,
+        ]
+    )
 
     assert hits, "no detections in the gallery"
     sims = [h.similarity for h in hits]
@@ -54,7 +79,9 @@ def test_search_ranks_gallery_and_draws(repo_root, tiny, tmp_path, capsys):
 
 def test_search_rejects_a_box_outside_the_image(repo_root, tiny, tmp_path):
     query = DatasetCatalog.get(f"{tiny}_query")[0]
-    cfg = load_config(os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
-                      ["DATASETS.TRAIN", f"('{tiny}_train',)"])
+    cfg = load_config(
+        os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
+        ["DATASETS.TRAIN", f"('{tiny}_train',)"],
+    )
     with pytest.raises(ValueError, match="not a box inside"):
         search.search(torch.nn.Identity(), cfg, query["file_name"], [0, 0, 1e5, 10], [])

@@ -1,5 +1,5 @@
-"""Tiny configs shared by the modeling and STL tests (imported by name: ``tests/`` is on ``sys.path``
-because of ``tests/conftest.py``): narrow ResNet-IBN-a models that train in seconds on one CPU thread."""
+"""Tiny configs shared by the modeling and STL tests: narrow ResNet-IBN-a models that train in seconds on one CPU thread."""
+
 from __future__ import annotations
 
 from detectron2.config import CfgNode, get_cfg

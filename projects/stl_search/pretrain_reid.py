@@ -8,6 +8,7 @@ person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
 
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
+
 from detectron2.engine import default_argument_parser
 
 import stl_search  # noqa: F401  (registers the model parts and data sets)

@@ -13,6 +13,7 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
 A finished step is skipped when run again (``--force`` reruns all). The last lines name the
 output folder; the printed table is read back from the evaluation's JSON file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,49 +48,117 @@ def summary_rows(metrics: dict) -> List[tuple]:
     """(label, value) rows of the headline numbers, read from the evaluator's metrics dict."""
     search = metrics["search"]
     detection = metrics["detection"]
-    return [("search mAP (%)", search["mAP"]), ("search top-1 (%)", search["top1"]),
-            ("detection AP (%)", detection["AP"]), ("detection recall (%)", detection["recall"])]
+    return [
+        ("search mAP (%)", search["mAP"]),
+        ("search top-1 (%)", search["top1"]),
+        ("detection AP (%)", detection["AP"]),
+        ("detection recall (%)", detection["recall"]),
+    ]
 
 
 def main(argv: Sequence[str] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", default=os.path.join(REPO, "output", "stl_pipeline"))
     parser.add_argument("--force", action="store_true", help="rerun every step")
-    parser.add_argument("--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS override")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS override"
+    )
     args = parser.parse_args(argv)
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
     py = sys.executable
-    extra = ["DATALOADER.NUM_WORKERS", str(args.num_workers)] if args.num_workers is not None else []
+    extra = (
+        ["DATALOADER.NUM_WORKERS", str(args.num_workers)] if args.num_workers is not None else []
+    )
     t0 = time.time()
 
     pretrain_dir = os.path.join(out, "1_stl_pretrain")
     init = os.path.join(pretrain_dir, "stl_init.pth")
     search_dir = os.path.join(out, "2_person_search")
 
-    run("0/4 synthetic data + long-tail plot",
-        [py, "-m", "stl_search.data.stats", "synthetic_train", "--out", os.path.join(out, "long_tail.png")],
-        os.path.join(out, "long_tail.png"), args.force)
-    run("1-2/4 STL Re-ID pretraining + export",
-        [py, "projects/stl_search/pretrain_reid.py", "--config-file", STL_CONFIG, "--resume",
-         "OUTPUT_DIR", pretrain_dir, "STL.EXPORT_NAME", "stl_init.pth", *extra],
-        init, args.force)
-    run("3/4 person-search fine-tuning (STL + MRFP) and evaluation",
-        [py, "train_net.py", "--config-file", PS_CONFIG, "--resume", "MODEL.WEIGHTS", init,
-         "MODEL.MRFP.ENABLED", "True", "OUTPUT_DIR", search_dir, *extra],
-        os.path.join(search_dir, "eval_metrics.json"), args.force)
+    run(
+        "0/4 synthetic data + long-tail plot",
+        [
+            py,
+            "-m",
+            "stl_search.data.stats",
+            "synthetic_train",
+            "--out",
+            os.path.join(out, "long_tail.png"),
+        ],
+        os.path.join(out, "long_tail.png"),
+        args.force,
+    )
+    run(
+        "1-2/4 STL Re-ID pretraining + export",
+        [
+            py,
+            "projects/stl_search/pretrain_reid.py",
+            "--config-file",
+            STL_CONFIG,
+            "--resume",
+            "OUTPUT_DIR",
+            pretrain_dir,
+            "STL.EXPORT_NAME",
+            "stl_init.pth",
+            *extra,
+        ],
+        init,
+        args.force,
+    )
+    run(
+        "3/4 person-search fine-tuning (STL + MRFP) and evaluation",
+        [
+            py,
+            "train_net.py",
+            "--config-file",
+            PS_CONFIG,
+            "--resume",
+            "MODEL.WEIGHTS",
+            init,
+            "MODEL.MRFP.ENABLED",
+            "True",
+            "OUTPUT_DIR",
+            search_dir,
+            *extra,
+        ],
+        os.path.join(search_dir, "eval_metrics.json"),
+        args.force,
+    )
     metrics_path = os.path.join(search_dir, "eval_metrics.json")
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
 
     demo = os.path.join(out, "search_demo.png")
     query = _first_query(os.path.join(out, "gallery_demo"))
-    run("4/4 search picture",
-        [py, "-m", "stl_search.search", "--config-file", PS_CONFIG, "--query", query["file_name"],
-         "--box", *[f"{v:.1f}" for v in query["query_box"]], "--gallery", query["gallery_folder"],
-         "--out", demo, "--topk", "5",
-         "MODEL.WEIGHTS", os.path.join(search_dir, "model_final.pth"), "MODEL.MRFP.ENABLED", "True"],
-        demo, args.force)
+    run(
+        "4/4 search picture",
+        [
+            py,
+            "-m",
+            "stl_search.search",
+            "--config-file",
+            PS_CONFIG,
+            "--query",
+            query["file_name"],
+            "--box",
+            *[f"{v:.1f}" for v in query["query_box"]],
+            "--gallery",
+            query["gallery_folder"],
+            "--out",
+            demo,
+            "--topk",
+            "5",
+            "MODEL.WEIGHTS",
+            os.path.join(search_dir, "model_final.pth"),
+            "MODEL.MRFP.ENABLED",
+            "True",
+        ],
+        demo,
+        args.force,
+    )
 
     print("\n[pipeline] STL + MRFP on the synthetic data set")
     for label, value in summary_rows(metrics):
@@ -102,13 +171,20 @@ def main(argv: Sequence[str] = None) -> None:
 def _first_query(folder: str, size: int = 12) -> dict:
     """The first synthetic query, and ``folder`` filled with links to ``size`` gallery frames:
     every frame where the query's person appears, then other frames as distractors."""
-    import stl_search  # noqa: F401
     from detectron2.data import DatasetCatalog
 
+    import stl_search  # noqa: F401
+
     query = dict(DatasetCatalog.get("synthetic_query")[0])
-    gallery = [r for r in DatasetCatalog.get("synthetic_gallery") if r["image_id"] != query["image_id"]]
-    has_target = [any(a["identity"] == query["identity"] for a in r["annotations"]) for r in gallery]
-    chosen = [r for r, t in zip(gallery, has_target) if t] + [r for r, t in zip(gallery, has_target) if not t]
+    gallery = [
+        r for r in DatasetCatalog.get("synthetic_gallery") if r["image_id"] != query["image_id"]
+    ]
+    has_target = [
+        any(a["identity"] == query["identity"] for a in r["annotations"]) for r in gallery
+    ]
+    chosen = [r for r, t in zip(gallery, has_target) if t] + [
+        r for r, t in zip(gallery, has_target) if not t
+    ]
     os.makedirs(folder, exist_ok=True)
     for record in chosen[:size]:
         link = os.path.join(folder, os.path.basename(record["file_name"]))

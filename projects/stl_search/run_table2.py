@@ -11,6 +11,7 @@ trained and then evaluated by train_net.py; the table is read back from each
 row's ``eval_metrics.json`` and written to ``<output>/table2.md``. For the synthetic set, the STL weights
 are pretrained first when ``--stl-weights`` is not given. Several seeds give mean ± std.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ METRICS = (("search", "mAP"), ("search", "top1"), ("detection", "AP"), ("detecti
 
 def table_rows(stl_weights: str, imagenet_weights: Optional[str]) -> List[Tuple[str, str, bool]]:
     """(row name, MODEL.WEIGHTS, MRFP on) for each Table 2 row that can run."""
-    rows = [("Baseline (random init)", "", False), ("Baseline (STL)", stl_weights, False),
-            ("Baseline (STL) + MRFP", stl_weights, True), ("Baseline (random init) + MRFP", "", True)]
+    rows = [
+        ("Baseline (random init)", "", False),
+        ("Baseline (STL)", stl_weights, False),
+        ("Baseline (STL) + MRFP", stl_weights, True),
+        ("Baseline (random init) + MRFP", "", True),
+    ]
     if imagenet_weights:
         rows[1:1] = [("Baseline (ImageNet)", imagenet_weights, False)]
         rows.append(("Baseline (ImageNet) + MRFP", imagenet_weights, True))
@@ -42,7 +47,14 @@ def table_rows(stl_weights: str, imagenet_weights: Optional[str]) -> List[Tuple[
 
 def row_slug(name: str) -> str:
     """Folder-name form of a row name: ``Baseline (STL) + MRFP`` -> ``stl_plus_mrfp``."""
-    return name.lower().replace("baseline ", "").replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
+    return (
+        name.lower()
+        .replace("baseline ", "")
+        .replace(" ", "_")
+        .replace("(", "")
+        .replace(")", "")
+        .replace("+", "plus")
+    )
 
 
 def _run(cmd: Sequence[str]) -> None:
@@ -51,43 +63,81 @@ def _run(cmd: Sequence[str]) -> None:
         sys.exit(f"[table2] failed: {' '.join(cmd)}")
 
 
-def run_row(config: str, weights: str, mrfp: bool, seed: int, out_dir: str, launch_args: List[str],
-            extra: List[str]) -> Dict[str, dict]:
+def run_row(
+    config: str,
+    weights: str,
+    mrfp: bool,
+    seed: int,
+    out_dir: str,
+    launch_args: List[str],
+    extra: List[str],
+) -> Dict[str, dict]:
     """Train and evaluate one row (skipped when its eval_metrics.json exists); return its metrics."""
     metrics_path = os.path.join(out_dir, "eval_metrics.json")
     if not os.path.exists(metrics_path):  # training ends with the evaluation, which writes it
-        _run([sys.executable, "train_net.py", "--config-file", config, "--resume", *launch_args,
-              "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir,
-              "MODEL.MRFP.ENABLED", str(mrfp), "SEED", str(seed), *extra])
+        _run(
+            [
+                sys.executable,
+                "train_net.py",
+                "--config-file",
+                config,
+                "--resume",
+                *launch_args,
+                "MODEL.WEIGHTS",
+                weights,
+                "OUTPUT_DIR",
+                out_dir,
+                "MODEL.MRFP.ENABLED",
+                str(mrfp),
+                "SEED",
+                str(seed),
+                *extra,
+            ]
+        )
     with open(metrics_path) as f:
         return json.load(f)["metrics"]
 
 
 def format_table(results: Dict[str, List[Dict[str, dict]]]) -> str:
     """Markdown table: mean (± std over seeds when more than one) of each metric per row."""
-    header = "| method | mAP (%) | top-1 (%) | det. AP (%) | det. recall (%) |\n|---|---|---|---|---|"
+    header = (
+        "| method | mAP (%) | top-1 (%) | det. AP (%) | det. recall (%) |\n|---|---|---|---|---|"
+    )
     lines = [header]
     for name, runs in results.items():
         cells = []
         for task, metric in METRICS:
             values = [run[task][metric] for run in runs]
             mean = statistics.fmean(values)
-            cells.append(f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}")
+            cells.append(
+                f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", choices=sorted(CONFIGS), default="synthetic")
-    parser.add_argument("--stl-weights", default="", help="STL export (stl_init.pth) of the data set")
-    parser.add_argument("--imagenet-weights", default="", help="converted ImageNet weights (optional)")
+    parser.add_argument(
+        "--stl-weights", default="", help="STL export (stl_init.pth) of the data set"
+    )
+    parser.add_argument(
+        "--imagenet-weights", default="", help="converted ImageNet weights (optional)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output", default=None)
     parser.add_argument("--num-gpus", type=int, default=1)
-    parser.add_argument("--rows", nargs="+", default=None, metavar="SLUG",
-                        help="run only these rows, by folder name: random_init stl stl_plus_mrfp "
-                             "random_init_plus_mrfp (imagenet imagenet_plus_mrfp)")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="SLUG",
+        help="run only these rows, by folder name: random_init stl stl_plus_mrfp "
+        "random_init_plus_mrfp (imagenet imagenet_plus_mrfp)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every row")
     args = parser.parse_args(argv)
     config, stl_config = CONFIGS[args.dataset]
@@ -97,11 +147,24 @@ def main(argv: Sequence[str] = None) -> str:
     stl_weights = args.stl_weights
     if not stl_weights:
         if args.dataset != "synthetic":
-            parser.error("--stl-weights is required for real data sets (see projects/stl_search/README.md)")
+            parser.error(
+                "--stl-weights is required for real data sets (see projects/stl_search/README.md)"
+            )
         stl_weights = os.path.join(out, "stl_pretrain", "stl_init.pth")
         if not os.path.exists(stl_weights):
-            _run([sys.executable, "projects/stl_search/pretrain_reid.py", "--config-file", stl_config,
-                  "--resume", "OUTPUT_DIR", os.path.dirname(stl_weights), "STL.EXPORT_NAME", "stl_init.pth"])
+            _run(
+                [
+                    sys.executable,
+                    "projects/stl_search/pretrain_reid.py",
+                    "--config-file",
+                    stl_config,
+                    "--resume",
+                    "OUTPUT_DIR",
+                    os.path.dirname(stl_weights),
+                    "STL.EXPORT_NAME",
+                    "stl_init.pth",
+                ]
+            )
 
     rows = {row_slug(row[0]): row for row in table_rows(stl_weights, args.imagenet_weights)}
     if args.rows:
@@ -112,7 +175,15 @@ def main(argv: Sequence[str] = None) -> str:
     results: Dict[str, List[Dict[str, dict]]] = {}
     for slug, (name, weights, mrfp) in rows.items():
         results[name] = [
-            run_row(config, weights, mrfp, seed, os.path.join(out, f"{slug}_seed{seed}"), launch_args, args.opts)
+            run_row(
+                config,
+                weights,
+                mrfp,
+                seed,
+                os.path.join(out, f"{slug}_seed{seed}"),
+                launch_args,
+                args.opts,
+            )
             for seed in args.seeds
         ]
     table = format_table(results)

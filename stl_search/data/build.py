@@ -2,6 +2,7 @@
 
 (The trainer's resumable training stream, ``stl_search.data.resumable``, uses the same mapper.)
 """
+
 from __future__ import annotations
 
 from detectron2.config import CfgNode
@@ -22,4 +23,6 @@ def build_person_search_test_loader(cfg: CfgNode, dataset_name: str, mode: str =
     (``mode="query"``). Works on Detectron2 v0.6 (no ``batch_size`` argument)."""
     if mode not in ("test", "query"):
         raise ValueError(f"test loader mode must be 'test' or 'query', got {mode!r}")
-    return build_detection_test_loader(cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, mode=mode))
+    return build_detection_test_loader(
+        cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, mode=mode)
+    )

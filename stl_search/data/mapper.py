@@ -5,6 +5,7 @@ would then exceed 960: Detectron2's ``ResizeShortestEdge(INPUT.MIN_SIZE_*, INPUT
 is exactly that rule. The only training augmentation is a horizontal flip
 (``INPUT.HFLIP_PROB``). Person identities travel with the boxes as ``gt_person_ids``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,13 @@ def build_person_search_augmentations(cfg, mode: str) -> List[T.Augmentation]:
     """Resize (the paper's rule, via ``INPUT.{MIN,MAX}_SIZE_{TRAIN,TEST}``), plus the horizontal
     flip with probability ``INPUT.HFLIP_PROB`` in ``train`` mode."""
     if mode == "train":
-        augs: List[T.Augmentation] = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                                           cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        augs: List[T.Augmentation] = [
+            T.ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN,
+                cfg.INPUT.MAX_SIZE_TRAIN,
+                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            )
+        ]
         if cfg.INPUT.HFLIP_PROB > 0:
             augs.append(T.RandomFlip(prob=cfg.INPUT.HFLIP_PROB, horizontal=True, vertical=False))
         return augs
@@ -52,10 +58,17 @@ class PersonSearchDatasetMapper:
     """
 
     @configurable
-    def __init__(self, *, mode: str, augmentations: Sequence[Union[T.Augmentation, T.Transform]],
-                 image_format: str = "BGR"):
+    def __init__(
+        self,
+        *,
+        mode: str,
+        augmentations: Sequence[Union[T.Augmentation, T.Transform]],
+        image_format: str = "BGR",
+    ):
         if mode not in MODES:
-            raise ValueError(f"PersonSearchDatasetMapper: mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(
+                f"PersonSearchDatasetMapper: mode must be one of {MODES}, got {mode!r}"
+            )
         self.mode = mode
         self.augmentations = T.AugmentationList(list(augmentations))
         self.image_format = image_format
@@ -63,8 +76,11 @@ class PersonSearchDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, mode: str = "train") -> Dict[str, Any]:
-        return {"mode": mode, "augmentations": build_person_search_augmentations(cfg, mode),
-                "image_format": cfg.INPUT.FORMAT}
+        return {
+            "mode": mode,
+            "augmentations": build_person_search_augmentations(cfg, mode),
+            "image_format": cfg.INPUT.FORMAT,
+        }
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -77,19 +93,28 @@ class PersonSearchDatasetMapper:
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
         if self.mode == "train":
-            annos = [utils.transform_instance_annotations(a, transforms, image_shape)
-                     for a in dataset_dict.pop("annotations", [])]
+            annos = [
+                utils.transform_instance_annotations(a, transforms, image_shape)
+                for a in dataset_dict.pop("annotations", [])
+            ]
             instances = utils.annotations_to_instances(annos, image_shape)
-            instances.gt_person_ids = torch.tensor([int(a["person_id"]) for a in annos], dtype=torch.int64)
+            instances.gt_person_ids = torch.tensor(
+                [int(a["person_id"]) for a in annos], dtype=torch.int64
+            )
             dataset_dict["instances"] = utils.filter_empty_instances(instances)
         elif self.mode == "query":
-            box = BoxMode.convert(list(dataset_dict["query_box"]), dataset_dict.get("query_box_mode", BoxMode.XYXY_ABS),
-                                  BoxMode.XYXY_ABS)
+            box = BoxMode.convert(
+                list(dataset_dict["query_box"]),
+                dataset_dict.get("query_box_mode", BoxMode.XYXY_ABS),
+                BoxMode.XYXY_ABS,
+            )
             box = transforms.apply_box(np.asarray([box], dtype=np.float64))
             boxes = Boxes(torch.as_tensor(box, dtype=torch.float32))
             boxes.clip(image_shape)
             if not bool(boxes.nonempty().all()):
-                raise ValueError(f"{dataset_dict['file_name']}: query box {dataset_dict['query_box']} is empty "
-                                 f"inside the image ({dataset_dict['width']}x{dataset_dict['height']})")
+                raise ValueError(
+                    f"{dataset_dict['file_name']}: query box {dataset_dict['query_box']} is empty "
+                    f"inside the image ({dataset_dict['width']}x{dataset_dict['height']})"
+                )
             dataset_dict["query_boxes"] = boxes
         return dataset_dict

@@ -18,6 +18,7 @@ kept per process), cuts the box (rounded outwards, clipped to the image) and res
 ``cache_file``: all crops are then cut once into a uint8 ``.npy`` array (written atomically,
 reused while the records, size and format are the same) that every worker process memory-maps.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,34 +45,76 @@ def build_reid_records(dataset_name: str) -> List[Dict[str, Any]]:
     for d in dicts:
         for a in d.get("annotations", ()):
             if a["person_id"] >= 0:
-                records.append({"file_name": d["file_name"], "image_id": d["image_id"], "bbox": list(a["bbox"]),
-                                "person_id": int(a["person_id"]), "identity": int(a["identity"]),
-                                "camera_id": int(d.get("camera_id", -1))})
+                records.append(
+                    {
+                        "file_name": d["file_name"],
+                        "image_id": d["image_id"],
+                        "bbox": list(a["bbox"]),
+                        "person_id": int(a["person_id"]),
+                        "identity": int(a["identity"]),
+                        "camera_id": int(d.get("camera_id", -1)),
+                    }
+                )
     if not records:
-        raise ValueError(f"{dataset_name!r}: no labeled persons (person_id >= 0); is it a training split?")
-    logger.info("Re-ID records of %s: %d crops of %d identities", dataset_name, len(records),
-                len({r["person_id"] for r in records}))
+        raise ValueError(
+            f"{dataset_name!r}: no labeled persons (person_id >= 0); is it a training split?"
+        )
+    logger.info(
+        "Re-ID records of %s: %d crops of %d identities",
+        dataset_name,
+        len(records),
+        len({r["person_id"] for r in records}),
+    )
     return records
 
 
-def build_reid_test_records(query_name: str, gallery_name: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+def build_reid_test_records(
+    query_name: str, gallery_name: str
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """(query records, gallery records): the query boxes of ``query_name`` and the boxes with a
     known identity of ``gallery_name``; records as :func:`build_reid_records`, ``person_id = -1``."""
-    queries = [{"file_name": q["file_name"], "image_id": q["image_id"], "bbox": list(q["query_box"]),
-                "person_id": -1, "identity": int(q["identity"]), "camera_id": int(q.get("camera_id", -1))}
-               for q in DatasetCatalog.get(query_name)]
-    gallery = [{"file_name": d["file_name"], "image_id": d["image_id"], "bbox": list(a["bbox"]), "person_id": -1,
-                "identity": int(a["identity"]), "camera_id": int(d.get("camera_id", -1))}
-               for d in DatasetCatalog.get(gallery_name) for a in d.get("annotations", ()) if a["identity"] >= 0]
+    queries = [
+        {
+            "file_name": q["file_name"],
+            "image_id": q["image_id"],
+            "bbox": list(q["query_box"]),
+            "person_id": -1,
+            "identity": int(q["identity"]),
+            "camera_id": int(q.get("camera_id", -1)),
+        }
+        for q in DatasetCatalog.get(query_name)
+    ]
+    gallery = [
+        {
+            "file_name": d["file_name"],
+            "image_id": d["image_id"],
+            "bbox": list(a["bbox"]),
+            "person_id": -1,
+            "identity": int(a["identity"]),
+            "camera_id": int(d.get("camera_id", -1)),
+        }
+        for d in DatasetCatalog.get(gallery_name)
+        for a in d.get("annotations", ())
+        if a["identity"] >= 0
+    ]
     if not queries or not gallery:
-        raise ValueError(f"Re-ID test set of {query_name!r} / {gallery_name!r} is empty "
-                         f"({len(queries)} queries, {len(gallery)} gallery crops)")
-    logger.info("Re-ID test records: %d queries (%s), %d gallery crops (%s)", len(queries), query_name,
-                len(gallery), gallery_name)
+        raise ValueError(
+            f"Re-ID test set of {query_name!r} / {gallery_name!r} is empty "
+            f"({len(queries)} queries, {len(gallery)} gallery crops)"
+        )
+    logger.info(
+        "Re-ID test records: %d queries (%s), %d gallery crops (%s)",
+        len(queries),
+        query_name,
+        len(gallery),
+        gallery_name,
+    )
     return queries, gallery
 
 
-def cut_crop(image: np.ndarray, bbox: Sequence[float], size: Tuple[int, int], where: str = "") -> np.ndarray:
+def cut_crop(
+    image: np.ndarray, bbox: Sequence[float], size: Tuple[int, int], where: str = ""
+) -> np.ndarray:
     """Cut XYXY ``bbox`` (rounded outwards, clipped to the image) and resize it to ``size`` = (h, w)."""
     h, w = image.shape[:2]
     x1, y1 = max(0, int(np.floor(bbox[0]))), max(0, int(np.floor(bbox[1])))
@@ -95,10 +138,18 @@ class ReIDCropDataset(Dataset):
         decoded_cache: number of decoded scene images kept per process.
     """
 
-    def __init__(self, records: Sequence[Dict[str, Any]], size: Sequence[int], image_format: str = "BGR",
-                 cache_file: Optional[str] = None, decoded_cache: int = 8):
+    def __init__(
+        self,
+        records: Sequence[Dict[str, Any]],
+        size: Sequence[int],
+        image_format: str = "BGR",
+        cache_file: Optional[str] = None,
+        decoded_cache: int = 8,
+    ):
         if image_format not in ("BGR", "RGB"):
-            raise ValueError(f"ReIDCropDataset: image_format must be 'BGR' or 'RGB', got {image_format!r}")
+            raise ValueError(
+                f"ReIDCropDataset: image_format must be 'BGR' or 'RGB', got {image_format!r}"
+            )
         if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"ReIDCropDataset: size must be (height, width), got {size!r}")
         self.records = list(records)
@@ -145,9 +196,13 @@ class ReIDCropDataset(Dataset):
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         r = self.records[index]
-        return {"image": self.crop(index), "person_id": int(r.get("person_id", -1)),
-                "identity": int(r.get("identity", -1)), "camera_id": int(r.get("camera_id", -1)),
-                "index": int(index)}
+        return {
+            "image": self.crop(index),
+            "person_id": int(r.get("person_id", -1)),
+            "identity": int(r.get("identity", -1)),
+            "camera_id": int(r.get("camera_id", -1)),
+            "index": int(index),
+        }
 
     # ---- optional on-disk cache of all crops --------------------------------------------------
     def _fingerprint(self) -> str:
@@ -174,7 +229,9 @@ class ReIDCropDataset(Dataset):
                 array[i] = self.crop(i)
             with atomic_open(path, "wb") as f:
                 np.save(f, array)
-            atomic_write_json({"fingerprint": fingerprint, "num_crops": len(self.records)}, meta_path)
+            atomic_write_json(
+                {"fingerprint": fingerprint, "num_crops": len(self.records)}, meta_path
+            )
             logger.info("Re-ID crops cached in %s (%d crops)", path, len(self.records))
         finally:
             self.cache_file = cache_file

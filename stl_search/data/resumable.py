@@ -9,6 +9,7 @@ at position ``i * total_batch_size`` and continues exactly where the killed job 
 ``DATALOADER.ASPECT_RATIO_GROUPING`` off, or when all images share an orientation: grouping
 buffers samples across iterations).
 """
+
 from __future__ import annotations
 
 import random
@@ -24,7 +25,9 @@ from torch.utils.data import Dataset, Sampler
 class PositionSampler(Sampler):
     """Infinite stream of global sample positions for this process: ``start + rank + k * world``."""
 
-    def __init__(self, start: int = 0, rank: Optional[int] = None, world_size: Optional[int] = None):
+    def __init__(
+        self, start: int = 0, rank: Optional[int] = None, world_size: Optional[int] = None
+    ):
         self._start = int(start)
         self._rank = comm.get_rank() if rank is None else rank
         self._world_size = comm.get_world_size() if world_size is None else world_size

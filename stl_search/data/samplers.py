@@ -20,6 +20,7 @@ drawn without replacement; only an identity with fewer than ``K`` crops repeats 
 crops first, then random repeats). :class:`ShuffledSampler` gives plain random batches (the
 "softmax" row of Table 6).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -139,7 +140,9 @@ class PKSampler(_BatchStream):
             group = order[start : start + self.p]
             if len(group) < self.p:  # top up the last group with other identities
                 others = np.setdiff1d(np.arange(n), group)
-                group = np.concatenate([group, rng.choice(others, self.p - len(group), replace=False)])
+                group = np.concatenate(
+                    [group, rng.choice(others, self.p - len(group), replace=False)]
+                )
             batch: List[int] = []
             for slot in group:
                 batch.extend(self._draw(rng, self._instances[slot]))
@@ -180,5 +183,7 @@ class ShuffledSampler(_BatchStream):
 
     def _epoch_batches(self, epoch: int) -> List[List[int]]:
         order = self._rng(epoch).permutation(self.size)
-        return [order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
-                for i in range(self.batches_per_epoch)]
+        return [
+            order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+            for i in range(self.batches_per_epoch)
+        ]

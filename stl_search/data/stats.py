@@ -9,6 +9,7 @@ head/tail summary; ``--out`` saves the long-tail plot (instances per identity, b
 Identities are the training labels (``person_id``) of a training split, the raw ``identity`` of a
 gallery split, and the query identities of a query split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,27 @@ def compute_stats(dicts: Sequence[dict]) -> Dict[str, Any]:
     """Counts of a list of data set dicts (scene splits or query splits)."""
     if dicts and "query_box" in dicts[0]:
         per_id = Counter(int(q["identity"]) for q in dicts)
-        stats: Dict[str, Any] = {"kind": "query", "images": len({q["image_id"] for q in dicts}),
-                                 "queries": len(dicts), "boxes": len(dicts)}
+        stats: Dict[str, Any] = {
+            "kind": "query",
+            "images": len({q["image_id"] for q in dicts}),
+            "queries": len(dicts),
+            "boxes": len(dicts),
+        }
     else:
         training = any(a["person_id"] >= 0 for d in dicts for a in d.get("annotations", ()))
         key = "person_id" if training else "identity"
         annos = [a for d in dicts for a in d.get("annotations", ())]
         per_id = Counter(int(a[key]) for a in annos if a[key] >= 0)
-        stats = {"kind": "train" if training else "gallery", "images": len(dicts), "boxes": len(annos),
-                 "labeled_boxes": sum(per_id.values()), "unlabeled_boxes": len(annos) - sum(per_id.values()),
-                 "images_without_labeled_person": sum(1 for d in dicts
-                                                      if not any(a[key] >= 0 for a in d.get("annotations", ())))}
+        stats = {
+            "kind": "train" if training else "gallery",
+            "images": len(dicts),
+            "boxes": len(annos),
+            "labeled_boxes": sum(per_id.values()),
+            "unlabeled_boxes": len(annos) - sum(per_id.values()),
+            "images_without_labeled_person": sum(
+                1 for d in dicts if not any(a[key] >= 0 for a in d.get("annotations", ()))
+            ),
+        }
         cams = Counter(int(d.get("camera_id", -1)) for d in dicts)
         if set(cams) != {-1}:
             stats["images_per_camera"] = {str(k): v for k, v in sorted(cams.items())}
@@ -47,7 +58,9 @@ def compute_stats(dicts: Sequence[dict]) -> Dict[str, Any]:
         arr = np.asarray(counts)
         head = max(1, int(round(0.1 * len(arr))))
         stats["summary"] = {
-            "max": int(arr.max()), "median": float(np.median(arr)), "mean": round(float(arr.mean()), 2),
+            "max": int(arr.max()),
+            "median": float(np.median(arr)),
+            "mean": round(float(arr.mean()), 2),
             "min": int(arr.min()),
             "head_10pct_identities": head,
             "head_10pct_share_of_instances": round(float(arr[:head].sum() / arr.sum()), 3),
@@ -62,19 +75,35 @@ def compute_stats(dicts: Sequence[dict]) -> Dict[str, Any]:
 def format_stats(name: str, stats: Dict[str, Any]) -> str:
     """Human-readable report."""
     lines = [f"{name} ({stats['kind']} split)"]
-    for k in ("images", "queries", "boxes", "labeled_boxes", "unlabeled_boxes", "images_without_labeled_person",
-              "identities"):
+    for k in (
+        "images",
+        "queries",
+        "boxes",
+        "labeled_boxes",
+        "unlabeled_boxes",
+        "images_without_labeled_person",
+        "identities",
+    ):
         if k in stats:
             lines.append(f"  {k.replace('_', ' ')}: {stats[k]}")
     if "images_per_camera" in stats:
-        lines.append("  images per camera: " + ", ".join(f"c{k}: {v}" for k, v in stats["images_per_camera"].items()))
+        lines.append(
+            "  images per camera: "
+            + ", ".join(f"c{k}: {v}" for k, v in stats["images_per_camera"].items())
+        )
     s = stats.get("summary")
     if s:
-        lines.append(f"  instances per identity: max {s['max']}, median {s['median']}, mean {s['mean']}, min {s['min']}")
-        lines.append(f"  head: the top {s['head_10pct_identities']} identities (10%) hold "
-                     f"{100 * s['head_10pct_share_of_instances']:.1f}% of the instances")
-        lines.append(f"  tail: {s['identities_seen_once']} identities seen once, {s['identities_seen_twice']} twice, "
-                     f"{s['identities_seen_3_to_9']} 3-9 times, {s['identities_seen_10_or_more']} 10+ times")
+        lines.append(
+            f"  instances per identity: max {s['max']}, median {s['median']}, mean {s['mean']}, min {s['min']}"
+        )
+        lines.append(
+            f"  head: the top {s['head_10pct_identities']} identities (10%) hold "
+            f"{100 * s['head_10pct_share_of_instances']:.1f}% of the instances"
+        )
+        lines.append(
+            f"  tail: {s['identities_seen_once']} identities seen once, {s['identities_seen_twice']} twice, "
+            f"{s['identities_seen_3_to_9']} 3-9 times, {s['identities_seen_10_or_more']} 10+ times"
+        )
     return "\n".join(lines)
 
 
@@ -101,23 +130,31 @@ def plot_long_tail(counts: Sequence[int], path: str, title: str = "") -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description="Statistics of a registered person-search data set.")
+    parser = argparse.ArgumentParser(
+        description="Statistics of a registered person-search data set."
+    )
     parser.add_argument("name", help="registered data set name, e.g. synthetic_train, prw_gallery")
     parser.add_argument("--out", help="PNG file for the long-tail histogram")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
     args = parser.parse_args(argv)
 
-    import stl_search.data  # noqa: F401  (registers the data sets)
     from detectron2.data import DatasetCatalog
+
+    import stl_search.data  # noqa: F401  (registers the data sets)
 
     stats = compute_stats(DatasetCatalog.get(args.name))
     if args.json:
-        print(json.dumps({k: v for k, v in stats.items() if k != "instances_per_identity"}, indent=1))
+        print(
+            json.dumps({k: v for k, v in stats.items() if k != "instances_per_identity"}, indent=1)
+        )
     else:
         print(format_stats(args.name, stats))
     if args.out:
-        plot_long_tail(stats["instances_per_identity"], args.out,
-                       f"{args.name}: {stats['identities']} identities, {sum(stats['instances_per_identity'])} instances")
+        plot_long_tail(
+            stats["instances_per_identity"],
+            args.out,
+            f"{args.name}: {stats['identities']} identities, {sum(stats['instances_per_identity'])} instances",
+        )
         print(f"  long-tail histogram: {os.path.abspath(args.out)}")
     return stats
 

@@ -1,4 +1,5 @@
 """Human-readable tables of evaluation results (the numbers come from the evaluator's dict)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping

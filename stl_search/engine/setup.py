@@ -1,8 +1,9 @@
 """Config set-up shared by every entry point (train_net.py, pretrain_reid.py, search, benchmarks)."""
+
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_setup
@@ -54,6 +55,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl")
+    setup_logger(
+        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl"
+    )
     return cfg
-

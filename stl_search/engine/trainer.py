@@ -10,6 +10,7 @@ What it changes from ``DefaultTrainer``, and why:
   (``DATASETS.QUERY``, same order) through the model's query mode, then the person-search
   evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically; Detectron2's JSONWriter owns ``metrics.json``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,9 +80,13 @@ class PersonSearchTrainer(DefaultTrainer):
         optimizer, scheduler, iteration and data stream position."""
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:
-            loader = self.build_train_loader(self.cfg, seed=self.data_seed, start_iter=self.start_iter)
+            loader = self.build_train_loader(
+                self.cfg, seed=self.data_seed, start_iter=self.start_iter
+            )
             replace_trainer_data_loader(self._trainer, loader)
-            logger.info("Resumed at iteration %d (data stream seed %d)", self.start_iter, self.data_seed)
+            logger.info(
+                "Resumed at iteration %d (data stream seed %d)", self.start_iter, self.data_seed
+            )
 
     # ---- builders ---------------------------------------------------------------------------
     @classmethod
@@ -110,8 +115,13 @@ class PersonSearchTrainer(DefaultTrainer):
         return build_person_search_test_loader(cfg, dataset_name, mode)
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, query_name: Optional[str] = None,
-                        output_folder: Optional[str] = None):
+    def build_evaluator(
+        cls,
+        cfg: CfgNode,
+        dataset_name: str,
+        query_name: Optional[str] = None,
+        output_folder: Optional[str] = None,
+    ):
         from ..evaluation import PersonSearchEvaluator
 
         if query_name is None:
@@ -121,15 +131,19 @@ class PersonSearchTrainer(DefaultTrainer):
         return PersonSearchEvaluator.from_config(cfg, dataset_name, query_name, output_folder)
 
     @classmethod
-    def test(cls, cfg: CfgNode, model, evaluators: Optional[List] = None) -> "OrderedDict[str, Any]":
+    def test(
+        cls, cfg: CfgNode, model, evaluators: Optional[List] = None
+    ) -> "OrderedDict[str, Any]":
         """Evaluate ``model`` on every (gallery, query) pair of ``DATASETS.TEST`` / ``DATASETS.QUERY``."""
         from ..evaluation import inference_on_person_search
 
         results: "OrderedDict[str, Any]" = OrderedDict()
         for idx, gallery_name in enumerate(cfg.DATASETS.TEST):
             query_name = query_split_for(cfg, gallery_name)
-            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(
-                cfg, gallery_name, query_name
+            evaluator = (
+                evaluators[idx]
+                if evaluators is not None
+                else cls.build_evaluator(cfg, gallery_name, query_name)
             )
             # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size splits).
             results_i = inference_on_person_search(
@@ -140,13 +154,19 @@ class PersonSearchTrainer(DefaultTrainer):
             )
             results[gallery_name] = results_i
             if comm.is_main_process():
-                logger.info("Evaluation results for %s (queries %s) in csv format:", gallery_name, query_name)
+                logger.info(
+                    "Evaluation results for %s (queries %s) in csv format:",
+                    gallery_name,
+                    query_name,
+                )
                 print_csv_format(results_i)
         if len(results) == 1:
             results = list(results.values())[0]
         if comm.is_main_process() and results:
-            atomic_write_json({"metrics": results, "weights": cfg.MODEL.WEIGHTS},
-                              os.path.join(cfg.OUTPUT_DIR, "eval_metrics.json"))
+            atomic_write_json(
+                {"metrics": results, "weights": cfg.MODEL.WEIGHTS},
+                os.path.join(cfg.OUTPUT_DIR, "eval_metrics.json"),
+            )
         return results
 
 

@@ -1,5 +1,6 @@
 """Person-search evaluation: the PRW / CUHK-SYSU protocols (``metrics``, pure NumPy), the
 Detectron2 evaluator that feeds them, and the two-loader inference loop."""
+
 from .evaluator import PersonSearchEvaluator
 from .inference import inference_on_person_search
 from .metrics import (

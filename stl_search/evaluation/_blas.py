@@ -7,6 +7,7 @@ keep the default. This finds the OpenBLAS that NumPy loaded and calls its thread
 ``ctypes`` (what ``threadpoolctl`` does), and does nothing where there is none (other BLAS,
 other OS).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,9 @@ def _openblas_setters() -> List[Tuple[Callable, Callable, bool]]:
     _SETTERS = []
     try:
         with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
+            paths = sorted(
+                {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+            )
     except OSError:
         return _SETTERS
     for path in paths:
@@ -38,7 +41,11 @@ def _openblas_setters() -> List[Tuple[Callable, Callable, bool]]:
                 setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
                 getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
                 if setter is not None and getter is not None:
-                    setter.restype, setter.argtypes, getter.restype = None, [ctypes.c_int], ctypes.c_int
+                    setter.restype, setter.argtypes, getter.restype = (
+                        None,
+                        [ctypes.c_int],
+                        ctypes.c_int,
+                    )
                     _SETTERS.append((setter, getter, False))
                     found = True
                     break

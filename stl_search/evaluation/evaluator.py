@@ -5,6 +5,7 @@ Use it through :func:`stl_search.evaluation.inference_on_person_search`, which r
 split through detection (``process``) and the query split through the model's query mode
 (``process_queries``). Data set dicts and the model outputs follow ``docs/interfaces.md``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,11 @@ class PersonSearchEvaluator(DatasetEvaluator):
         feature_dtype: str = "float32",
     ) -> None:
         self._gallery_name = gallery_dataset_name
-        names = [query_dataset_names] if isinstance(query_dataset_names, str) else list(query_dataset_names)
+        names = (
+            [query_dataset_names]
+            if isinstance(query_dataset_names, str)
+            else list(query_dataset_names)
+        )
         if not names:
             raise ValueError("at least one query data set is needed")
         self._protocol = protocol or MetadataCatalog.get(gallery_dataset_name).get("protocol", None)
@@ -185,12 +190,18 @@ class PersonSearchEvaluator(DatasetEvaluator):
             emb = _to_numpy(inst.pred_embeddings)
             dim = emb.shape[-1] if emb.ndim == 2 else (emb.size // max(len(scores), 1))
             emb = _l2_normalize(emb.reshape(len(scores), dim)[keep])
-            self._gallery[str(inp["image_id"])] = (boxes, scores[keep], emb.astype(self._feature_dtype))
+            self._gallery[str(inp["image_id"])] = (
+                boxes,
+                scores[keep],
+                emb.astype(self._feature_dtype),
+            )
 
     def process_queries(self, inputs, outputs) -> None:
         """Queries: the L2-normalised ``query_embedding`` of each input, keyed by ``query_index``."""
         for inp, out in zip(inputs, outputs):
-            self._queries[int(inp["query_index"])] = _l2_normalize(_to_numpy(out["query_embedding"]).ravel())
+            self._queries[int(inp["query_index"])] = _l2_normalize(
+                _to_numpy(out["query_embedding"]).ravel()
+            )
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self) -> "OrderedDict[str, Dict[str, float]]":
@@ -219,19 +230,35 @@ class PersonSearchEvaluator(DatasetEvaluator):
 
         gal, gt = self._gallery_arrays(gallery_dicts, image_ids, preds, query_embs)
         q_emb = self._query_matrix(qdicts, query_embs, gal.embeddings.shape[1])
-        q_images = np.array([id_to_index.get(str(d["image_id"]), -1) for d in qdicts], dtype=np.int64)
+        q_images = np.array(
+            [id_to_index.get(str(d["image_id"]), -1) for d in qdicts], dtype=np.int64
+        )
         labels, protocols, headline = self._protocols(protocol, qdicts, q_images, gt, id_to_index)
 
         cbgm = None
         if self._cbgm:
             k1, k2 = (k or d for k, d in zip(self._cbgm_k, CBGM_DEFAULTS[protocol]))
-            query_boxes = np.array([d["query_box"] for d in qdicts], dtype=np.float64).reshape(-1, 4)
-            cbgm = replace(M.query_context_from_gallery(gal, q_images, query_boxes, k2, self._score_thresh), k1=k1)
-        searches = M.search_metrics(gal, q_emb, protocols, score_thresh=self._score_thresh, topk=self._topk, cbgm=cbgm)
+            query_boxes = np.array([d["query_box"] for d in qdicts], dtype=np.float64).reshape(
+                -1, 4
+            )
+            cbgm = replace(
+                M.query_context_from_gallery(gal, q_images, query_boxes, k2, self._score_thresh),
+                k1=k1,
+            )
+        searches = M.search_metrics(
+            gal, q_emb, protocols, score_thresh=self._score_thresh, topk=self._topk, cbgm=cbgm
+        )
         detection = {
             key: M.detection_metrics(
-                gt["boxes"], gt["splits"], gal.boxes, gal.scores, gal.splits, gt_labeled=gt["identities"] >= 0,
-                labeled_only=labeled, score_thresh=self._score_thresh, iou_thresh=self._det_iou_thresh,
+                gt["boxes"],
+                gt["splits"],
+                gal.boxes,
+                gal.scores,
+                gal.splits,
+                gt_labeled=gt["identities"] >= 0,
+                labeled_only=labeled,
+                score_thresh=self._score_thresh,
+                iou_thresh=self._det_iou_thresh,
             )
             for key, labeled in (("all", False), ("labeled", True))
         }
@@ -245,7 +272,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             if res.num_queries_without_target:
                 logger.warning(
                     "%s/%s: %d queries have their target in no gallery image (AP 0, counted in the mean)",
-                    self._gallery_name, label, res.num_queries_without_target,
+                    self._gallery_name,
+                    label,
+                    res.num_queries_without_target,
                 )
         results["detection"] = {
             "AP": 100.0 * detection["all"].ap,
@@ -255,7 +284,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         }
         logger.info("Person search on %s (%s): %s", self._gallery_name, protocol, dict(results))
         if self._output_dir:
-            self._write_outputs(results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal)
+            self._write_outputs(
+                results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal
+            )
         return results
 
     def _protocols(self, protocol: str, qdicts, q_images: np.ndarray, gt: Dict, id_to_index: Dict):
@@ -265,8 +296,17 @@ class PersonSearchEvaluator(DatasetEvaluator):
             cameras = np.array([d.get("camera_id", -1) for d in qdicts], dtype=np.int64)
             labels = list(self._prw_modes)
             protocols = [
-                M.prw_galleries(q_images, identities, cameras, gt["cameras"], gt["identities"], gt["boxes"], gt["splits"],
-                                mode=mode, name=mode)
+                M.prw_galleries(
+                    q_images,
+                    identities,
+                    cameras,
+                    gt["cameras"],
+                    gt["identities"],
+                    gt["boxes"],
+                    gt["splits"],
+                    mode=mode,
+                    name=mode,
+                )
                 for mode in labels
             ]
             return labels, protocols, labels[0]
@@ -277,10 +317,19 @@ class PersonSearchEvaluator(DatasetEvaluator):
             protocols.append(gq)
         if self._cuhk_full:  # every gallery image but the query's own; cameras play no role
             no_camera = np.full(len(qdicts), -1, dtype=np.int64)
-            protocols.append(M.prw_galleries(
-                q_images, identities, no_camera, np.full(gt["cameras"].size, -1, dtype=np.int64), gt["identities"],
-                gt["boxes"], gt["splits"], mode="all", name="gfull",
-            ))
+            protocols.append(
+                M.prw_galleries(
+                    q_images,
+                    identities,
+                    no_camera,
+                    np.full(gt["cameras"].size, -1, dtype=np.int64),
+                    gt["identities"],
+                    gt["boxes"],
+                    gt["splits"],
+                    mode="all",
+                    name="gfull",
+                )
+            )
             labels.append("gfull")
         return labels, protocols, ("g100" if "g100" in labels else labels[0])
 
@@ -296,14 +345,24 @@ class PersonSearchEvaluator(DatasetEvaluator):
             dim = next((len(v) for v in query_embs.values()), 0)
         missing = [k for k in image_ids if k not in preds]
         if missing:
-            logger.warning("%d of %d gallery images have no predictions: treated as no detections", len(missing), len(image_ids))
-        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, dim), self._feature_dtype))
+            logger.warning(
+                "%d of %d gallery images have no predictions: treated as no detections",
+                len(missing),
+                len(image_ids),
+            )
+        empty = (
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, dim), self._feature_dtype),
+        )
         parts = [preds.get(k, empty) for k in image_ids]
         counts = np.array([len(p[1]) for p in parts], dtype=np.int64)
         gal = M.GalleryDetections(
             boxes=np.concatenate([p[0] for p in parts]) if parts else empty[0],
             scores=np.concatenate([p[1] for p in parts]) if parts else empty[1],
-            embeddings=np.concatenate([p[2].reshape(-1, dim) for p in parts]) if parts else empty[2],
+            embeddings=np.concatenate([p[2].reshape(-1, dim) for p in parts])
+            if parts
+            else empty[2],
             splits=np.r_[0, np.cumsum(counts)].astype(np.int64),
         )
         boxes, idents, gt_counts = [], [], []
@@ -337,15 +396,19 @@ class PersonSearchEvaluator(DatasetEvaluator):
         sdicts = qdicts if name == self.query_dataset_name else DatasetCatalog.get(name)
         row_of = {int(d["query_index"]): i for i, d in enumerate(qdicts)}
         if len(sdicts) != len(qdicts) or any(
-            row_of.get(int(s["query_index"])) != i or str(s["image_id"]) != str(qdicts[i]["image_id"])
+            row_of.get(int(s["query_index"])) != i
+            or str(s["image_id"]) != str(qdicts[i]["image_id"])
             for i, s in enumerate(sdicts)
         ):
-            raise ValueError(f"query set {name} does not hold the queries of {self.query_dataset_name} in the same order")
+            raise ValueError(
+                f"query set {name} does not hold the queries of {self.query_dataset_name} in the same order"
+            )
         m = re.search(r"_g(\d+)$", name)
         size = int(m.group(1)) if m else (len(sdicts[0]["gallery"]) if sdicts else 0)
         counts = [len(d["gallery"]) for d in sdicts]
         listing_images = np.array(
-            [id_to_index.get(str(g["image_id"]), -1) for d in sdicts for g in d["gallery"]], dtype=np.int64
+            [id_to_index.get(str(g["image_id"]), -1) for d in sdicts for g in d["gallery"]],
+            dtype=np.int64,
         )
         boxes, target_listings = [], []
         i = 0
@@ -357,7 +420,12 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 i += 1
         unknown = int((listing_images < 0).sum())
         if unknown:
-            logger.warning("%s: %d gallery listings name images outside %s (no detections)", name, unknown, self._gallery_name)
+            logger.warning(
+                "%s: %d gallery listings name images outside %s (no detections)",
+                name,
+                unknown,
+                self._gallery_name,
+            )
         gq = M.explicit_galleries(
             np.r_[0, np.cumsum(counts)].astype(np.int64),
             listing_images,
@@ -368,7 +436,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         return f"g{size}", gq
 
     # ---------------------------------------------------------------- outputs
-    def _write_outputs(self, results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal) -> None:
+    def _write_outputs(
+        self, results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal
+    ) -> None:
         """JSON with the metrics and per-query outcomes (``ranked``: the top-10 detections, for the
         headline protocol and
         the PRW modes; per-query AP / hits only for the other CUHK-SYSU sizes, to keep the file
@@ -398,7 +468,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
                             "score": float(s),
                             "correct": bool(c),
                         }
-                        for j, s, c in zip(res.ranked_dets[q], res.ranked_scores[q], res.ranked_correct[q])
+                        for j, s, c in zip(
+                            res.ranked_dets[q], res.ranked_scores[q], res.ranked_correct[q]
+                        )
                         if j >= 0
                     ]
                 entries.append(e)
@@ -419,11 +491,16 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 "topk": list(self._topk),
             },
             "metrics": results,
-            "detection_counts": {k: {"num_gt": v.num_gt, "num_tp": v.num_tp, "num_det": v.num_det} for k, v in detection.items()},
+            "detection_counts": {
+                k: {"num_gt": v.num_gt, "num_tp": v.num_tp, "num_det": v.num_det}
+                for k, v in detection.items()
+            },
             "searches": per_protocol,
         }
         os.makedirs(self._output_dir, exist_ok=True)
-        atomic_write_json(payload, os.path.join(self._output_dir, f"person_search_{self._gallery_name}.json"))
+        atomic_write_json(
+            payload, os.path.join(self._output_dir, f"person_search_{self._gallery_name}.json")
+        )
         if protocol == "cuhk_sysu":
             sizes = [len(gallery_dicts) if label == "gfull" else int(label[1:]) for label in labels]
             plot_gallery_size_curve(

@@ -5,6 +5,7 @@ Person search needs two passes before scoring: the gallery split through detecti
 with ``query_boxes`` -> ``{"query_embedding": Tensor(D,)}``). Both feed one evaluator, which is
 reset once before and evaluated once after them.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -68,11 +69,17 @@ def _run_loader(model: Callable, loader: Iterable, process: Callable, phase: str
     total_time = time.perf_counter() - start_time
     logger.info(
         "Total %s inference time: %s (%.6f s / iter per device, on %d devices)",
-        phase, datetime.timedelta(seconds=total_time), total_time / timed_iters, get_world_size(),
+        phase,
+        datetime.timedelta(seconds=total_time),
+        total_time / timed_iters,
+        get_world_size(),
     )
     logger.info(
         "Total %s inference pure compute time: %s (%.6f s / iter per device, on %d devices)",
-        phase, datetime.timedelta(seconds=int(compute_time)), compute_time / timed_iters, get_world_size(),
+        phase,
+        datetime.timedelta(seconds=int(compute_time)),
+        compute_time / timed_iters,
+        get_world_size(),
     )
 
 

@@ -11,7 +11,7 @@ Array conventions (every function):
       ``num_images + 1``; the rows of image ``i`` are ``splits[i]:splits[i + 1]``.
     * Embeddings must already be L2-normalised: similarity is their dot product (cosine).
 
-Protocol (SeqNet's ``eval_func.py`` and the project's protocol notes):
+Protocol (SeqNet's ``eval_func.py``; see ``docs/protocol.md``):
     * detections with score ``>= score_thresh`` (0.5) are kept, for search and detection alike;
     * search: per query, per gallery image, only the highest-similarity detection whose IoU with
       the target's box is ``>= min(0.5, w*h / ((w + 10) * (h + 10)))`` is a true positive;
@@ -27,6 +27,7 @@ the gallery arrays (image order, then detection order).
 Dependencies: NumPy; SciPy only for CBGM's assignment problem. The scoring kernels live in
 :mod:`.search_kernels`; :func:`search_metrics` picks how similarities are computed (see there).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -102,7 +103,11 @@ def pairwise_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
     ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
     inter = iw * ih
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    union = (
+        (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        - inter
+    )
     out = np.zeros_like(inter)
     np.divide(inter, union, out=out, where=union > 0)
     return out
@@ -121,7 +126,13 @@ def reid_iou_threshold(boxes: np.ndarray) -> np.ndarray:
 
 def _check_splits(splits: np.ndarray, n: int, what: str) -> np.ndarray:
     splits = np.asarray(splits, dtype=np.int64)
-    if splits.ndim != 1 or splits.size < 1 or splits[0] != 0 or splits[-1] != n or np.any(np.diff(splits) < 0):
+    if (
+        splits.ndim != 1
+        or splits.size < 1
+        or splits[0] != 0
+        or splits[-1] != n
+        or np.any(np.diff(splits) < 0)
+    ):
         raise ValueError(f"{what}: splits must start at 0, be non-decreasing and end at {n}")
     return splits
 
@@ -299,7 +310,9 @@ class QueryGalleries:
         _check_splits(self.target_splits, len(self.target_images), "targets")
         if len(self.image_splits) != len(self.target_splits):
             raise ValueError("image_splits and target_splits must have one entry per query + 1")
-        if len(self.target_boxes) != len(self.target_images) or len(self.target_scored) != len(self.target_images):
+        if len(self.target_boxes) != len(self.target_images) or len(self.target_scored) != len(
+            self.target_images
+        ):
             raise ValueError("target rows have inconsistent lengths")
 
     @property
@@ -321,7 +334,9 @@ class QueryGalleries:
             raise ValueError("an image is listed twice for one query in `images`")
         q_of_target = np.repeat(np.arange(self.num_queries), np.diff(self.target_splits))
         scored = np.asarray(self.target_scored, dtype=bool)
-        tkey = q_of_target[scored] * (num_gallery_images + 1) + np.asarray(self.target_images)[scored]
+        tkey = (
+            q_of_target[scored] * (num_gallery_images + 1) + np.asarray(self.target_images)[scored]
+        )
         if np.unique(tkey).size != tkey.size:
             raise ValueError("more than one scored target row for one (query, image)")
         if not np.isin(tkey, key).all():
@@ -437,7 +452,11 @@ def prw_galleries(
     gt_img = np.repeat(np.arange(num_images), np.diff(gt_splits))
     order = np.lexsort((np.arange(gt_identities.size), gt_img, gt_identities))
     ident_s, img_s = gt_identities[order], gt_img[order]
-    firsts = order[np.r_[True, (ident_s[1:] != ident_s[:-1]) | (img_s[1:] != img_s[:-1])]] if order.size else order
+    firsts = (
+        order[np.r_[True, (ident_s[1:] != ident_s[:-1]) | (img_s[1:] != img_s[:-1])]]
+        if order.size
+        else order
+    )
     tab_ident, tab_img, tab_box = gt_identities[firsts], gt_img[firsts], gt_boxes[firsts]
 
     lo = np.searchsorted(tab_ident, query_identities, side="left")
@@ -518,13 +537,21 @@ def query_context_from_gallery(
             continue
         r = np.arange(splits[img], splits[img + 1])
         r = r[gallery.scores[r] >= score_thresh]
-        r = r[pairwise_box_iou(gallery.boxes[r], np.broadcast_to(query_boxes[q], (r.size, 4))) <= nms_iou]
+        r = r[
+            pairwise_box_iou(gallery.boxes[r], np.broadcast_to(query_boxes[q], (r.size, 4)))
+            <= nms_iou
+        ]
         r = r[np.argsort(-np.asarray(gallery.scores[r], dtype=np.float64), kind="stable")][: k2 - 1]
         rows.append(r)
         counts[q] = r.size
     rows_all = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     emb = np.asarray(gallery.embeddings)[rows_all]
-    return CBGMContext(k1=1, k2=k2, context_splits=np.r_[0, np.cumsum(counts)].astype(np.int64), context_embeddings=emb)
+    return CBGMContext(
+        k1=1,
+        k2=k2,
+        context_splits=np.r_[0, np.cumsum(counts)].astype(np.int64),
+        context_embeddings=emb,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +592,10 @@ class SearchResult:
 
     def accuracy(self) -> dict:
         """``{k: fraction of queries with a hit in the top k}``; 0.0 when there is no query."""
-        return {k: (float(self.hits[:, i].mean()) if self.ap.size else 0.0) for i, k in enumerate(self.topk)}
+        return {
+            k: (float(self.hits[:, i].mean()) if self.ap.size else 0.0)
+            for i, k in enumerate(self.topk)
+        }
 
     @property
     def num_queries_without_target(self) -> int:
@@ -584,7 +614,9 @@ class _Prepared:
     rows_per_query: np.ndarray  # (Q,) kept detections searched
 
 
-def _prepare(gq: QueryGalleries, det_starts: np.ndarray, det_counts: np.ndarray, det_boxes: np.ndarray) -> _Prepared:
+def _prepare(
+    gq: QueryGalleries, det_starts: np.ndarray, det_counts: np.ndarray, det_boxes: np.ndarray
+) -> _Prepared:
     """Candidate true positives of every query at once: the kept detections of each scored target
     image that pass the IoU rule against the target box (features are not needed for this)."""
     num_queries = gq.num_queries
@@ -604,7 +636,14 @@ def _prepare(gq: QueryGalleries, det_starts: np.ndarray, det_counts: np.ndarray,
     per_image = np.r_[0, np.cumsum(det_counts[np.asarray(gq.images, dtype=np.int64)])]
     image_splits = np.asarray(gq.image_splits, dtype=np.int64)
     rows_per_query = per_image[image_splits[1:]] - per_image[image_splits[:-1]]
-    return _Prepared(gq, np.diff(target_splits), cand_splits.astype(np.int64), cand_det, cand_target, rows_per_query)
+    return _Prepared(
+        gq,
+        np.diff(target_splits),
+        cand_splits.astype(np.int64),
+        cand_det,
+        cand_target,
+        rows_per_query,
+    )
 
 
 def search_metrics(
@@ -656,10 +695,14 @@ def search_metrics(
     num_queries = len(query_embeddings)
     for p in protocols:
         if p.num_queries != num_queries:
-            raise ValueError(f"protocol {p.name!r} has {p.num_queries} queries, embeddings {num_queries}")
+            raise ValueError(
+                f"protocol {p.name!r} has {p.num_queries} queries, embeddings {num_queries}"
+            )
     topk_arr = np.asarray([int(k) for k in topk], dtype=np.int64)
     kg = _KeptGallery.build(gallery, score_thresh, query_embeddings)
-    q_emb = np.ascontiguousarray(query_embeddings.astype(kg.emb.dtype, copy=False).reshape(num_queries, kg.dim))
+    q_emb = np.ascontiguousarray(
+        query_embeddings.astype(kg.emb.dtype, copy=False).reshape(num_queries, kg.dim)
+    )
     prepared = [_prepare(p, kg.det_starts, kg.det_counts, kg.boxes) for p in protocols]
 
     if strategy == "auto":
@@ -672,18 +715,31 @@ def search_metrics(
     outputs = [_Outputs.empty(num_queries, topk_arr.size, num_ranked) for _ in prepared]
     if strategy == "pairs":
         pair_data = [
-            K.pair_similarities(p.galleries.images, p.galleries.image_splits, q_emb, kg.emb, kg.det_starts, kg.det_counts)
+            K.pair_similarities(
+                p.galleries.images,
+                p.galleries.image_splits,
+                q_emb,
+                kg.emb,
+                kg.det_starts,
+                kg.det_counts,
+            )
             for p in prepared
         ]
         if nodes is None:
             for prep, data, out in zip(prepared, pair_data, outputs):
                 _score_pairs_flat(prep, data, kg, topk_arr, num_ranked, out)
         else:
-            _score_per_query(prepared, kg, q_emb, topk_arr, num_ranked, outputs, nodes, cbgm, pair_data=pair_data)
+            _score_per_query(
+                prepared, kg, q_emb, topk_arr, num_ranked, outputs, nodes, cbgm, pair_data=pair_data
+            )
     else:
-        _score_per_query(prepared, kg, q_emb, topk_arr, num_ranked, outputs, nodes, cbgm, chunk_size=chunk_size)
+        _score_per_query(
+            prepared, kg, q_emb, topk_arr, num_ranked, outputs, nodes, cbgm, chunk_size=chunk_size
+        )
 
-    results = [out.result(prep, topk_arr, kg.kept, strategy) for prep, out in zip(prepared, outputs)]
+    results = [
+        out.result(prep, topk_arr, kg.kept, strategy) for prep, out in zip(prepared, outputs)
+    ]
     return results[0] if single else results
 
 
@@ -707,18 +763,30 @@ class _KeptGallery:
         return int(self.emb.shape[1])
 
     @classmethod
-    def build(cls, gallery: GalleryDetections, score_thresh: float, query_embeddings: np.ndarray) -> "_KeptGallery":
+    def build(
+        cls, gallery: GalleryDetections, score_thresh: float, query_embeddings: np.ndarray
+    ) -> "_KeptGallery":
         scores = np.asarray(gallery.scores).ravel()
-        det_image_all = np.repeat(np.arange(gallery.num_images), np.diff(np.asarray(gallery.splits, dtype=np.int64)))
+        det_image_all = np.repeat(
+            np.arange(gallery.num_images), np.diff(np.asarray(gallery.splits, dtype=np.int64))
+        )
         keep = scores >= score_thresh
         kept = np.flatnonzero(keep)
         emb = np.asarray(gallery.embeddings)
         work_dtype = np.result_type(emb.dtype, np.float32)
-        emb = emb.astype(work_dtype, copy=False) if keep.all() else emb[kept].astype(work_dtype, copy=False)
+        emb = (
+            emb.astype(work_dtype, copy=False)
+            if keep.all()
+            else emb[kept].astype(work_dtype, copy=False)
+        )
         if emb.ndim == 2:
             dim = emb.shape[1]
         else:  # an empty gallery given as a 1-D array: take the width from the queries
-            dim = int(np.asarray(query_embeddings).shape[-1]) if np.asarray(query_embeddings).ndim == 2 else 0
+            dim = (
+                int(np.asarray(query_embeddings).shape[-1])
+                if np.asarray(query_embeddings).ndim == 2
+                else 0
+            )
         det_image = det_image_all[kept]
         det_counts = np.bincount(det_image, minlength=gallery.num_images).astype(np.int64)
         return cls(
@@ -753,7 +821,9 @@ class _Outputs:
             ranked_correct=np.zeros((num_queries, num_ranked), dtype=bool),
         )
 
-    def result(self, prep: "_Prepared", topk: np.ndarray, kept: np.ndarray, strategy: str) -> SearchResult:
+    def result(
+        self, prep: "_Prepared", topk: np.ndarray, kept: np.ndarray, strategy: str
+    ) -> SearchResult:
         return SearchResult(
             name=prep.galleries.name,
             ap=self.ap,
@@ -782,17 +852,31 @@ def _cbgm_nodes(cbgm: CBGMContext, q_emb: np.ndarray, dim: int) -> list:
     return nodes
 
 
-def _score_pairs_flat(prep: "_Prepared", data: tuple, kg: _KeptGallery, topk: np.ndarray, num_ranked: int, out: _Outputs) -> None:
+def _score_pairs_flat(
+    prep: "_Prepared",
+    data: tuple,
+    kg: _KeptGallery,
+    topk: np.ndarray,
+    num_ranked: int,
+    out: _Outputs,
+) -> None:
     """Score every query of one protocol from the "pairs" similarities, vectorised across queries
     (in chunks of bounded memory)."""
     flat, flat_dets, offsets = data
     gq = prep.galleries
-    q_of_target = np.repeat(np.arange(gq.num_queries), np.diff(np.asarray(gq.target_splits, dtype=np.int64)))
+    q_of_target = np.repeat(
+        np.arange(gq.num_queries), np.diff(np.asarray(gq.target_splits, dtype=np.int64))
+    )
     cand_query = q_of_target[prep.cand_target]
     try:
         cand_pos = K.pair_positions(
-            gq.images, gq.image_splits, cand_query, np.asarray(gq.target_images, dtype=np.int64)[prep.cand_target],
-            prep.cand_det, kg.det_starts, kg.det_counts,
+            gq.images,
+            gq.image_splits,
+            cand_query,
+            np.asarray(gq.target_images, dtype=np.int64)[prep.cand_target],
+            prep.cand_det,
+            kg.det_starts,
+            kg.det_counts,
         )
     except ValueError as exc:
         raise ValueError(f"protocol {gq.name!r}: {exc}") from None
@@ -800,11 +884,24 @@ def _score_pairs_flat(prep: "_Prepared", data: tuple, kg: _KeptGallery, topk: np
         e0, e1 = offsets[qa], offsets[qb]
         c0, c1 = prep.cand_splits[qa], prep.cand_splits[qb]
         res = K.score_flat(
-            flat[e0:e1], flat_dets[e0:e1], offsets[qa : qb + 1] - e0, cand_pos[c0:c1] - e0,
-            prep.cand_target[c0:c1], cand_query[c0:c1] - qa, prep.num_gt[qa:qb], topk, num_ranked,
+            flat[e0:e1],
+            flat_dets[e0:e1],
+            offsets[qa : qb + 1] - e0,
+            cand_pos[c0:c1] - e0,
+            prep.cand_target[c0:c1],
+            cand_query[c0:c1] - qa,
+            prep.num_gt[qa:qb],
+            topk,
+            num_ranked,
         )
-        (out.ap[qa:qb], out.hits[qa:qb], out.num_tp[qa:qb], out.ranked[qa:qb], out.ranked_scores[qa:qb],
-         out.ranked_correct[qa:qb]) = res
+        (
+            out.ap[qa:qb],
+            out.hits[qa:qb],
+            out.num_tp[qa:qb],
+            out.ranked[qa:qb],
+            out.ranked_scores[qa:qb],
+            out.ranked_correct[qa:qb],
+        ) = res
 
 
 def _score_per_query(
@@ -836,7 +933,10 @@ def _score_per_query(
                 cand_det = prep.cand_det[c0:c1]
                 if pair_data is not None:
                     flat, flat_dets, offsets = pair_data[pi]
-                    s, dets = flat[offsets[q] : offsets[q + 1]], flat_dets[offsets[q] : offsets[q + 1]]
+                    s, dets = (
+                        flat[offsets[q] : offsets[q + 1]],
+                        flat_dets[offsets[q] : offsets[q + 1]],
+                    )
                     if q_nodes is not None:
                         s = s.copy()
                 else:
@@ -854,7 +954,14 @@ def _score_per_query(
                     posmap[dets] = np.arange(dets.size)
                     cs = s[posmap[cand_det]]
                 ap, hits, n_tp, ranked, rscore, rcorr = K.score_query(
-                    s, dets, cs, cand_det, prep.cand_target[c0:c1], int(prep.num_gt[q]), topk, num_ranked
+                    s,
+                    dets,
+                    cs,
+                    cand_det,
+                    prep.cand_target[c0:c1],
+                    int(prep.num_gt[q]),
+                    topk,
+                    num_ranked,
                 )
                 out = outputs[pi]
                 out.ap[q], out.hits[q], out.num_tp[q] = ap, hits, n_tp

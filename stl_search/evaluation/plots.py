@@ -3,6 +3,7 @@
 Uses Matplotlib's object API with the Agg canvas, so it never touches the global backend of the
 process (training may run with another one) and works headless.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -6,6 +6,7 @@ gallery image's range. A query's gallery detections ("dets") are the kept detect
 images, and its similarities ("s") are aligned with them. Ties are broken towards the lower
 detection index everywhere.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -22,7 +23,9 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     if total == 0:
         return np.empty(0, dtype=np.int64)
     offsets = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets, counts) + np.arange(total, dtype=np.int64)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets, counts) + np.arange(
+        total, dtype=np.int64
+    )
 
 
 def first_in_segments(segment_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -35,7 +38,11 @@ def first_in_segments(segment_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def pair_similarities(
-    images: np.ndarray, image_splits: np.ndarray, q_emb: np.ndarray, emb: np.ndarray, det_starts: np.ndarray,
+    images: np.ndarray,
+    image_splits: np.ndarray,
+    q_emb: np.ndarray,
+    emb: np.ndarray,
+    det_starts: np.ndarray,
     det_counts: np.ndarray,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Similarities of each query with the kept detections of its own gallery images only.
@@ -71,7 +78,13 @@ def pair_similarities(
         counts = det_counts[group_images]
         out_starts = np.r_[0, np.cumsum(np.diff(bounds) * counts)]
         by_image = np.empty(dets.size, dtype=emb.dtype)
-        jobs = zip(bounds[:-1].tolist(), bounds[1:].tolist(), det_starts[group_images].tolist(), counts.tolist(), out_starts.tolist())
+        jobs = zip(
+            bounds[:-1].tolist(),
+            bounds[1:].tolist(),
+            det_starts[group_images].tolist(),
+            counts.tolist(),
+            out_starts.tolist(),
+        )
         with single_threaded_blas():
             for a, b, g0, c, o in jobs:
                 if c:
@@ -82,7 +95,14 @@ def pair_similarities(
     return sims, dets, cum[image_splits]
 
 
-def cbgm_rerank(s: np.ndarray, dets: np.ndarray, nodes: np.ndarray, emb: np.ndarray, det_image: np.ndarray, k1: int) -> None:
+def cbgm_rerank(
+    s: np.ndarray,
+    dets: np.ndarray,
+    nodes: np.ndarray,
+    emb: np.ndarray,
+    det_image: np.ndarray,
+    k1: int,
+) -> None:
     """CBGM in place on ``s`` (the similarities of ``dets``, the query's gallery detections).
 
     The images of the top-``k1`` detections are re-scored: a maximum-weight bipartite matching
@@ -162,7 +182,9 @@ def score_query(
             n_tp_at = last - first + 1
             tp_ge = v.size - first  # TPs scoring >= each distinct value
             above_min = s[s >= v[0]]  # detections below every TP score do not matter
-            above = np.bincount(np.searchsorted(v[last], above_min, side="right"), minlength=last.size + 1)
+            above = np.bincount(
+                np.searchsorted(v[last], above_min, side="right"), minlength=last.size + 1
+            )
             n_ge = np.cumsum(above[::-1])[-2::-1]  # detections scoring >= each distinct value
             ap = float(np.sum(n_tp_at * tp_ge / n_ge) / num_gt)
 
@@ -180,8 +202,13 @@ def score_query(
 
 
 def pair_positions(
-    images: np.ndarray, image_splits: np.ndarray, cand_query: np.ndarray, cand_image: np.ndarray, cand_det: np.ndarray,
-    det_starts: np.ndarray, det_counts: np.ndarray,
+    images: np.ndarray,
+    image_splits: np.ndarray,
+    cand_query: np.ndarray,
+    cand_image: np.ndarray,
+    cand_det: np.ndarray,
+    det_starts: np.ndarray,
+    det_counts: np.ndarray,
 ) -> np.ndarray:
     """Positions, in the query-major layout of :func:`pair_similarities`, of candidate detections
     ``cand_det`` (of image ``cand_image``, for query ``cand_query``); raises ``ValueError`` when a

@@ -5,6 +5,7 @@ the output of ``bnneck``, a ``BatchNorm1d`` whose bias is frozen at 0 (BNNeck, L
 as in the authors' code). Both the ID loss and retrieval use this embedding; retrieval
 L2-normalises it.
 """
+
 from __future__ import annotations
 
 import torch

@@ -13,6 +13,7 @@ Every loss takes the (un-normalised) embeddings and int64 labels, ``-1`` for unl
 those take no loss (CE family) or only fill the queue (OIM). The CE family's classifier is
 ``Linear(D, num_ids, bias=False)`` initialised N(0, 0.001), as in the authors' code.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, List, Mapping, Optional
@@ -195,4 +196,6 @@ def build_id_loss(
             scalar=ps.OIM_SCALAR,
             momentum=ps.OIM_MOMENTUM,
         )
-    raise ValueError(f"unknown MODEL.PERSON_SEARCH.ID_LOSS {ps.ID_LOSS!r}; expected CE, CB_CE, FOCAL or OIM")
+    raise ValueError(
+        f"unknown MODEL.PERSON_SEARCH.ID_LOSS {ps.ID_LOSS!r}; expected CE, CB_CE, FOCAL or OIM"
+    )

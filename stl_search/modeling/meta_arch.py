@@ -14,6 +14,7 @@ Inputs and outputs are fixed by ``docs/interfaces.md``:
   ``[{"query_embedding": Tensor(D)}]`` (``(k, D)`` if a dict carries k > 1 boxes), through the
   identification path only.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional
@@ -46,7 +47,9 @@ class PersonSearchRCNN(GeneralizedRCNN):
         if all(is_query):
             return self.query_inference(batched_inputs)
         queries = self.query_inference([x for x, q in zip(batched_inputs, is_query) if q])
-        gallery = super().inference([x for x, q in zip(batched_inputs, is_query) if not q], None, do_postprocess)
+        gallery = super().inference(
+            [x for x, q in zip(batched_inputs, is_query) if not q], None, do_postprocess
+        )
         q_iter, g_iter = iter(queries), iter(gallery)
         return [next(q_iter) if q else next(g_iter) for q in is_query]
 

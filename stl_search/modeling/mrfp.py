@@ -8,6 +8,7 @@ MRFP uses two *single-level* poolers rather than one multi-level ``ROIPooler``, 
 Detectron2's multi-level ``ROIPooler`` assigns each box to one level instead of pooling from all.
 Aligned RoI Align runs through :class:`~stl_search.modeling.separable_roi_align.SeparableRoIAlign`.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
@@ -25,7 +26,9 @@ from .separable_roi_align import SeparableRoIAlign
 __all__ = ["MultiLevelRoIFusionPooler", "SingleLevelRoIPooler", "build_id_pooler"]
 
 
-def _pooler(resolution: Sequence[int], stride: int, sampling_ratio: int, pooler_type: str) -> nn.Module:
+def _pooler(
+    resolution: Sequence[int], stride: int, sampling_ratio: int, pooler_type: str
+) -> nn.Module:
     """One-level RoI pooling. ``ROIAlignV2`` (aligned RoI Align, the configs' choice) uses
     :class:`SeparableRoIAlign` (same numbers as torchvision's kernel, several times faster on
     the CPU); other types use Detectron2's ``ROIPooler``."""
@@ -43,7 +46,9 @@ class SingleLevelRoIPooler(nn.Module):
     """The paper's baseline: RoI Align on one feature map (``res3``, 32x16). No parameters."""
 
     @configurable
-    def __init__(self, *, in_feature: str, pooler: nn.Module, channels: int, stride: Optional[int] = None):
+    def __init__(
+        self, *, in_feature: str, pooler: nn.Module, channels: int, stride: Optional[int] = None
+    ):
         super().__init__()
         self.in_feature = in_feature
         self.pooler = pooler
@@ -56,7 +61,9 @@ class SingleLevelRoIPooler(nn.Module):
         shape = input_shape[h.IN_FEATURE]
         return {
             "in_feature": h.IN_FEATURE,
-            "pooler": _pooler(h.POOLER_RESOLUTION, shape.stride, h.POOLER_SAMPLING_RATIO, h.POOLER_TYPE),
+            "pooler": _pooler(
+                h.POOLER_RESOLUTION, shape.stride, h.POOLER_SAMPLING_RATIO, h.POOLER_TYPE
+            ),
             "channels": shape.channels,
             "stride": shape.stride,
         }
@@ -124,7 +131,9 @@ class MultiLevelRoIFusionPooler(nn.Module):
             "low_feature": m.LOW_FEATURE,
             "high_feature": h.IN_FEATURE,
             "low_pooler": _pooler(m.LOW_RESOLUTION, low.stride, m.SAMPLING_RATIO, h.POOLER_TYPE),
-            "high_pooler": _pooler(h.POOLER_RESOLUTION, high.stride, h.POOLER_SAMPLING_RATIO, h.POOLER_TYPE),
+            "high_pooler": _pooler(
+                h.POOLER_RESOLUTION, high.stride, h.POOLER_SAMPLING_RATIO, h.POOLER_TYPE
+            ),
             "neck": neck,
             "channels": high.channels,
             "stride": high.stride,
@@ -150,4 +159,3 @@ def build_id_pooler(cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> nn.Modul
     if cfg.MODEL.MRFP.ENABLED:
         return MultiLevelRoIFusionPooler(cfg, input_shape)
     return SingleLevelRoIPooler(cfg, input_shape)
-

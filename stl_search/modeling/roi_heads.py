@@ -14,6 +14,7 @@ the sampled *foreground* proposals with the person id of the ground truth they m
 background proposals are dropped (Detectron2 copies the nearest ground truth's ``gt_*`` fields
 onto them too, so their ids would be wrong).
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
@@ -52,7 +53,9 @@ class PersonSearchROIHeads(StandardROIHeads):
     ):
         super().__init__(**kwargs)
         if id_train_boxes not in _ID_TRAIN_BOXES:
-            raise ValueError(f"ID_TRAIN_BOXES must be one of {_ID_TRAIN_BOXES}, got {id_train_boxes!r}")
+            raise ValueError(
+                f"ID_TRAIN_BOXES must be one of {_ID_TRAIN_BOXES}, got {id_train_boxes!r}"
+            )
         self.id_pooler = id_pooler
         self.id_head = id_head
         self.id_loss = id_loss
@@ -128,17 +131,26 @@ class PersonSearchROIHeads(StandardROIHeads):
         if self.id_train_boxes == "gt":
             for t in targets:
                 boxes.append(t.gt_boxes)
-                ids.append(t.gt_person_ids if t.has("gt_person_ids") else _unlabeled(len(t), t.gt_boxes))
+                ids.append(
+                    t.gt_person_ids if t.has("gt_person_ids") else _unlabeled(len(t), t.gt_boxes)
+                )
         else:
             for p in proposals:
                 fg = (p.gt_classes >= 0) & (p.gt_classes < self.num_classes)
                 boxes.append(p.proposal_boxes[fg])
-                pid = p.gt_person_ids[fg] if p.has("gt_person_ids") else _unlabeled(int(fg.sum()), p.proposal_boxes)
+                pid = (
+                    p.gt_person_ids[fg]
+                    if p.has("gt_person_ids")
+                    else _unlabeled(int(fg.sum()), p.proposal_boxes)
+                )
                 ids.append(pid)
         return boxes, torch.cat(ids).to(torch.int64)
 
     def _forward_id(
-        self, features: Dict[str, torch.Tensor], proposals: List[Instances], targets: List[Instances]
+        self,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: List[Instances],
     ) -> Dict[str, torch.Tensor]:
         boxes, labels = self._id_training_boxes(proposals, targets)
         if labels.numel() == 0:

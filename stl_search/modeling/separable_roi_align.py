@@ -14,6 +14,7 @@ kernel exactly (sample positions, the ``[-1, size]`` validity test, clamping at 
 last row / column), so results agree to float rounding. On CUDA, or for an adaptive sampling
 ratio (0), torchvision's kernel is used. Gradients flow to the features through autograd.
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
@@ -75,17 +76,24 @@ class SeparableRoIAlign(nn.Module):
         feature = x[0]
         boxes = torch.cat([b.tensor for b in box_lists]).to(feature.dtype)
         index = torch.cat(
-            [torch.full((len(b),), i, dtype=torch.int64, device=boxes.device) for i, b in enumerate(box_lists)]
+            [
+                torch.full((len(b),), i, dtype=torch.int64, device=boxes.device)
+                for i, b in enumerate(box_lists)
+            ]
         )
         oh, ow = self.output_size
         if boxes.shape[0] == 0:
             return feature.new_zeros((0, feature.shape[1], oh, ow))
         if feature.is_cuda or self.sampling_ratio <= 0:
             rois = torch.cat([index[:, None].to(boxes.dtype), boxes], dim=1)
-            return roi_align(feature, rois, self.output_size, self.spatial_scale, self.sampling_ratio, True)
+            return roi_align(
+                feature, rois, self.output_size, self.spatial_scale, self.sampling_ratio, True
+            )
         return self._forward_separable(feature, boxes, index)
 
-    def _forward_separable(self, feature: torch.Tensor, boxes: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _forward_separable(
+        self, feature: torch.Tensor, boxes: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
         _, c, height, width = feature.shape
         oh, ow = self.output_size
         s, g = self.spatial_scale, self.sampling_ratio

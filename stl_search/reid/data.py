@@ -8,6 +8,7 @@ resume at any iteration therefore produce the very batches an uninterrupted run 
 A batch is ``{"images": float (N, 3, H, W), "person_ids": int64 (N,), "index": int64 (N,)}``,
 the input of :class:`stl_search.reid.model.ReIDNet`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -59,7 +60,12 @@ class AugmentedCrops(Dataset):
     def __init__(self, crops: Sequence, labels: Sequence[int], transform: Callable, seed: int = 0):
         if len(crops) != len(labels):
             raise ValueError(f"{len(crops)} crops but {len(labels)} labels")
-        self.crops, self.labels, self.transform, self.seed = crops, list(labels), transform, int(seed)
+        self.crops, self.labels, self.transform, self.seed = (
+            crops,
+            list(labels),
+            transform,
+            int(seed),
+        )
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -67,11 +73,17 @@ class AugmentedCrops(Dataset):
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict[str, Any]:
         if isinstance(key, tuple):
             index, position = key
-            generator: Optional[torch.Generator] = torch.Generator().manual_seed(sample_seed(self.seed, position))
+            generator: Optional[torch.Generator] = torch.Generator().manual_seed(
+                sample_seed(self.seed, position)
+            )
         else:
             index, generator = key, None
         image = crop_image(self.crops[index])
-        return {"image": self.transform(image, generator), "person_id": int(self.labels[index]), "index": int(index)}
+        return {
+            "image": self.transform(image, generator),
+            "person_id": int(self.labels[index]),
+            "index": int(index),
+        }
 
 
 def reid_collate(items: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
@@ -87,7 +99,9 @@ def per_rank_identities(cfg: CfgNode) -> int:
     """``REID.SAMPLER.P`` (identities per iteration, all processes together) for one process."""
     p, world = cfg.REID.SAMPLER.P, comm.get_world_size()
     if p % world:
-        raise ValueError(f"REID.SAMPLER.P={p} must be divisible by the number of processes ({world})")
+        raise ValueError(
+            f"REID.SAMPLER.P={p} must be divisible by the number of processes ({world})"
+        )
     return p // world
 
 
@@ -104,7 +118,9 @@ def build_reid_train_loader(
 
     p, k = per_rank_identities(cfg), cfg.REID.SAMPLER.K
     if cfg.REID.LOSS.TRIPLET:
-        sampler: Union[PKSampler, ShuffledSampler] = PKSampler(labels, p, k, seed=seed, start_iter=start_iter)
+        sampler: Union[PKSampler, ShuffledSampler] = PKSampler(
+            labels, p, k, seed=seed, start_iter=start_iter
+        )
     else:
         sampler = ShuffledSampler(len(crops), p * k, seed=seed, start_iter=start_iter)
     dataset = AugmentedCrops(crops, labels, build_reid_transform(cfg, is_train=True), seed=seed)

@@ -14,6 +14,7 @@ AP is the non-interpolated mean of the precision at each true match; rank-k (CMC
 true match is among the first ``k`` non-junk entries. Queries without any true match in the
 gallery are skipped, as in Market-1501, and counted in ``num_skipped``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,12 @@ def reid_metrics(
     Returns:
         ``{"mAP", "rank1", "rank5", ..., "num_queries", "num_skipped"}``.
     """
-    qf = torch.nn.functional.normalize(torch.as_tensor(np.asarray(query_features), dtype=torch.float32), dim=1)
-    gf = torch.nn.functional.normalize(torch.as_tensor(np.asarray(gallery_features), dtype=torch.float32), dim=1)
+    qf = torch.nn.functional.normalize(
+        torch.as_tensor(np.asarray(query_features), dtype=torch.float32), dim=1
+    )
+    gf = torch.nn.functional.normalize(
+        torch.as_tensor(np.asarray(gallery_features), dtype=torch.float32), dim=1
+    )
     q_ids, g_ids = _as_np(query_ids).astype(np.int64), _as_np(gallery_ids).astype(np.int64)
     nq, ng = len(q_ids), len(g_ids)
     q_cams = _as_np(query_cams).astype(np.int64) if query_cams is not None else np.full(nq, -1)
@@ -92,7 +97,11 @@ def reid_metrics(
     first_rank = np.concatenate(first_ranks) if first_ranks else np.zeros(0)
     n = len(ap)
     if n < nq:
-        logger.warning("Re-ID evaluation: %d of %d queries have no true match in the gallery; skipped", nq - n, nq)
+        logger.warning(
+            "Re-ID evaluation: %d of %d queries have no true match in the gallery; skipped",
+            nq - n,
+            nq,
+        )
     out: Dict[str, float] = {"mAP": float(ap.mean() * 100) if n else 0.0}
     for k in topk:
         out[f"rank{k}"] = float((first_rank <= k).mean() * 100) if n else 0.0

@@ -25,6 +25,7 @@ none and ``BatchNorm`` restores them from version-less state dicts. Loading the 
 
 CLI: ``python -m stl_search.reid.export <pretrain checkpoint> <out.pth> [--no-mrfp-neck]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,7 +77,7 @@ PERSON_SEARCH_UNINITIALISED: "OrderedDict[str, str]" = OrderedDict(
 
 def _strip(state_dict: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
     if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
+        return {k[len(prefix) :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -107,7 +108,7 @@ def export_for_person_search(
         for prefix, targets in _MAPPING:
             if key.startswith(prefix):
                 found[prefix] += 1
-                rest = key[len(prefix):]
+                rest = key[len(prefix) :]
                 for target in targets:
                     if target == _NECK_PREFIX and not mrfp_neck:
                         continue
@@ -116,12 +117,16 @@ def export_for_person_search(
         else:
             unknown.append(key)
     if unknown:
-        raise KeyError(f"export_for_person_search: keys outside the ReIDNet layout: {sorted(unknown)[:20]}"
-                       f"{' ...' if len(unknown) > 20 else ''}")
+        raise KeyError(
+            f"export_for_person_search: keys outside the ReIDNet layout: {sorted(unknown)[:20]}"
+            f"{' ...' if len(unknown) > 20 else ''}"
+        )
     required = [p for p, _ in _MAPPING if p != "bnneck." or require_bnneck]
     absent = [p for p in required if found[p] == 0]
     if absent:
-        raise KeyError(f"export_for_person_search: no weights under {absent} in the Re-ID state dict")
+        raise KeyError(
+            f"export_for_person_search: no weights under {absent} in the Re-ID state dict"
+        )
     return out
 
 
@@ -130,13 +135,19 @@ def load_model_state_dict(path: str) -> Dict[str, torch.Tensor]:
     loaded = safe_torch_load(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path}: not a state dict of tensors (nor a checkpoint with a 'model' entry)")
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ValueError(
+            f"{path}: not a state dict of tensors (nor a checkpoint with a 'model' entry)"
+        )
     return loaded
 
 
 def save_person_search_init(
-    state_dict: Mapping[str, torch.Tensor], path: str, reid_input_size: Optional[Sequence[int]] = None
+    state_dict: Mapping[str, torch.Tensor],
+    path: str,
+    reid_input_size: Optional[Sequence[int]] = None,
 ) -> None:
     """Write ``state_dict`` atomically as a Detectron2 checkpoint (exact keys, no name heuristics).
 
@@ -199,13 +210,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="python -m stl_search.reid.export",
         description="STL step 2: Re-ID pretraining checkpoint -> person-search initialisation (MODEL.WEIGHTS).",
     )
-    parser.add_argument("checkpoint", help="pretraining checkpoint (e.g. OUTPUT_DIR/model_final.pth)")
+    parser.add_argument(
+        "checkpoint", help="pretraining checkpoint (e.g. OUTPUT_DIR/model_final.pth)"
+    )
     parser.add_argument("output", help="output .pth for MODEL.WEIGHTS of the person-search model")
-    parser.add_argument("--no-mrfp-neck", action="store_true",
-                        help="omit the MRFP neck copy (for the single-level 'Baseline' model)")
+    parser.add_argument(
+        "--no-mrfp-neck",
+        action="store_true",
+        help="omit the MRFP neck copy (for the single-level 'Baseline' model)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    exported = export_for_person_search(load_model_state_dict(args.checkpoint), mrfp_neck=not args.no_mrfp_neck)
+    exported = export_for_person_search(
+        load_model_state_dict(args.checkpoint), mrfp_neck=not args.no_mrfp_neck
+    )
     save_person_search_init(exported, args.output)
     logger.info("Wrote %d tensors to %s", len(exported), args.output)
     return 0

@@ -12,6 +12,7 @@
 Features for the triplet and centre losses are the GAP features before the BN neck, the ID loss
 uses the classifier on the BN-neck output (BoT).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ from torch import nn
 __all__ = ["CenterLoss", "batch_hard_triplet_loss", "id_loss", "pairwise_euclidean"]
 
 
-def id_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def id_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy ID loss, label-smoothed with ``label_smoothing`` (0 disables)."""
     return F.cross_entropy(logits, labels, label_smoothing=float(label_smoothing))
 

@@ -12,6 +12,7 @@ as built by :mod:`stl_search.reid.data`. Training returns the losses of Eq. 1
 (``loss_id``, ``loss_triplet``, ``loss_center`` = lambda * L_center, the last two when enabled);
 inference returns the BN-neck features (N, D), to be L2-normalised for retrieval.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Union
@@ -93,10 +94,16 @@ class ReIDNet(nn.Module):
 
     def main_parameters(self):
         """Trainable parameters of the main (Adam) optimiser: everything but the centres."""
-        skip = {id(p) for p in self.center_loss.parameters()} if self.center_loss is not None else set()
+        skip = (
+            {id(p) for p in self.center_loss.parameters()}
+            if self.center_loss is not None
+            else set()
+        )
         return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
 
-    def forward(self, batch: Dict[str, torch.Tensor]) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, batch: Dict[str, torch.Tensor]
+    ) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
         images = batch["images"].to(self.device, non_blocking=True)
         global_feat = self.backbone(images)[self.in_feature].mean(dim=(2, 3))
         feat = self.bnneck(global_feat)

@@ -13,6 +13,7 @@ from ``OUTPUT_DIR/last_checkpoint``; the data stream is a function of (seed, ite
 resumed run trains on exactly the batches the killed one would have. At the end, the model is
 evaluated and exported for the person-search model (STL step 2, ``OUTPUT_DIR/STL.EXPORT_NAME``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,13 @@ class ReIDTrainer(SimpleTrainer):
     so that their update ignores the loss weight (BoT); the main optimiser never sees them.
     """
 
-    def __init__(self, model: torch.nn.Module, data_loader: Any, optimizer: torch.optim.Optimizer,
-                 center_optimizer: Optional[torch.optim.Optimizer] = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data_loader: Any,
+        optimizer: torch.optim.Optimizer,
+        center_optimizer: Optional[torch.optim.Optimizer] = None,
+    ):
         super().__init__(model, data_loader, optimizer)
         self.center_optimizer = center_optimizer
 
@@ -128,15 +134,22 @@ def load_reid_train_set(cfg: CfgNode) -> Tuple[Any, List[int], int]:
     records: List[dict] = []
     offset = 0
     for name in cfg.DATASETS.TRAIN:
-        split = [dict(r, person_id=int(r["person_id"]) + offset)
-                 for r in build_reid_records(name) if int(r["person_id"]) >= 0]
+        split = [
+            dict(r, person_id=int(r["person_id"]) + offset)
+            for r in build_reid_records(name)
+            if int(r["person_id"]) >= 0
+        ]
         if split:
             offset = max(r["person_id"] for r in split) + 1
         records.extend(split)
     if not records:
         raise ValueError(f"no labeled person crops in DATASETS.TRAIN={list(cfg.DATASETS.TRAIN)}")
     labels = [int(r["person_id"]) for r in records]
-    return _crop_dataset(cfg, records, "train_" + "+".join(cfg.DATASETS.TRAIN)), labels, max(labels) + 1
+    return (
+        _crop_dataset(cfg, records, "train_" + "+".join(cfg.DATASETS.TRAIN)),
+        labels,
+        max(labels) + 1,
+    )
 
 
 def load_reid_test_set(cfg: CfgNode) -> Dict[str, Any]:
@@ -144,11 +157,15 @@ def load_reid_test_set(cfg: CfgNode) -> Dict[str, Any]:
     from ..data.reid import build_reid_test_records
 
     if not cfg.DATASETS.QUERY or not cfg.DATASETS.TEST:
-        raise ValueError("Re-ID evaluation needs DATASETS.QUERY and DATASETS.TEST (query / gallery splits)")
+        raise ValueError(
+            "Re-ID evaluation needs DATASETS.QUERY and DATASETS.TEST (query / gallery splits)"
+        )
     query_name, gallery_name = cfg.DATASETS.QUERY[0], cfg.DATASETS.TEST[0]
     query, gallery = build_reid_test_records(query_name, gallery_name)
-    return {"query": (_crop_dataset(cfg, query, "query_" + query_name), query),
-            "gallery": (_crop_dataset(cfg, gallery, "gallery_" + gallery_name), gallery)}
+    return {
+        "query": (_crop_dataset(cfg, query, "query_" + query_name), query),
+        "gallery": (_crop_dataset(cfg, gallery, "gallery_" + gallery_name), gallery),
+    }
 
 
 def iters_per_epoch(cfg: CfgNode, num_crops: int) -> int:
@@ -159,13 +176,19 @@ def iters_per_epoch(cfg: CfgNode, num_crops: int) -> int:
 
 
 # ---- optimisation -----------------------------------------------------------------------------
-def build_reid_optimizers(cfg: CfgNode, model: ReIDNet) -> Tuple[torch.optim.Optimizer, Optional[torch.optim.Optimizer]]:
+def build_reid_optimizers(
+    cfg: CfgNode, model: ReIDNet
+) -> Tuple[torch.optim.Optimizer, Optional[torch.optim.Optimizer]]:
     """Adam (``REID.SOLVER``) over everything but the centres; SGD (``REID.LOSS.CENTER_LR``) over the centres."""
     s = cfg.REID.SOLVER
     if s.OPTIMIZER.upper() == "ADAM":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.main_parameters(), lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY)
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(
+            model.main_parameters(), lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY
+        )
     elif s.OPTIMIZER.upper() == "SGD":
-        optimizer = torch.optim.SGD(model.main_parameters(), lr=s.BASE_LR, momentum=0.9, weight_decay=s.WEIGHT_DECAY)
+        optimizer = torch.optim.SGD(
+            model.main_parameters(), lr=s.BASE_LR, momentum=0.9, weight_decay=s.WEIGHT_DECAY
+        )
     else:
         raise ValueError(f"REID.SOLVER.OPTIMIZER must be ADAM or SGD, got {s.OPTIMIZER!r}")
     center = None
@@ -174,13 +197,19 @@ def build_reid_optimizers(cfg: CfgNode, model: ReIDNet) -> Tuple[torch.optim.Opt
     return optimizer, center
 
 
-def build_reid_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, epoch_iters: int, max_iter: int) -> LRMultiplier:
+def build_reid_lr_scheduler(
+    cfg: CfgNode, optimizer: torch.optim.Optimizer, epoch_iters: int, max_iter: int
+) -> LRMultiplier:
     """Per-iteration LR multiplier: linear warm-up from ``WARMUP_FACTOR`` over ``WARMUP_EPOCHS``,
     then x ``GAMMA`` at each of ``STEPS_EPOCHS`` (steps past the end are ignored)."""
     s = cfg.REID.SOLVER
-    milestones = [int(e * epoch_iters) for e in s.STEPS_EPOCHS if 0 < int(e * epoch_iters) < max_iter]
+    milestones = [
+        int(e * epoch_iters) for e in s.STEPS_EPOCHS if 0 < int(e * epoch_iters) < max_iter
+    ]
     sched = MultiStepParamScheduler(
-        values=[s.GAMMA ** i for i in range(len(milestones) + 1)], milestones=milestones, num_updates=max_iter
+        values=[s.GAMMA**i for i in range(len(milestones) + 1)],
+        milestones=milestones,
+        num_updates=max_iter,
     )
     warmup = min(int(s.WARMUP_EPOCHS * epoch_iters), max_iter - 1)
     if warmup > 0:
@@ -189,7 +218,9 @@ def build_reid_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, epoc
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-def evaluate_reid(cfg: CfgNode, model: torch.nn.Module, test_set: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, float]]:
+def evaluate_reid(
+    cfg: CfgNode, model: torch.nn.Module, test_set: Optional[Dict[str, Any]] = None
+) -> Dict[str, Dict[str, float]]:
     """Re-ID mAP / rank-k (%) of ``model`` on the crop test set; ``{"reid": {...}}`` on the main
     process, ``{}`` elsewhere (every process must call it)."""
     test_set = test_set if test_set is not None else load_reid_test_set(cfg)
@@ -202,13 +233,22 @@ def evaluate_reid(cfg: CfgNode, model: torch.nn.Module, test_set: Optional[Dict[
         return {}
     (_, q), (_, g) = test_set["query"], test_set["gallery"]
     metrics = reid_metrics(
-        feats["query"].numpy(), feats["gallery"].numpy(),
-        [r["identity"] for r in q], [r["identity"] for r in g],
-        [r.get("camera_id", -1) for r in q], [r.get("camera_id", -1) for r in g],
-        [r["file_name"] for r in q], [r["file_name"] for r in g],
+        feats["query"].numpy(),
+        feats["gallery"].numpy(),
+        [r["identity"] for r in q],
+        [r["identity"] for r in g],
+        [r.get("camera_id", -1) for r in q],
+        [r.get("camera_id", -1) for r in g],
+        [r["file_name"] for r in q],
+        [r["file_name"] for r in g],
     )
-    logger.info("Re-ID evaluation (%d queries, %d gallery crops): mAP %.2f, rank-1 %.2f",
-                len(q), len(g), metrics["mAP"], metrics["rank1"])
+    logger.info(
+        "Re-ID evaluation (%d queries, %d gallery crops): mAP %.2f, rank-1 %.2f",
+        len(q),
+        len(g),
+        metrics["mAP"],
+        metrics["rank1"],
+    )
     return {"reid": metrics}
 
 
@@ -252,7 +292,9 @@ def run_pretraining(
         checkpointables["center_optimizer"] = center_optimizer
     checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
     checkpoint = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    start_iter = checkpoint.get("iteration", -1) + 1 if resume and checkpointer.has_checkpoint() else 0
+    start_iter = (
+        checkpoint.get("iteration", -1) + 1 if resume and checkpointer.has_checkpoint() else 0
+    )
 
     test_set = test_set if test_set is not None else load_reid_test_set(cfg)
     if eval_only:
@@ -260,9 +302,14 @@ def run_pretraining(
         _write_results(cfg, results)
         return results
 
-    logger.info("Re-ID pretraining: %d crops, %d identities, %d iterations/epoch, %d iterations%s",
-                len(crops), num_classes, epoch_iters, max_iter,
-                f" (resuming at {start_iter})" if start_iter else "")
+    logger.info(
+        "Re-ID pretraining: %d crops, %d identities, %d iterations/epoch, %d iterations%s",
+        len(crops),
+        num_classes,
+        epoch_iters,
+        max_iter,
+        f" (resuming at {start_iter})" if start_iter else "",
+    )
     data_loader = build_reid_train_loader(cfg, crops, labels, seed=seed.seed, start_iter=start_iter)
     ddp_model = create_ddp_model(model, broadcast_buffers=False)
     trainer = ReIDTrainer(ddp_model, data_loader, optimizer, center_optimizer)
@@ -276,26 +323,42 @@ def run_pretraining(
         return results
 
     main = comm.is_main_process()
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        hooks.LRScheduler(optimizer, scheduler),
-        hooks.PeriodicCheckpointer(checkpointer, max(1, int(cfg.REID.SOLVER.CHECKPOINT_PERIOD_EPOCHS * epoch_iters)))
-        if main else None,
-        hooks.EvalHook(int(cfg.REID.TEST_PERIOD_EPOCHS * epoch_iters), _eval),
-        hooks.PeriodicWriter(
-            [CommonMetricPrinter(max_iter), JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))],
-            period=cfg.REID.LOG_PERIOD,
-        ) if main else None,
-    ])
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(optimizer, scheduler),
+            hooks.PeriodicCheckpointer(
+                checkpointer, max(1, int(cfg.REID.SOLVER.CHECKPOINT_PERIOD_EPOCHS * epoch_iters))
+            )
+            if main
+            else None,
+            hooks.EvalHook(int(cfg.REID.TEST_PERIOD_EPOCHS * epoch_iters), _eval),
+            hooks.PeriodicWriter(
+                [
+                    CommonMetricPrinter(max_iter),
+                    JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),
+                ],
+                period=cfg.REID.LOG_PERIOD,
+            )
+            if main
+            else None,
+        ]
+    )
     trainer.train(start_iter, max_iter)
 
     if main:
         _write_results(cfg, last)
         if cfg.STL.EXPORT_NAME:
             path = os.path.join(cfg.OUTPUT_DIR, cfg.STL.EXPORT_NAME)
-            exported = export_for_person_search(model.state_dict(), mrfp_neck=cfg.STL.EXPORT_MRFP_NECK)
+            exported = export_for_person_search(
+                model.state_dict(), mrfp_neck=cfg.STL.EXPORT_MRFP_NECK
+            )
             save_person_search_init(exported, path, reid_input_size=cfg.REID.INPUT.SIZE)
-            logger.info("STL step 2: person-search initialisation (%d tensors) written to %s", len(exported), path)
+            logger.info(
+                "STL step 2: person-search initialisation (%d tensors) written to %s",
+                len(exported),
+                path,
+            )
     comm.synchronize()
     return last
 

@@ -10,6 +10,7 @@ Every random draw takes an explicit ``torch.Generator``: the data loader seeds o
 from ``(seed, stream position)``, so a resumed run repeats the augmentation of an uninterrupted
 run exactly. Random erasing fills with 0 after normalisation, i.e. with the mean pixel.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,9 @@ def random_erasing(
 
 
 class _Normalize:
-    def __init__(self, size: Sequence[int], pixel_mean: Sequence[float], pixel_std: Sequence[float]):
+    def __init__(
+        self, size: Sequence[int], pixel_mean: Sequence[float], pixel_std: Sequence[float]
+    ):
         self.size = (int(size[0]), int(size[1]))
         self.mean = torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
@@ -74,7 +77,9 @@ class _Normalize:
 class ReIDTestTransform(_Normalize):
     """uint8 ``C x H x W`` crop → normalised float crop of ``size`` (height, width)."""
 
-    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def __call__(
+        self, image: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         return self._normalize(self._resize(image))
 
 
@@ -91,9 +96,15 @@ class ReIDTrainTransform(_Normalize):
         erase_prob: float = 0.5,
     ):
         super().__init__(size, pixel_mean, pixel_std)
-        self.flip_prob, self.padding, self.erase_prob = float(flip_prob), int(padding), float(erase_prob)
+        self.flip_prob, self.padding, self.erase_prob = (
+            float(flip_prob),
+            int(padding),
+            float(erase_prob),
+        )
 
-    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def __call__(
+        self, image: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         image = self._resize(image)
         if _uniform(generator) < self.flip_prob:
             image = image.flip(-1)
@@ -113,8 +124,12 @@ def build_reid_transform(cfg: CfgNode, is_train: bool) -> _Normalize:
     """The train or test transform of ``cfg`` (``REID.INPUT.*``, ``MODEL.PIXEL_MEAN/STD``)."""
     if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD):
         raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have the same length")
-    common = dict(size=cfg.REID.INPUT.SIZE, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
+    common = dict(
+        size=cfg.REID.INPUT.SIZE, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD
+    )
     if not is_train:
         return ReIDTestTransform(**common)
     i = cfg.REID.INPUT
-    return ReIDTrainTransform(flip_prob=i.FLIP_PROB, padding=i.PADDING, erase_prob=i.ERASE_PROB, **common)
+    return ReIDTrainTransform(
+        flip_prob=i.FLIP_PROB, padding=i.PADDING, erase_prob=i.ERASE_PROB, **common
+    )

@@ -19,6 +19,7 @@ torchvision-style ResNets put the stride in the 3x3 conv: use ``MODEL.RESNETS.ST
 
 CLI: ``python -m stl_search.tools.convert_imagenet IN.pth OUT.pth [--for person_search|reid] [--no-mrfp-neck]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,22 @@ _NORM = r"(?:\.(?:IN|BN))?\.(?:weight|bias|running_mean|running_var|num_batches_
 _RULES = (
     (re.compile(r"^conv1\.weight$"), lambda m: "stem.conv1.weight"),
     (re.compile(rf"^bn1({_NORM})$"), lambda m: f"stem.conv1.norm{m.group(1)}"),
-    (re.compile(r"^layer([1-4])\.(\d+)\.conv(\d)\.weight$"),
-     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.weight"),
-    (re.compile(rf"^layer([1-4])\.(\d+)\.bn(\d)({_NORM})$"),
-     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.norm{m.group(4)}"),
-    (re.compile(r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$"),
-     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.weight"),
-    (re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1({_NORM})$"),
-     lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.norm{m.group(3)}"),
+    (
+        re.compile(r"^layer([1-4])\.(\d+)\.conv(\d)\.weight$"),
+        lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.weight",
+    ),
+    (
+        re.compile(rf"^layer([1-4])\.(\d+)\.bn(\d)({_NORM})$"),
+        lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.norm{m.group(4)}",
+    ),
+    (
+        re.compile(r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$"),
+        lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.weight",
+    ),
+    (
+        re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1({_NORM})$"),
+        lambda m: f"res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.norm{m.group(3)}",
+    ),
 )
 
 
@@ -59,10 +68,12 @@ def _unwrap(obj: object) -> Dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj:
-        raise ValueError("expected a (non-empty) state dict, optionally under 'state_dict' or 'model'")
+        raise ValueError(
+            "expected a (non-empty) state dict, optionally under 'state_dict' or 'model'"
+        )
     sd = {k: v for k, v in obj.items()}
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -88,7 +99,9 @@ def convert_imagenet_resnet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
         else:
             unknown.append(key)
     if unknown:
-        raise KeyError(f"convert_imagenet_resnet: {len(unknown)} keys are not ResNet weights: {sorted(unknown)[:20]}")
+        raise KeyError(
+            f"convert_imagenet_resnet: {len(unknown)} keys are not ResNet weights: {sorted(unknown)[:20]}"
+        )
     if not out:
         raise KeyError("convert_imagenet_resnet: no ResNet weights found")
     if dropped:
@@ -96,8 +109,9 @@ def convert_imagenet_resnet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
     return out
 
 
-def convert_for(state_dict: Mapping[str, torch.Tensor], target: str = "person_search",
-                mrfp_neck: bool = True) -> Dict[str, torch.Tensor]:
+def convert_for(
+    state_dict: Mapping[str, torch.Tensor], target: str = "person_search", mrfp_neck: bool = True
+) -> Dict[str, torch.Tensor]:
     """Convert and lay out for ``target``: ``"reid"`` (``backbone.*``) or ``"person_search"``."""
     resnet = {"backbone." + k: v for k, v in convert_imagenet_resnet(state_dict).items()}
     if target == "reid":
@@ -108,15 +122,29 @@ def convert_for(state_dict: Mapping[str, torch.Tensor], target: str = "person_se
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stl_search.tools.convert_imagenet", description=__doc__.split("\n")[0])
-    parser.add_argument("input", help="torchvision ResNet or IBN-Net resnet*_ibn_a .pth (yours; nothing is downloaded)")
+    parser = argparse.ArgumentParser(
+        prog="python -m stl_search.tools.convert_imagenet", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "input",
+        help="torchvision ResNet or IBN-Net resnet*_ibn_a .pth (yours; nothing is downloaded)",
+    )
     parser.add_argument("output", help="converted .pth, for MODEL.WEIGHTS")
-    parser.add_argument("--for", dest="target", choices=("person_search", "reid"), default="person_search",
-                        help="person_search: the person-search model's keys (default); reid: the STL pretraining network's")
-    parser.add_argument("--no-mrfp-neck", action="store_true", help="person_search: omit the MRFP neck copy of res3")
+    parser.add_argument(
+        "--for",
+        dest="target",
+        choices=("person_search", "reid"),
+        default="person_search",
+        help="person_search: the person-search model's keys (default); reid: the STL pretraining network's",
+    )
+    parser.add_argument(
+        "--no-mrfp-neck", action="store_true", help="person_search: omit the MRFP neck copy of res3"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    converted = convert_for(safe_torch_load(args.input), args.target, mrfp_neck=not args.no_mrfp_neck)
+    converted = convert_for(
+        safe_torch_load(args.input), args.target, mrfp_neck=not args.no_mrfp_neck
+    )
     save_person_search_init(converted, args.output)
     logger.info("Wrote %d tensors (%s layout) to %s", len(converted), args.target, args.output)
     return 0

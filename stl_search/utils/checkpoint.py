@@ -1,4 +1,5 @@
 """A DetectionCheckpointer whose saves are atomic and whose loads refuse pickled code."""
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,11 @@ class AtomicCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint: Any) -> Any:
         incompatible = super()._load_model(checkpoint)
-        if checkpoint.get("__author__") == "stl-search" and incompatible is not None and incompatible.missing_keys:
+        if (
+            checkpoint.get("__author__") == "stl-search"
+            and incompatible is not None
+            and incompatible.missing_keys
+        ):
             # An STL export or converted ImageNet file: say in one sentence what it left untouched
             # (the export module is the one place that knows both key layouts).
             from ..reid.export import describe_missing_keys

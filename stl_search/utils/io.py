@@ -1,4 +1,5 @@
 """Atomic writes and safe loads: nothing this project writes is ever left half-written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,9 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -1,5 +1,6 @@
 """Fixtures of the data-layer tests: tiny PRW / CUHK-SYSU copies in the real formats and a tiny
 synthetic set, each written once per session, and unique registration names."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-import data_fixtures
+from . import fixtures as data_fixtures
 
 _counter = itertools.count()
 
@@ -26,7 +27,9 @@ def cuhk_root(tmp_path_factory) -> str:
 def synthetic_root(tmp_path_factory) -> str:
     from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
 
-    return ensure_generated(os.path.join(str(tmp_path_factory.mktemp("syn")), "synthetic_prw"), PRESETS["tiny"])
+    return ensure_generated(
+        os.path.join(str(tmp_path_factory.mktemp("syn")), "synthetic_prw"), PRESETS["tiny"]
+    )
 
 
 @pytest.fixture

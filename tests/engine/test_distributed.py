@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) started through ``stl_search.compat.launch`` (Detectron2's launch where it
 supports the machine) give the same person-search and Re-ID metrics as one process, and Re-ID
 pretraining runs its batches under DDP and exports."""
+
 import json
 import os
 
@@ -34,7 +35,9 @@ def _fake_gallery_output(record: dict, index: int) -> dict:
     rng = np.random.default_rng(index)
     boxes, scores, embs = [], [], []
     for ann in record["annotations"]:
-        boxes.append(np.asarray(ann["bbox"], dtype=np.float32) + rng.uniform(-2, 2, 4).astype(np.float32))
+        boxes.append(
+            np.asarray(ann["bbox"], dtype=np.float32) + rng.uniform(-2, 2, 4).astype(np.float32)
+        )
         scores.append(rng.uniform(0.55, 1.0))
         embs.append(_unit(_identity_vector(ann["identity"]) + rng.normal(scale=1.2, size=DIM)))
     boxes.append(np.array([1, 1, 20, 40], dtype=np.float32))
@@ -50,7 +53,12 @@ def _fake_gallery_output(record: dict, index: int) -> dict:
 def _worker(root: str, out_dir: str, repo_root: str) -> None:
     from stl_search.engine.setup import load_config
     from stl_search.evaluation import PersonSearchEvaluator
-    from stl_search.reid.trainer import build_reid_model, evaluate_reid, load_reid_train_set, run_pretraining
+    from stl_search.reid.trainer import (
+        build_reid_model,
+        evaluate_reid,
+        load_reid_train_set,
+        run_pretraining,
+    )
 
     if f"{PREFIX}_train" not in DatasetCatalog.list():
         register_synthetic(PREFIX, root, PRESETS["tiny"])
@@ -62,18 +70,47 @@ def _worker(root: str, out_dir: str, repo_root: str) -> None:
             evaluator.process([record], [_fake_gallery_output(record, i)])
     for i, query in enumerate(DatasetCatalog.get(f"{PREFIX}_query")):
         if i % world == rank:
-            emb = _unit(_identity_vector(query["identity"]) + np.random.default_rng(50 + i).normal(scale=1.2, size=DIM))
+            emb = _unit(
+                _identity_vector(query["identity"])
+                + np.random.default_rng(50 + i).normal(scale=1.2, size=DIM)
+            )
             evaluator.process_queries([query], [{"query_embedding": torch.as_tensor(emb)}])
     person_search = evaluator.evaluate()
 
     cfg = load_config(
         os.path.join(repo_root, "configs", "STL", "synthetic.yaml"),
-        ["DATASETS.TRAIN", f"('{PREFIX}_train',)", "DATASETS.TEST", f"('{PREFIX}_gallery',)",
-         "DATASETS.QUERY", f"('{PREFIX}_query',)", "REID.INPUT.SIZE", "(32, 16)",
-         "REID.SAMPLER.P", "4", "REID.SAMPLER.K", "2", "REID.SOLVER.MAX_EPOCHS", "1",
-         "REID.SOLVER.ITERS_PER_EPOCH", "3", "REID.SOLVER.WARMUP_EPOCHS", "0", "REID.SOLVER.STEPS_EPOCHS", "()",
-         "REID.TEST_PERIOD_EPOCHS", "0", "REID.LOG_PERIOD", "1", "SEED", "0",
-         "OUTPUT_DIR", os.path.join(out_dir, "pretrain"), "STL.EXPORT_NAME", "stl_init.pth"],
+        [
+            "DATASETS.TRAIN",
+            f"('{PREFIX}_train',)",
+            "DATASETS.TEST",
+            f"('{PREFIX}_gallery',)",
+            "DATASETS.QUERY",
+            f"('{PREFIX}_query',)",
+            "REID.INPUT.SIZE",
+            "(32, 16)",
+            "REID.SAMPLER.P",
+            "4",
+            "REID.SAMPLER.K",
+            "2",
+            "REID.SOLVER.MAX_EPOCHS",
+            "1",
+            "REID.SOLVER.ITERS_PER_EPOCH",
+            "3",
+            "REID.SOLVER.WARMUP_EPOCHS",
+            "0",
+            "REID.SOLVER.STEPS_EPOCHS",
+            "()",
+            "REID.TEST_PERIOD_EPOCHS",
+            "0",
+            "REID.LOG_PERIOD",
+            "1",
+            "SEED",
+            "0",
+            "OUTPUT_DIR",
+            os.path.join(out_dir, "pretrain"),
+            "STL.EXPORT_NAME",
+            "stl_init.pth",
+        ],
     )
     cfg.freeze()
     _, _, num_classes = load_reid_train_set(cfg)
@@ -82,7 +119,15 @@ def _worker(root: str, out_dir: str, repo_root: str) -> None:
     pretrain = run_pretraining(cfg)
     if comm.is_main_process():
         with open(os.path.join(out_dir, "result.json"), "w") as f:
-            json.dump({"person_search": person_search, "reid": reid, "pretrain": pretrain, "world": world}, f)
+            json.dump(
+                {
+                    "person_search": person_search,
+                    "reid": reid,
+                    "pretrain": pretrain,
+                    "world": world,
+                },
+                f,
+            )
 
 
 def _flat(d, prefix=""):

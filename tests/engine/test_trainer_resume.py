@@ -1,5 +1,6 @@
 """PersonSearchTrainer: a run killed mid-way and resumed with --resume ends with exactly the weights
 of an uninterrupted run (same seed), and its checkpoints hold the optimizer state."""
+
 import os
 
 import pytest
@@ -38,11 +39,34 @@ def tiny_names(tmp_path_factory):
 def _cfg(repo_root, prefix, out_dir, seed=7):
     return load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
-        ["DATASETS.TRAIN", f"('{prefix}_train',)", "DATASETS.TEST", "()", "DATASETS.QUERY", "()",
-         "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.IMS_PER_BATCH", "2",
-         "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "2",
-         "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
-         "DATALOADER.NUM_WORKERS", "0", "SEED", str(seed), "OUTPUT_DIR", str(out_dir)],
+        [
+            "DATASETS.TRAIN",
+            f"('{prefix}_train',)",
+            "DATASETS.TEST",
+            "()",
+            "DATASETS.QUERY",
+            "()",
+            "SOLVER.MAX_ITER",
+            "4",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "2",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.STEPS",
+            "(3,)",
+            "SOLVER.WARMUP_ITERS",
+            "2",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "160",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SEED",
+            str(seed),
+            "OUTPUT_DIR",
+            str(out_dir),
+        ],
     )
 
 
@@ -57,7 +81,9 @@ def _train(cfg, resume=False, kill_after=None):
 
 
 def _max_diff(a, b):
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+    return max(
+        (a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point()
+    )
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(repo_root, tiny_names, tmp_path):
@@ -68,7 +94,9 @@ def test_killed_and_resumed_run_matches_uninterrupted(repo_root, tiny_names, tmp
         _train(_cfg(repo_root, tiny_names, killed_dir), kill_after=1)
     assert (killed_dir / "last_checkpoint").read_text() == "model_0000001.pth"
     saved = torch.load(killed_dir / "model_0000001.pth", weights_only=True)
-    assert saved["iteration"] == 1 and saved["trainer"]["_trainer"]["optimizer"]["state"], "no optimizer state"
+    assert saved["iteration"] == 1 and saved["trainer"]["_trainer"]["optimizer"]["state"], (
+        "no optimizer state"
+    )
 
     resumed = _train(_cfg(repo_root, tiny_names, killed_dir), resume=True)
     assert _max_diff(straight, resumed) < 1e-6

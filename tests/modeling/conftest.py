@@ -1,9 +1,10 @@
 """Shared fixtures for the modeling tests: tiny configs that run in seconds on one CPU thread."""
+
 from __future__ import annotations
 
 import pytest
 
-from tiny_configs import tiny_person_search_cfg
+from ..tiny_configs import tiny_person_search_cfg
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
 """ID losses: CE ignores unlabeled, class-balanced weights, focal = CE at gamma 0, OIM tables."""
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,9 @@ def test_cb_ce_from_counts_weights_the_loss(cfg):
 
 def test_oim_updates_lut_and_queue():
     oim = OIMLoss(4, 3, queue_size=2, scalar=10.0, momentum=0.5)
-    x = torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1.0]], requires_grad=True)
+    x = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1.0]], requires_grad=True
+    )
     y = torch.tensor([0, -1, -1, -1])
     loss = oim(x, y)
     loss.backward()

@@ -1,4 +1,5 @@
 """Identification poolers (MRFP and single-level) and identification nets."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,11 @@ from detectron2.structures import Boxes
 from torchvision.ops import roi_align
 
 from stl_search.modeling.id_net import BNNeck, IdentificationNet
-from stl_search.modeling.mrfp import MultiLevelRoIFusionPooler, SingleLevelRoIPooler, build_id_pooler
+from stl_search.modeling.mrfp import (
+    MultiLevelRoIFusionPooler,
+    SingleLevelRoIPooler,
+    build_id_pooler,
+)
 
 SHAPES = {"res2": ShapeSpec(channels=32, stride=4), "res3": ShapeSpec(channels=64, stride=8)}
 
@@ -25,7 +30,9 @@ def _boxes():
 
 
 def _rois(boxes):
-    return torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b.tensor], 1) for i, b in enumerate(boxes)])
+    return torch.cat(
+        [torch.cat([torch.full((len(b), 1), float(i)), b.tensor], 1) for i, b in enumerate(boxes)]
+    )
 
 
 def test_mrfp_equals_neck_of_low_plus_high(cfg):
@@ -35,8 +42,12 @@ def test_mrfp_equals_neck_of_low_plus_high(cfg):
     out = pooler(feats, boxes)
     assert out.shape == (3, 64, 8, 4)
     rois = _rois(boxes)
-    low = roi_align(feats["res2"], rois, (16, 8), spatial_scale=0.25, sampling_ratio=2, aligned=True)
-    high = roi_align(feats["res3"], rois, (8, 4), spatial_scale=0.125, sampling_ratio=2, aligned=True)
+    low = roi_align(
+        feats["res2"], rois, (16, 8), spatial_scale=0.25, sampling_ratio=2, aligned=True
+    )
+    high = roi_align(
+        feats["res3"], rois, (8, 4), spatial_scale=0.125, sampling_ratio=2, aligned=True
+    )
     with torch.no_grad():
         expected = pooler.neck(low) + high
     assert torch.allclose(out, expected, atol=1e-5)
@@ -59,7 +70,9 @@ def test_single_level_baseline(cfg):
     assert len(pooler.state_dict()) == 0
     feats, boxes = _features(), _boxes()
     out = pooler(feats, boxes)
-    expected = roi_align(feats["res3"], _rois(boxes), (8, 4), spatial_scale=0.125, sampling_ratio=2, aligned=True)
+    expected = roi_align(
+        feats["res3"], _rois(boxes), (8, 4), spatial_scale=0.125, sampling_ratio=2, aligned=True
+    )
     assert torch.allclose(out, expected, atol=1e-6)
 
 

@@ -1,4 +1,5 @@
 """The person-search YAML configs merge after add_stl_search_config and carry the paper's settings."""
+
 from __future__ import annotations
 
 import glob
@@ -9,9 +10,10 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
-from ps_model_helpers import synthetic_input
 
 from stl_search.config import add_stl_search_config
+
+from .helpers import synthetic_input
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(
@@ -43,7 +45,10 @@ def test_config_merges_with_paper_settings(path):
     assert cfg.INPUT.FORMAT == "RGB"
     if "synthetic" not in path:
         assert m.RESNETS.DEPTH == 50 and m.ID_HEAD.EMBEDDING_DIM == 2048
-        assert tuple(m.ID_HEAD.POOLER_RESOLUTION) == (32, 16) and tuple(m.MRFP.LOW_RESOLUTION) == (64, 32)
+        assert tuple(m.ID_HEAD.POOLER_RESOLUTION) == (32, 16) and tuple(m.MRFP.LOW_RESOLUTION) == (
+            64,
+            32,
+        )
         assert (m.RPN.PRE_NMS_TOPK_TRAIN, m.RPN.POST_NMS_TOPK_TRAIN) == (12000, 2000)
         assert (m.RPN.PRE_NMS_TOPK_TEST, m.RPN.POST_NMS_TOPK_TEST) == (6000, 300)
         assert (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) == (640, 960)
@@ -53,7 +58,9 @@ def test_config_merges_with_paper_settings(path):
     if name.startswith(("random_init", "imagenet", "stl")):
         assert m.MRFP.ENABLED == ("mrfp" in name)
         assert (m.WEIGHTS == "") == name.startswith("random_init")
-    if os.path.basename(os.path.dirname(path)) in ("PRW", "CUHK-SYSU") and not name.startswith("Base"):
+    if os.path.basename(os.path.dirname(path)) in ("PRW", "CUHK-SYSU") and not name.startswith(
+        "Base"
+    ):
         # 20 epochs, lr drop after 12: STEPS / MAX_ITER = 12 / 20.
         assert abs(cfg.SOLVER.STEPS[0] / cfg.SOLVER.MAX_ITER - 0.6) < 1e-3
         assert cfg.DATASETS.TRAIN and cfg.DATASETS.TEST and cfg.DATASETS.QUERY

@@ -1,15 +1,17 @@
 """PersonSearchRCNN end to end on tiny inputs: losses, overfitting, inference, query mode, checkpoints."""
+
 from __future__ import annotations
 
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from ps_model_helpers import synthetic_input
 
 from stl_search.modeling import PersonSearchRCNN, PersonSearchROIHeads
 from stl_search.modeling.mrfp import SingleLevelRoIPooler
 from stl_search.utils.checkpoint import AtomicCheckpointer
+
+from .helpers import synthetic_input
 
 LOSSES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_id"}
 PREFIXES = {
@@ -68,10 +70,16 @@ def test_id_branch_boxes_gt_and_proposals(cfg):
     heads = model.roi_heads
     targets = [d["instances"]]
     boxes, ids = heads._id_training_boxes([], targets)
-    assert torch.equal(boxes[0].tensor, d["instances"].gt_boxes.tensor) and ids.tolist() == [0, 1, -1]
+    assert torch.equal(boxes[0].tensor, d["instances"].gt_boxes.tensor) and ids.tolist() == [
+        0,
+        1,
+        -1,
+    ]
     heads.id_train_boxes = "proposals"
     far = Instances((96, 64))
-    far.proposal_boxes = Boxes(torch.tensor([[40.0, 80.0, 44.0, 84.0]] * 20))  # background proposals
+    far.proposal_boxes = Boxes(
+        torch.tensor([[40.0, 80.0, 44.0, 84.0]] * 20)
+    )  # background proposals
     far.objectness_logits = torch.zeros(20)
     with EventStorage(0):
         sampled = heads.label_and_sample_proposals([far], targets)
@@ -143,11 +151,17 @@ def test_query_mode_matches_identification_path_of_full_forward(cfg):
         full = model([_test_input(d), _test_input(synthetic_input(seed=3))])[0]["instances"]
         det = full.pred_boxes[:2]
         # Query mode on detected boxes == the embeddings computed inside the full forward.
-        queries = model([_test_input(d, query_boxes=Boxes(det.tensor[i : i + 1])) for i in range(2)])
+        queries = model(
+            [_test_input(d, query_boxes=Boxes(det.tensor[i : i + 1])) for i in range(2)]
+        )
         # Query mode on ground-truth boxes == the given-boxes path of the ROI heads.
-        given = Instances((96, 64), pred_boxes=gt, pred_classes=torch.zeros(len(gt), dtype=torch.int64))
+        given = Instances(
+            (96, 64), pred_boxes=gt, pred_classes=torch.zeros(len(gt), dtype=torch.int64)
+        )
         ref = model.inference([_test_input(d)], detected_instances=[given])[0]["instances"]
-        q_gt = model([_test_input(d, query_boxes=Boxes(gt.tensor[i : i + 1])) for i in range(len(gt))])
+        q_gt = model(
+            [_test_input(d, query_boxes=Boxes(gt.tensor[i : i + 1])) for i in range(len(gt))]
+        )
     for i in range(2):
         assert queries[i]["query_embedding"].shape == (256,)
         assert torch.allclose(queries[i]["query_embedding"], full.pred_embeddings[i], atol=1e-5)

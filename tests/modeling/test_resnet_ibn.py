@@ -1,4 +1,5 @@
 """ResNet-IBN-a: IBN placement and channel split, stage building, config handling."""
+
 from __future__ import annotations
 
 import pytest
@@ -83,7 +84,7 @@ def test_freeze_converts_bn_inside_ibn(cfg):
 
 @pytest.mark.parametrize("depth", [18, 34, 101])
 def test_other_depths(depth):
-    from tiny_configs import tiny_person_search_cfg
+    from ..tiny_configs import tiny_person_search_cfg
 
     cfg = tiny_person_search_cfg(depth)
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3"]

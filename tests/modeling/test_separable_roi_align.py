@@ -1,4 +1,5 @@
 """SeparableRoIAlign reproduces torchvision's aligned RoI Align (values and feature gradients)."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,7 +33,9 @@ def _boxes():
 def test_matches_torchvision_values_and_gradients(sampling_ratio, out):
     boxes = _boxes()
     feat = torch.randn(2, 6, 25, 30)
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b.tensor], 1) for i, b in enumerate(boxes)])
+    rois = torch.cat(
+        [torch.cat([torch.full((len(b), 1), float(i)), b.tensor], 1) for i, b in enumerate(boxes)]
+    )
     fa, fb = feat.clone().requires_grad_(), feat.clone().requires_grad_()
     y = SeparableRoIAlign(out, 0.25, sampling_ratio)([fa], boxes)
     ref = roi_align(fb, rois, out, 0.25, sampling_ratio, aligned=True)
@@ -47,7 +50,9 @@ def test_matches_torchvision_values_and_gradients(sampling_ratio, out):
 def test_adaptive_sampling_and_empty_inputs_fall_back():
     boxes = _boxes()
     feat = torch.randn(2, 3, 25, 30)
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b.tensor], 1) for i, b in enumerate(boxes)])
+    rois = torch.cat(
+        [torch.cat([torch.full((len(b), 1), float(i)), b.tensor], 1) for i, b in enumerate(boxes)]
+    )
     y = SeparableRoIAlign((4, 2), 0.25, 0)([feat], boxes)
     assert torch.allclose(y, roi_align(feat, rois, (4, 2), 0.25, 0, aligned=True))
     empty = [Boxes(torch.zeros(0, 4)), Boxes(torch.zeros(0, 4))]
@@ -57,7 +62,9 @@ def test_adaptive_sampling_and_empty_inputs_fall_back():
 def test_id_poolers_use_it_for_aligned_roi_align_only(cfg):
     shapes = {"res2": ShapeSpec(channels=32, stride=4), "res3": ShapeSpec(channels=64, stride=8)}
     pooler = build_id_pooler(cfg, shapes)
-    assert isinstance(pooler.low_pooler, SeparableRoIAlign) and isinstance(pooler.high_pooler, SeparableRoIAlign)
+    assert isinstance(pooler.low_pooler, SeparableRoIAlign) and isinstance(
+        pooler.high_pooler, SeparableRoIAlign
+    )
     cfg.MODEL.ID_HEAD.POOLER_TYPE = "ROIAlign"
     cfg.MODEL.MRFP.ENABLED = False
     assert isinstance(build_id_pooler(cfg, shapes).pooler, ROIPooler)

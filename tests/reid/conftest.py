@@ -1,4 +1,5 @@
 """Shared set-up of the STL (Re-ID pretraining) tests: one thread each, seeded (2 shared cores)."""
+
 import pytest
 
 

@@ -11,7 +11,7 @@ Layout of ``root`` (``PRW-v16.04.20/``)::
     ID_train.mat, ID_test.mat              identity lists (``ID_train``; ``ID_test``/``ID_test2``)
 
 Box rules (those of the evaluation code every published PRW number uses, see
-``/work/shared/notes/protocol.md``):
+``docs/protocol.md``):
 
 - frame annotations: clip ``x, y, w, h`` at 0, then ``x2 = x + w``, ``y2 = y + h``, then truncate
   all four to int. Boxes with ``w <= 0`` or ``h <= 0`` (or empty after truncation) are dropped

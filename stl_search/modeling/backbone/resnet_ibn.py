@@ -10,6 +10,7 @@ Parameter names are Detectron2's (``stem.conv1.*``, ``res2.0.conv1.norm.{IN,BN}.
 converted torchvision IBN-a checkpoint (``layer1.0.bn1.IN.weight``) loads with Detectron2's
 name heuristics and the STL export copies stage prefixes one to one.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Sequence, Union
@@ -85,9 +86,13 @@ class IBNBasicBlock(BasicBlock):
 def _check_cfg(cfg: CfgNode) -> None:
     r = cfg.MODEL.RESNETS
     if r.DEPTH not in _BLOCKS_PER_STAGE:
-        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {r.DEPTH}")
+        raise ValueError(
+            f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {r.DEPTH}"
+        )
     if any(r.DEFORM_ON_PER_STAGE):
-        raise ValueError("ResNet-IBN-a has no deformable-conv variant (MODEL.RESNETS.DEFORM_ON_PER_STAGE)")
+        raise ValueError(
+            "ResNet-IBN-a has no deformable-conv variant (MODEL.RESNETS.DEFORM_ON_PER_STAGE)"
+        )
     unknown = set(cfg.MODEL.IBN.STAGES) - set(STAGE_NAMES)
     if unknown:
         raise ValueError(f"MODEL.IBN.STAGES has unknown stages {sorted(unknown)}")
@@ -180,7 +185,9 @@ def build_resnet_ibn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
     _check_cfg(cfg)
     r = cfg.MODEL.RESNETS
     out_features: Sequence[str] = r.OUT_FEATURES
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stem = BasicStem(
+        in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM
+    )
     order = {"stem": 0, "res2": 1, "res3": 2, "res4": 3, "res5": 4}
     num_stages = max(order[f] for f in out_features)
     stages: List[List[CNNBlockBase]] = []
@@ -188,4 +195,6 @@ def build_resnet_ibn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
     for name in STAGE_NAMES[:num_stages]:
         stages.append(_stage_blocks(cfg, name, in_channels))
         in_channels = stage_out_channels(cfg, name)
-    return ResNet(stem, stages, out_features=list(out_features), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(
+        stem, stages, out_features=list(out_features), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
+    )

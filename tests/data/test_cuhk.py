@@ -1,5 +1,6 @@
 """CUHK-SYSU loader on a fixture written in the distributed format: boxes, identities, splits and
 every TestG gallery-protocol entry (file order, duplicates, empty idlocate → None)."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-import data_fixtures as fx
 from stl_search.data.datasets.common import DatasetFormatError, DatasetKeyError
 from stl_search.data.datasets.cuhk_sysu import load_cuhk_sysu_queries, load_cuhk_sysu_scenes
+
+from . import fixtures as fx
 
 
 def test_fixture_has_the_real_nesting(cuhk_root):
@@ -22,14 +24,23 @@ def test_fixture_has_the_real_nesting(cuhk_root):
     assert img[0, 0]["box"].shape == (1, 3) and img[0, 0]["box"][0, 0]["idlocate"].shape == (1, 4)
     # SeqNet's accesses: for name, _, boxes in Img.squeeze(); b[0] for b in boxes[0]
     name, _, boxes = img.squeeze()[0]
-    assert str(name[0]) == "s1.jpg" and np.asarray([b[0] for b in boxes[0]]).reshape(-1, 4).shape == (3, 4)
-    assert [str(a[0]) for a in loadmat(os.path.join(ann, "pool.mat"))["pool"].squeeze()] == ["s3.jpg", "s4.jpg"]
+    assert str(name[0]) == "s1.jpg" and np.asarray([b[0] for b in boxes[0]]).reshape(
+        -1, 4
+    ).shape == (3, 4)
+    assert [str(a[0]) for a in loadmat(os.path.join(ann, "pool.mat"))["pool"].squeeze()] == [
+        "s3.jpg",
+        "s4.jpg",
+    ]
     train = loadmat(os.path.join(ann, "test", "train_test", "Train.mat"))["Train"]
     assert train.shape == (2, 1) and train[0, 0].shape == (1, 1)
     scenes = train.squeeze()[0][0, 0][2].squeeze()
     assert [str(n[0]) for n, _, _ in scenes] == ["s1.jpg", "s2.jpg"]
     g = loadmat(os.path.join(ann, "test", "train_test", "TestG50.mat"))["TestG50"]
-    assert g.shape == (1, 2) and g[0, 0]["Query"].shape == (1, 1) and g[0, 0]["Gallery"].shape == (1, 3)
+    assert (
+        g.shape == (1, 2)
+        and g[0, 0]["Query"].shape == (1, 1)
+        and g[0, 0]["Gallery"].shape == (1, 3)
+    )
     assert str(g.squeeze()["Query"][0]["imname"][0, 0][0]) == "s3.jpg"
     assert g[0, 0]["Gallery"][0, 1]["idlocate"].size == 0
 
@@ -40,7 +51,9 @@ def _check(dicts, expected, root):
         assert d["file_name"] == os.path.join(os.path.abspath(root), "Image", "SSM", d["image_id"])
         assert (d["height"], d["width"], d["camera_id"]) == (*fx.CUHK_SIZES[d["image_id"]], -1)
         got = [(a["bbox"], a["person_id"], a["identity"]) for a in d["annotations"]]
-        assert got == [(list(map(float, b)), p, i) for b, p, i in expected[d["image_id"]]], d["image_id"]
+        assert got == [(list(map(float, b)), p, i) for b, p, i in expected[d["image_id"]]], d[
+            "image_id"
+        ]
 
 
 def test_train_split(cuhk_root, caplog):
@@ -54,13 +67,22 @@ def test_gallery_split_identities_from_protocols(cuhk_root):
     _check(load_cuhk_sysu_scenes(cuhk_root, "gallery"), fx.CUHK_EXPECTED_GALLERY, cuhk_root)
 
 
-@pytest.mark.parametrize("size,expected", [(50, fx.CUHK_EXPECTED_G50), (100, fx.CUHK_EXPECTED_G100)])
+@pytest.mark.parametrize(
+    "size,expected", [(50, fx.CUHK_EXPECTED_G50), (100, fx.CUHK_EXPECTED_G100)]
+)
 def test_query_protocol_entries(cuhk_root, size, expected):
     queries = load_cuhk_sysu_queries(cuhk_root, size)
     assert len(queries) == len(expected)
     for k, (q, (identity, image, qbox, gallery)) in enumerate(zip(queries, expected)):
-        assert (q["identity"], q["image_id"], q["query_box"], q["query_index"]) == (identity, image, list(map(float, qbox)), k)
-        assert q["gallery"] == [{"image_id": n, "bbox": None if b is None else list(map(float, b))} for n, b in gallery]
+        assert (q["identity"], q["image_id"], q["query_box"], q["query_index"]) == (
+            identity,
+            image,
+            list(map(float, qbox)),
+            k,
+        )
+        assert q["gallery"] == [
+            {"image_id": n, "bbox": None if b is None else list(map(float, b))} for n, b in gallery
+        ]
         assert (q["height"], q["width"], q["camera_id"]) == (*fx.CUHK_SIZES[image], -1)
 
 
@@ -82,16 +104,23 @@ def test_errors_name_file_and_key(tmp_path, cuhk_root):
     with pytest.raises(FileNotFoundError, match=r"TestG500.mat: file not found. Expected layout"):
         load_cuhk_sysu_queries(root, 500)
     savemat(os.path.join(tt, "TestG50.mat"), {"TestG100": fx._protocol(fx.CUHK_EXPECTED_G50)})
-    with pytest.raises(DatasetKeyError, match=r"TestG50.mat: key TestG50 not found \(has: TestG100\)"):
+    with pytest.raises(
+        DatasetKeyError, match=r"TestG50.mat: key TestG50 not found \(has: TestG100\)"
+    ):
         load_cuhk_sysu_queries(root, 50)
     imgs = loadmat(os.path.join(root, "annotation", "Images.mat"))["Img"]
     bad = fx.struct([{"imname": "s1.jpg", "boxes": imgs[0, 0]["box"]}], ["imname", "boxes"])
     savemat(os.path.join(root, "annotation", "Images.mat"), {"Img": bad})
-    with pytest.raises(DatasetKeyError, match=r"Images.mat:Img: struct field\(s\) box not found \(has: imname, boxes\)"):
+    with pytest.raises(
+        DatasetKeyError,
+        match=r"Images.mat:Img: struct field\(s\) box not found \(has: imname, boxes\)",
+    ):
         load_cuhk_sysu_scenes(root, "train")
     savemat(os.path.join(root, "annotation", "Images.mat"), {"Img": imgs})
     savemat(os.path.join(root, "annotation", "pool.mat"), {"pool": fx.cell(["s3.jpg", "s9.jpg"])})
-    with pytest.raises(DatasetFormatError, match=r"pool.mat: 1 pool images are not in .*Images.mat"):
+    with pytest.raises(
+        DatasetFormatError, match=r"pool.mat: 1 pool images are not in .*Images.mat"
+    ):
         load_cuhk_sysu_scenes(root, "gallery")
 
 

@@ -1,4 +1,5 @@
 """Re-ID mAP / CMC on crops: vectorised implementation against a per-query loop."""
+
 import numpy as np
 import pytest
 
@@ -13,7 +14,9 @@ def _loop_reference(qf, gf, qi, gi, qc, gc, qn, gn):
         order = np.argsort(-(gf @ qf[q]), kind="stable")
         ranked = []
         for g in order:
-            junk = gi[g] < 0 or (gi[g] == qi[q] and ((qc[q] >= 0 and qc[q] == gc[g]) or qn[q] == gn[g]))
+            junk = gi[g] < 0 or (
+                gi[g] == qi[q] and ((qc[q] >= 0 and qc[q] == gc[g]) or qn[q] == gn[g])
+            )
             if not junk:
                 ranked.append(gi[g] == qi[q])
         if not any(ranked):
@@ -35,7 +38,10 @@ def test_matches_loop_reference(with_cams):
     qi, gi = rng.integers(0, 10, nq), rng.integers(-1, 10, ng)
     qc = rng.integers(0, 3, nq) if with_cams else np.full(nq, -1)
     gc = rng.integers(0, 3, ng) if with_cams else np.full(ng, -1)
-    qn, gn = [f"img{i}" for i in rng.integers(0, 30, nq)], [f"img{i}" for i in rng.integers(0, 30, ng)]
+    qn, gn = (
+        [f"img{i}" for i in rng.integers(0, 30, nq)],
+        [f"img{i}" for i in rng.integers(0, 30, ng)],
+    )
     centres = rng.normal(size=(10, d))
     qf = centres[qi] + rng.normal(size=(nq, d))
     gf = centres[np.maximum(gi, 0)] + rng.normal(size=(ng, d))
@@ -49,6 +55,12 @@ def test_matches_loop_reference(with_cams):
 def test_perfect_and_own_crop_excluded():
     f = np.eye(4)
     # the query's own crop sits in the gallery (same image): it must not count as a match
-    out = reid_metrics(f[:2], np.concatenate([f[:2], f[:2] + 0.1]), [0, 1], [0, 1, 0, 1],
-                       query_images=["a", "b"], gallery_images=["a", "b", "c", "d"])
+    out = reid_metrics(
+        f[:2],
+        np.concatenate([f[:2], f[:2] + 0.1]),
+        [0, 1],
+        [0, 1, 0, 1],
+        query_images=["a", "b"],
+        gallery_images=["a", "b", "c", "d"],
+    )
     assert out["mAP"] == 100.0 and out["rank1"] == 100.0 and out["num_queries"] == 2

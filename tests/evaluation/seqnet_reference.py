@@ -1,5 +1,5 @@
 """A deliberately plain, loop-per-query/per-image implementation of the person-search protocol,
-written from the protocol's definition (``../shared/notes/protocol.md``), to check the vectorised
+written from the protocol's definition (``docs/protocol.md``), to check the vectorised
 core against. Nothing here is imported from ``stl_search``.
 
 Data model (plain Python):
@@ -10,6 +10,7 @@ Data model (plain Python):
 Detections are numbered globally in image order (image 0's first, then image 1's, ...), which is
 also the tie-break order.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -109,8 +110,15 @@ def search_one(query, images, mode, score_thresh=0.5, topk=(1, 5, 10), cbgm=None
         top_images = sorted({g for g, _ in searched for d in top if d in gids[g]})
         if len(nodes) > 1:
             for g in top_images:
-                dets = [(gids[g][k], emb) for k, (_, s, emb) in enumerate(images[g]["dets"]) if s >= score_thresh]
-                weights = [[float(np.dot(nd, np.asarray(e, dtype=np.float64))) for _, e in dets] for nd in nodes]
+                dets = [
+                    (gids[g][k], emb)
+                    for k, (_, s, emb) in enumerate(images[g]["dets"])
+                    if s >= score_thresh
+                ]
+                weights = [
+                    [float(np.dot(nd, np.asarray(e, dtype=np.float64))) for _, e in dets]
+                    for nd in nodes
+                ]
                 pairs = _best_matching(weights)
                 for r, c in pairs:
                     if r == 0:

@@ -1,4 +1,5 @@
 """Tiny registered data sets (interfaces.md format) and fake model outputs for evaluator tests."""
+
 from __future__ import annotations
 
 import uuid
@@ -12,7 +13,11 @@ DIM = 8
 
 # (image_id, camera, [(box, identity)]); identity -1 = unlabeled.
 PRW_GALLERY = [
-    ("c1s1_000001.jpg", 1, [([10, 10, 50, 110], 1), ([100, 10, 140, 110], 2), ([200, 10, 240, 110], -1)]),
+    (
+        "c1s1_000001.jpg",
+        1,
+        [([10, 10, 50, 110], 1), ([100, 10, 140, 110], 2), ([200, 10, 240, 110], -1)],
+    ),
     ("c2s1_000001.jpg", 2, [([10, 10, 50, 110], 1), ([100, 10, 140, 110], 3)]),
     ("c1s1_000050.jpg", 1, [([30, 20, 70, 120], 2)]),
     ("c3s1_000001.jpg", 3, [([60, 20, 100, 120], 1)]),
@@ -30,9 +35,19 @@ def identity_embedding(identity: int) -> np.ndarray:
 
 def _scene(image_id, camera, persons):
     return {
-        "file_name": f"/nonexistent/{image_id}", "image_id": image_id, "height": 480, "width": 640, "camera_id": camera,
+        "file_name": f"/nonexistent/{image_id}",
+        "image_id": image_id,
+        "height": 480,
+        "width": 640,
+        "camera_id": camera,
         "annotations": [
-            {"bbox": [float(v) for v in b], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "person_id": -1, "identity": i}
+            {
+                "bbox": [float(v) for v in b],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 0,
+                "person_id": -1,
+                "identity": i,
+            }
             for b, i in persons
         ],
     }
@@ -47,8 +62,18 @@ def register_prw(protocol_meta: bool = True):
     for k, (img, ident) in enumerate(PRW_QUERIES):
         image_id, camera, persons = PRW_GALLERY[img]
         box = next(b for b, i in persons if i == ident)
-        queries.append({"file_name": f"/nonexistent/{image_id}", "image_id": image_id, "height": 480, "width": 640,
-                        "camera_id": camera, "query_box": [float(v) for v in box], "identity": ident, "query_index": k})
+        queries.append(
+            {
+                "file_name": f"/nonexistent/{image_id}",
+                "image_id": image_id,
+                "height": 480,
+                "width": 640,
+                "camera_id": camera,
+                "query_box": [float(v) for v in box],
+                "identity": ident,
+                "query_index": k,
+            }
+        )
     DatasetCatalog.register(gname, lambda: gallery)
     DatasetCatalog.register(qname, lambda: queries)
     if protocol_meta:
@@ -75,13 +100,26 @@ def register_cuhk():
     def query_set(size):
         # Query 0: identity 1 from s1; its gallery lists s2 (target), s4, and for size 3 s2 again (duplicate).
         # Query 1: identity 2 from s3; gallery: s1 (target) + s4 (+ its own image s3 for size 3).
-        lists = {2: [["s2.jpg", "s4.jpg"], ["s1.jpg", "s4.jpg"]], 3: [["s2.jpg", "s4.jpg", "s2.jpg"], ["s1.jpg", "s4.jpg", "s3.jpg"]]}[size]
+        lists = {
+            2: [["s2.jpg", "s4.jpg"], ["s1.jpg", "s4.jpg"]],
+            3: [["s2.jpg", "s4.jpg", "s2.jpg"], ["s1.jpg", "s4.jpg", "s3.jpg"]],
+        }[size]
         out = []
         for k, (img, ident) in enumerate([("s1.jpg", 1), ("s3.jpg", 2)]):
             box = next(b for b, i in persons[img] if i == ident)
-            out.append({"file_name": f"/nonexistent/{img}", "image_id": img, "height": 480, "width": 640, "camera_id": -1,
-                        "query_box": [float(v) for v in box], "identity": ident, "query_index": k,
-                        "gallery": [listing(g, ident) for g in lists[k]]})
+            out.append(
+                {
+                    "file_name": f"/nonexistent/{img}",
+                    "image_id": img,
+                    "height": 480,
+                    "width": 640,
+                    "camera_id": -1,
+                    "query_box": [float(v) for v in box],
+                    "identity": ident,
+                    "query_index": k,
+                    "gallery": [listing(g, ident) for g in lists[k]],
+                }
+            )
         return out
 
     DatasetCatalog.register(gname, lambda: gallery)
@@ -102,7 +140,10 @@ def fake_gallery_outputs(gallery, rng=None, extra=True):
     for k, d in enumerate(gallery):
         boxes = [a["bbox"] for a in d["annotations"]]
         scores = [0.9] * len(boxes)
-        embs = [identity_embedding(a["identity"]) if rng is None else rng.normal(size=DIM) for a in d["annotations"]]
+        embs = [
+            identity_embedding(a["identity"]) if rng is None else rng.normal(size=DIM)
+            for a in d["annotations"]
+        ]
         if extra and k == len(gallery) - 1:
             boxes += [[500, 300, 540, 400], [400, 300, 440, 400]]
             scores += [0.6, 0.3]
@@ -118,7 +159,18 @@ def fake_gallery_outputs(gallery, rng=None, extra=True):
 
 
 def fake_query_outputs(queries, rng=None):
-    inputs = [{"image_id": q["image_id"], "query_index": q["query_index"], "identity": q["identity"]} for q in queries]
-    outputs = [{"query_embedding": torch.tensor(identity_embedding(q["identity"]) if rng is None else rng.normal(size=DIM).astype(np.float32))}
-               for q in queries]
+    inputs = [
+        {"image_id": q["image_id"], "query_index": q["query_index"], "identity": q["identity"]}
+        for q in queries
+    ]
+    outputs = [
+        {
+            "query_embedding": torch.tensor(
+                identity_embedding(q["identity"])
+                if rng is None
+                else rng.normal(size=DIM).astype(np.float32)
+            )
+        }
+        for q in queries
+    ]
     return inputs, outputs

@@ -1,4 +1,5 @@
 """PersonSearchDatasetMapper (resize rule, flip, ids, query box) and the loaders around it."""
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,9 @@ def _cfg(min_size=64, max_size=100, flip=0.0):
 
 
 def _train_dict(prw_root):
-    return next(d for d in load_prw_scenes(prw_root, "train") if d["image_id"] == "c1s1_000151.jpg")  # 100 x 120
+    return next(
+        d for d in load_prw_scenes(prw_root, "train") if d["image_id"] == "c1s1_000151.jpg"
+    )  # 100 x 120
 
 
 def test_paper_resize_rule_default_config():
@@ -37,7 +40,11 @@ def test_paper_resize_rule_default_config():
     tfm = PersonSearchDatasetMapper(cfg, mode="test").augmentations
     from detectron2.data import transforms as T
 
-    for (h, w), expected in [((1080, 1920), (540, 960)), ((480, 640), (640, 853)), ((600, 400), (960, 640))]:
+    for (h, w), expected in [
+        ((1080, 1920), (540, 960)),
+        ((480, 640), (640, 853)),
+        ((600, 400), (960, 640)),
+    ]:
         aug_input = T.AugInput(np.zeros((h, w, 3), np.uint8))
         tfm(aug_input)
         assert aug_input.image.shape[:2] == expected, (h, w)
@@ -62,7 +69,9 @@ def test_max_size_caps_the_longer_side(prw_root):
     d = _train_dict(prw_root)
     out = PersonSearchDatasetMapper(_cfg(min_size=90, max_size=96), mode="test")(d)
     assert tuple(out["image"].shape[1:]) == (80, 96)  # 100x120 * 0.8: longer side capped at 96
-    assert out["annotations"] == d["annotations"]  # gallery dicts keep the original-frame annotations
+    assert (
+        out["annotations"] == d["annotations"]
+    )  # gallery dicts keep the original-frame annotations
 
 
 def test_flip_flips_boxes(prw_root):
@@ -83,7 +92,10 @@ def test_query_box_in_resized_frame(prw_root):
     out = PersonSearchDatasetMapper(_cfg(), mode="query")(copy.deepcopy(q))
     h, w = out["image"].shape[1:]
     assert (h, w) == (64, 88)  # scale 0.8
-    assert isinstance(out["query_boxes"], Boxes) and tuple(out["query_boxes"].tensor.shape) == (1, 4)
+    assert isinstance(out["query_boxes"], Boxes) and tuple(out["query_boxes"].tensor.shape) == (
+        1,
+        4,
+    )
     assert torch.allclose(out["query_boxes"].tensor, torch.tensor([[40.0, 0.0, 64.0, 48.0]]))
     assert (out["identity"], out["query_index"], out["height"], out["width"]) == (8, 1, 80, 110)
 

@@ -1,5 +1,6 @@
 """STL step 1 end to end at toy scale: training lowers the loss and lifts Re-ID rank-1, the export
 is written, and ``resume`` after a SIGKILL continues to the same weights as an uninterrupted run."""
+
 import json
 import os
 import subprocess
@@ -9,11 +10,12 @@ import textwrap
 import torch
 from detectron2.utils.logger import setup_logger
 
-from reid_helpers import crop_sets, resume_case_cfg, tiny_reid_cfg
 from stl_search.reid.export import load_model_state_dict
 from stl_search.reid.trainer import build_reid_model, evaluate_reid, run_pretraining
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from .helpers import crop_sets, resume_case_cfg, tiny_reid_cfg
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _losses(output_dir):
@@ -41,14 +43,16 @@ def test_pretraining_lowers_the_loss_lifts_rank1_and_exports(tmp_path):
         assert json.load(f)["reid"]["rank1"] == after["rank1"]
     exported = load_model_state_dict(str(tmp_path / "stl_init.pth"))
     assert "roi_heads.id_pooler.neck.0.conv1.weight" in exported
-    assert "roi_heads.id_head.bnneck.weight" in exported and not any("classifier" in k for k in exported)
+    assert "roi_heads.id_head.bnneck.weight" in exported and not any(
+        "classifier" in k for k in exported
+    )
 
 
 _KILLED_RUN = textwrap.dedent("""
     import os, signal, sys, torch
-    sys.path[:0] = [{here!r}, os.path.dirname({here!r})]
+    sys.path[:0] = [{root!r}]
     torch.set_num_threads(1)
-    from reid_helpers import crop_sets, resume_case_cfg
+    from tests.reid.helpers import crop_sets, resume_case_cfg
     from stl_search.reid import trainer as T
     step = T.ReIDTrainer.run_step
     def run_step(self):
@@ -65,8 +69,12 @@ _KILLED_RUN = textwrap.dedent("""
 def test_resume_after_sigkill_matches_the_uninterrupted_run(tmp_path):
     train, test = crop_sets(train_ids=8, per_id=4, test_ids=4)
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN.format(here=HERE, out=str(killed))],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN.format(root=REPO_ROOT, out=str(killed))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]
     with open(killed / "last_checkpoint") as f:
         assert f.read().strip() == "model_0000007.pth"
@@ -94,10 +102,25 @@ def test_synthetic_config_trains_on_the_real_crop_set(tmp_path, repo_root, monke
 
     setup_logger()
     monkeypatch.chdir(repo_root)  # the default data root is ./datasets
-    cfg = load_config(os.path.join(repo_root, "configs", "STL", "synthetic.yaml"), [
-        "OUTPUT_DIR", str(tmp_path), "REID.SOLVER.MAX_EPOCHS", "1", "REID.SOLVER.ITERS_PER_EPOCH", "3",
-        "REID.SOLVER.WARMUP_EPOCHS", "0", "REID.TEST_PERIOD_EPOCHS", "0", "REID.INPUT.CACHE_CROPS", "False",
-        "REID.SAMPLER.P", "8"])
+    cfg = load_config(
+        os.path.join(repo_root, "configs", "STL", "synthetic.yaml"),
+        [
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "REID.SOLVER.MAX_EPOCHS",
+            "1",
+            "REID.SOLVER.ITERS_PER_EPOCH",
+            "3",
+            "REID.SOLVER.WARMUP_EPOCHS",
+            "0",
+            "REID.TEST_PERIOD_EPOCHS",
+            "0",
+            "REID.INPUT.CACHE_CROPS",
+            "False",
+            "REID.SAMPLER.P",
+            "8",
+        ],
+    )
     results = run_pretraining(cfg)["reid"]
     assert results["num_queries"] > 0 and 0 <= results["mAP"] <= 100
     assert (tmp_path / "model_final.pth").exists() and (tmp_path / "stl_init.pth").exists()

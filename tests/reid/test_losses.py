@@ -15,7 +15,11 @@ def _reference_triplet(x, labels, margin, soft):
         if not neg:
             continue
         diff = max(pos) - min(neg)
-        losses.append(torch.nn.functional.softplus(torch.tensor(diff)).item() if soft else max(0.0, diff + margin))
+        losses.append(
+            torch.nn.functional.softplus(torch.tensor(diff)).item()
+            if soft
+            else max(0.0, diff + margin)
+        )
     return sum(losses) / len(losses)
 
 
@@ -26,7 +30,9 @@ def test_batch_hard_triplet_equals_brute_force(soft, margin):
         labels = torch.arange(6).repeat_interleave(4)[torch.randperm(24, generator=g)]
         x = torch.randn(24, 16, generator=g) * (0.2 + trial)
         got = batch_hard_triplet_loss(x, labels, margin=margin, soft_margin=soft)
-        assert got.item() == pytest.approx(_reference_triplet(x, labels.tolist(), margin, soft), abs=1e-5)
+        assert got.item() == pytest.approx(
+            _reference_triplet(x, labels.tolist(), margin, soft), abs=1e-5
+        )
 
 
 def test_batch_hard_triplet_has_gradient_and_handles_a_single_identity():
@@ -57,7 +63,9 @@ def test_center_loss_value_and_center_update_with_its_own_sgd():
         members = feats[labels == j]
         # d/dc_j of mean_i ||x_i - c_yi||^2 = -2/B * sum_{y_i=j} (x_i - c_j)
         step = lr * 2.0 / 6 * (members - centers[j]).sum(dim=0)
-        torch.testing.assert_close(loss_fn.centers[j].detach(), centers[j] + step, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            loss_fn.centers[j].detach(), centers[j] + step, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_id_loss_label_smoothing_matches_bot_formula():
@@ -66,4 +74,5 @@ def test_id_loss_label_smoothing_matches_bot_formula():
     expected = -(target * logits.log_softmax(dim=1)).sum(dim=1).mean()
     assert id_loss(logits, labels, eps).item() == pytest.approx(expected.item(), rel=1e-6)
     assert id_loss(logits, labels, 0.0).item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, labels).item())
+        torch.nn.functional.cross_entropy(logits, labels).item()
+    )

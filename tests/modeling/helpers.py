@@ -1,4 +1,5 @@
-"""Helpers for the modeling tests (imported by name: pytest puts this folder on ``sys.path``)."""
+"""Helpers for the modeling tests."""
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,9 @@ def synthetic_input(h: int = 96, w: int = 64, seed: int = 0, n_persons: int = 3)
     for i in range(n_persons):
         x1 = 2 + i * (pw + 4)
         y1 = 4 + (i * 7) % (h - ph - 4)
-        color = torch.tensor([(200 - 60 * i) % 256, (60 + 70 * i) % 256, 120], dtype=torch.uint8)[:, None, None]
+        color = torch.tensor([(200 - 60 * i) % 256, (60 + 70 * i) % 256, 120], dtype=torch.uint8)[
+            :, None, None
+        ]
         img[:, y1 : y1 + ph, x1 : x1 + pw] = color
         boxes.append([x1, y1, x1 + pw, y1 + ph])
     inst = Instances((h, w))

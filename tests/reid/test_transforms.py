@@ -1,8 +1,10 @@
 """BoT transforms: shapes, normalisation, and augmentation fixed by the per-sample generator."""
+
 import torch
 
-from reid_helpers import tiny_reid_cfg
 from stl_search.reid.transforms import build_reid_transform, random_erasing
+
+from .helpers import tiny_reid_cfg
 
 
 def test_train_transform_is_deterministic_per_generator_and_test_transform_normalises():
@@ -17,9 +19,12 @@ def test_train_transform_is_deterministic_per_generator_and_test_transform_norma
     plain = test(crop)
     mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
-    resized = torch.nn.functional.interpolate(crop[None].float(), size=(32, 16), mode="bilinear",
-                                              antialias=True, align_corners=False)[0]
-    torch.testing.assert_close(plain, (resized.round().clamp(0, 255) - mean) / std, atol=0.02, rtol=0)
+    resized = torch.nn.functional.interpolate(
+        crop[None].float(), size=(32, 16), mode="bilinear", antialias=True, align_corners=False
+    )[0]
+    torch.testing.assert_close(
+        plain, (resized.round().clamp(0, 255) - mean) / std, atol=0.02, rtol=0
+    )
 
 
 def test_random_erasing_fills_one_rectangle_with_the_mean_pixel():

@@ -1,11 +1,13 @@
 """The vectorised metric core against hand-computed cases and the plain loop reference."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import ps_eval_reference as ref
 from stl_search.evaluation import metrics as M
+
+from . import seqnet_reference as ref
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -50,7 +52,9 @@ def protocol_for(mode, images, queries):
                     tl.append(i)
                     tb.append(box)
                 i += 1
-        return M.explicit_galleries(np.r_[0, np.cumsum(counts)], np.array(imgs), np.array(tl), np.array(tb).reshape(-1, 4))
+        return M.explicit_galleries(
+            np.r_[0, np.cumsum(counts)], np.array(imgs), np.array(tl), np.array(tb).reshape(-1, 4)
+        )
     gt_boxes, gt_ids, gt_splits = to_gt(images)
     return M.prw_galleries(
         np.array([q["image"] for q in queries]),
@@ -73,8 +77,12 @@ def rand_box(rng, small):
 
 def jitter(rng, box, amount):
     w, h = box[2] - box[0], box[3] - box[1]
-    return [box[0] + rng.normal(0, amount * w), box[1] + rng.normal(0, amount * h),
-            box[2] + rng.normal(0, amount * w), box[3] + rng.normal(0, amount * h)]
+    return [
+        box[0] + rng.normal(0, amount * w),
+        box[1] + rng.normal(0, amount * h),
+        box[2] + rng.normal(0, amount * w),
+        box[3] + rng.normal(0, amount * h),
+    ]
 
 
 def rand_emb(rng, dim, integer):
@@ -108,36 +116,62 @@ def random_case(rng, n_images=9, n_queries=7, dim=5, integer=False, n_ids=4):
         ident = int(rng.integers(0, n_ids + 1))  # n_ids: an identity seen nowhere
         holders = [g for g, im in enumerate(images) if any(i == ident for _, i in im["gts"])]
         r = rng.random()
-        img = int(rng.choice(holders)) if holders and r < 0.7 else (-1 if r > 0.9 else int(rng.integers(n_images)))
+        img = (
+            int(rng.choice(holders))
+            if holders and r < 0.7
+            else (-1 if r > 0.9 else int(rng.integers(n_images)))
+        )
         listing = []
         for _ in range(rng.integers(0, n_images + 3)):
-            g = int(rng.integers(-1, n_images)) if rng.random() < 0.1 else int(rng.integers(n_images))
+            g = (
+                int(rng.integers(-1, n_images))
+                if rng.random() < 0.1
+                else int(rng.integers(n_images))
+            )
             boxes = [b for b, i in images[g]["gts"] if i == ident] if g >= 0 else []
             listing.append((g, boxes[0] if boxes else None))
         if listing and rng.random() < 0.3:  # duplicate listing
             listing.append(listing[int(rng.integers(len(listing)))])
-        queries.append({
-            "emb": rand_emb(rng, dim, integer), "identity": ident, "image": img,
-            "camera": images[img]["camera"] if img >= 0 else 0, "listing": listing,
-        })
+        queries.append(
+            {
+                "emb": rand_emb(rng, dim, integer),
+                "identity": ident,
+                "image": img,
+                "camera": images[img]["camera"] if img >= 0 else 0,
+                "listing": listing,
+            }
+        )
     return images, queries
 
 
-def compare(images, queries, mode, dim, strategy="auto", topk=(1, 5, 10), cbgm=None, score_thresh=0.5):
+def compare(
+    images, queries, mode, dim, strategy="auto", topk=(1, 5, 10), cbgm=None, score_thresh=0.5
+):
     gal = to_gallery(images, dim)
     gq = protocol_for(mode, images, queries)
     gq.validate(len(images))
     q_emb = np.array([q["emb"] for q in queries], dtype=np.float64).reshape(-1, dim)
-    res = M.search_metrics(gal, q_emb, gq, topk=topk, strategy=strategy, cbgm=cbgm, score_thresh=score_thresh)
+    res = M.search_metrics(
+        gal, q_emb, gq, topk=topk, strategy=strategy, cbgm=cbgm, score_thresh=score_thresh
+    )
     for i, q in enumerate(queries):
         ap, hits, ntp, ngt, ranked = ref.search_one(
-            q, images, mode, score_thresh=score_thresh, topk=topk, cbgm=None if cbgm is None else (cbgm.k1, cbgm.k2)
+            q,
+            images,
+            mode,
+            score_thresh=score_thresh,
+            topk=topk,
+            cbgm=None if cbgm is None else (cbgm.k1, cbgm.k2),
         )
         assert res.num_gt[i] == ngt
         assert res.num_tp[i] == ntp, (mode, i)
         assert res.ap[i] == pytest.approx(ap, abs=1e-6), (mode, i)
         assert list(res.hits[i]) == hits, (mode, i)
-        got = [(int(d), float(s), bool(c)) for d, s, c in zip(res.ranked_dets[i], res.ranked_scores[i], res.ranked_correct[i]) if d >= 0]
+        got = [
+            (int(d), float(s), bool(c))
+            for d, s, c in zip(res.ranked_dets[i], res.ranked_scores[i], res.ranked_correct[i])
+            if d >= 0
+        ]
         assert [g[0] for g in got] == [r[0] for r in ranked], (mode, i)
         assert [g[2] for g in got] == [r[2] for r in ranked]
         np.testing.assert_allclose([g[1] for g in got], [r[1] for r in ranked], atol=1e-6)
@@ -158,7 +192,9 @@ def test_average_precision_hand_values():
     assert M.average_precision([0, 1, 1], [0.9, 0.8, 0.7]) == pytest.approx((1 / 2 + 2 / 3) / 2)
     # Ties form one threshold: precision 1/2 at recall 1.
     assert M.average_precision([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
-    assert M.average_precision([0, 1, 0, 1], [0.9, 0.4, 0.4, 0.1]) == pytest.approx(0.5 * (1 / 3) + 0.5 * (2 / 4))
+    assert M.average_precision([0, 1, 0, 1], [0.9, 0.4, 0.4, 0.1]) == pytest.approx(
+        0.5 * (1 / 3) + 0.5 * (2 / 4)
+    )
     assert M.average_precision([0, 0], [0.3, 0.2]) == 0.0
     assert M.average_precision([], []) == 0.0
 
@@ -169,7 +205,9 @@ def test_average_precision_matches_definition_random():
         n = int(rng.integers(1, 30))
         y = rng.random(n) < 0.4
         s = rng.integers(0, 5, n).astype(float)
-        assert M.average_precision(y, s) == pytest.approx(ref.ap_definition(list(y), list(s)), abs=1e-12)
+        assert M.average_precision(y, s) == pytest.approx(
+            ref.ap_definition(list(y), list(s)), abs=1e-12
+        )
 
 
 def test_average_precision_matches_sklearn_if_installed():
@@ -180,7 +218,9 @@ def test_average_precision_matches_sklearn_if_installed():
         y = rng.random(n) < 0.4
         y[0] = True
         s = rng.integers(0, 6, n).astype(np.float32)
-        assert M.average_precision(y, s) == pytest.approx(metrics.average_precision_score(y, s), abs=1e-12)
+        assert M.average_precision(y, s) == pytest.approx(
+            metrics.average_precision_score(y, s), abs=1e-12
+        )
 
 
 # ----------------------------------------------------------------------------- hand-computed search
@@ -188,12 +228,36 @@ def _hand_case():
     dim = 8
     t0, t1, t2 = [0, 0, 40, 80], [100, 0, 140, 80], [50, 50, 90, 130]
     images = [
-        {"camera": 1, "gts": [(t0, 7)], "dets": [(t0, 0.9, emb_with_sim(0.9, 1, dim)), ([0, 100, 40, 180], 0.8, emb_with_sim(0.5, 2, dim))]},
-        {"camera": 2, "gts": [(t1, 7)], "dets": [([101, 1, 141, 81], 0.9, emb_with_sim(0.6, 3, dim)), ([200, 0, 240, 80], 0.9, emb_with_sim(0.8, 4, dim))]},
-        {"camera": 2, "gts": [(t2, 8)], "dets": [([300, 300, 340, 380], 0.95, emb_with_sim(0.7, 5, dim))]},
+        {
+            "camera": 1,
+            "gts": [(t0, 7)],
+            "dets": [
+                (t0, 0.9, emb_with_sim(0.9, 1, dim)),
+                ([0, 100, 40, 180], 0.8, emb_with_sim(0.5, 2, dim)),
+            ],
+        },
+        {
+            "camera": 2,
+            "gts": [(t1, 7)],
+            "dets": [
+                ([101, 1, 141, 81], 0.9, emb_with_sim(0.6, 3, dim)),
+                ([200, 0, 240, 80], 0.9, emb_with_sim(0.8, 4, dim)),
+            ],
+        },
+        {
+            "camera": 2,
+            "gts": [(t2, 8)],
+            "dets": [([300, 300, 340, 380], 0.95, emb_with_sim(0.7, 5, dim))],
+        },
     ]
     e0 = np.eye(dim)[0]
-    q_a = {"emb": e0, "identity": 7, "image": -1, "camera": 3, "listing": [(0, t0), (1, t1), (2, None)]}
+    q_a = {
+        "emb": e0,
+        "identity": 7,
+        "image": -1,
+        "camera": 3,
+        "listing": [(0, t0), (1, t1), (2, None)],
+    }
     q_b = {"emb": e0, "identity": 8, "image": -1, "camera": 3, "listing": [(0, None), (2, t2)]}
     return images, [q_a, q_b], dim
 
@@ -212,7 +276,10 @@ def test_hand_computed_search_ap():
 def test_hand_computed_recall_and_duplicates():
     images, queries, dim = _hand_case()
     # Image 1 listed twice: two listings with the target -> denominator 3; found 2 -> x 2/3.
-    q = dict(queries[0], listing=[(0, [0, 0, 40, 80]), (1, [100, 0, 140, 80]), (1, [100, 0, 140, 80]), (2, None)])
+    q = dict(
+        queries[0],
+        listing=[(0, [0, 0, 40, 80]), (1, [100, 0, 140, 80]), (1, [100, 0, 140, 80]), (2, None)],
+    )
     res = compare(images, [q], "explicit", dim)
     assert res.num_gt.tolist() == [3] and res.num_tp.tolist() == [2]
     assert res.ap[0] == pytest.approx(0.75 * 2 / 3)
@@ -241,7 +308,17 @@ def test_ties_inside_one_image_pick_one_true_positive():
     dim = 3
     t = [0, 0, 40, 80]
     e = np.array([1.0, 0.0, 0.0])
-    images = [{"camera": 1, "gts": [(t, 1)], "dets": [([1, 1, 41, 81], 0.9, e), ([0, 0, 40, 79], 0.9, e), ([300, 0, 340, 80], 0.9, e)]}]
+    images = [
+        {
+            "camera": 1,
+            "gts": [(t, 1)],
+            "dets": [
+                ([1, 1, 41, 81], 0.9, e),
+                ([0, 0, 40, 79], 0.9, e),
+                ([300, 0, 340, 80], 0.9, e),
+            ],
+        }
+    ]
     q = {"emb": e, "identity": 1, "image": -1, "camera": 2, "listing": [(0, t)]}
     res = compare(images, [q], "explicit", dim)
     # One threshold with 1 TP among 3 detections: AP = 1/3; the first detection is the TP.
@@ -270,16 +347,16 @@ def test_prw_galleries_exclusions():
     queries = [{"identity": 5, "image": 0, "camera": 1}, {"identity": 5, "image": -1, "camera": 2}]
     all_ = protocol_for("all", images, queries)
     mv = protocol_for("multi_view", images, queries)
-    assert all_.images[all_.image_splits[0]:all_.image_splits[1]].tolist() == [1, 2, 3]
-    assert all_.images[all_.image_splits[1]:all_.image_splits[2]].tolist() == [0, 1, 2, 3]
-    assert mv.images[mv.image_splits[0]:mv.image_splits[1]].tolist() == [2, 3]
-    assert mv.images[mv.image_splits[1]:mv.image_splits[2]].tolist() == [0, 1, 3]
+    assert all_.images[all_.image_splits[0] : all_.image_splits[1]].tolist() == [1, 2, 3]
+    assert all_.images[all_.image_splits[1] : all_.image_splits[2]].tolist() == [0, 1, 2, 3]
+    assert mv.images[mv.image_splits[0] : mv.image_splits[1]].tolist() == [2, 3]
+    assert mv.images[mv.image_splits[1] : mv.image_splits[2]].tolist() == [0, 1, 3]
     assert all_.num_listings_with_target().tolist() == [2, 3]
     assert mv.num_listings_with_target().tolist() == [1, 2]
     # The first box of the identity in an image is the target.
     row = all_.target_splits[0]
     assert all_.target_boxes[row].tolist() == [0, 0, 10, 20]
-    assert all_.target_images[all_.target_splits[0]:all_.target_splits[1]].tolist() == [1, 2]
+    assert all_.target_images[all_.target_splits[0] : all_.target_splits[1]].tolist() == [1, 2]
     assert all_.target_boxes[row + 1].tolist() == [1, 1, 11, 21]
 
 
@@ -294,8 +371,15 @@ def test_cbgm_agrees_with_brute_force_reference():
         counts = [len(q["context"]) for q in queries]
         ctx = np.array([c for q in queries for c in q["context"]]).reshape(-1, dim)
         for mode in ("explicit", "all"):
-            cb = M.CBGMContext(k1=int(rng.integers(1, 6)), k2=3, context_splits=np.r_[0, np.cumsum(counts)], context_embeddings=ctx)
-            compare(images, queries, mode, dim, cbgm=cb, strategy="pairs" if trial % 2 else "matmul")
+            cb = M.CBGMContext(
+                k1=int(rng.integers(1, 6)),
+                k2=3,
+                context_splits=np.r_[0, np.cumsum(counts)],
+                context_embeddings=ctx,
+            )
+            compare(
+                images, queries, mode, dim, cbgm=cb, strategy="pairs" if trial % 2 else "matmul"
+            )
 
 
 def test_cbgm_changes_scores_and_is_noop_without_context():
@@ -303,28 +387,61 @@ def test_cbgm_changes_scores_and_is_noop_without_context():
     e = np.eye(dim)
     t = [0, 0, 40, 80]
     # Image 0: the target (weakly similar) stands beside someone who matches the query's companion.
-    images = [{"camera": 1, "gts": [(t, 1)], "dets": [(t, 0.9, 0.6 * e[0] + 0.8 * e[1]), ([50, 0, 90, 80], 0.9, e[2])]},
-              {"camera": 1, "gts": [], "dets": [([0, 0, 40, 80], 0.9, 0.7 * e[0] + np.sqrt(0.51) * e[3])]}]
-    q = {"emb": e[0], "identity": 1, "image": -1, "camera": 2, "listing": [(0, t), (1, None)], "context": [e[2]]}
+    images = [
+        {
+            "camera": 1,
+            "gts": [(t, 1)],
+            "dets": [(t, 0.9, 0.6 * e[0] + 0.8 * e[1]), ([50, 0, 90, 80], 0.9, e[2])],
+        },
+        {
+            "camera": 1,
+            "gts": [],
+            "dets": [([0, 0, 40, 80], 0.9, 0.7 * e[0] + np.sqrt(0.51) * e[3])],
+        },
+    ]
+    q = {
+        "emb": e[0],
+        "identity": 1,
+        "image": -1,
+        "camera": 2,
+        "listing": [(0, t), (1, None)],
+        "context": [e[2]],
+    }
     gal = to_gallery(images, dim)
     gq = protocol_for("explicit", images, [q])
     plain = M.search_metrics(gal, e[:1], gq)
     assert plain.ap[0] == pytest.approx(0.5)
     cb = M.CBGMContext(k1=3, k2=2, context_splits=np.array([0, 1]), context_embeddings=e[2:3])
     reranked = M.search_metrics(gal, e[:1], gq, cbgm=cb)
-    assert reranked.ap[0] == pytest.approx(1.0)  # matched pair weights 0.6 and 1.0 -> target gets 1.0
-    none = M.CBGMContext(k1=3, k2=2, context_splits=np.array([0, 0]), context_embeddings=np.zeros((0, dim)))
+    assert reranked.ap[0] == pytest.approx(
+        1.0
+    )  # matched pair weights 0.6 and 1.0 -> target gets 1.0
+    none = M.CBGMContext(
+        k1=3, k2=2, context_splits=np.array([0, 0]), context_embeddings=np.zeros((0, dim))
+    )
     np.testing.assert_array_equal(M.search_metrics(gal, e[:1], gq, cbgm=none).ap, plain.ap)
 
 
 def test_query_context_from_gallery():
     dim = 3
     e = np.eye(dim)
-    images = [{"camera": 1, "gts": [], "dets": [([0, 0, 40, 80], 0.95, e[0]), ([1, 0, 41, 80], 0.6, e[1]),
-                                                ([100, 0, 140, 80], 0.7, e[1]), ([200, 0, 240, 80], 0.9, e[2]),
-                                                ([300, 0, 340, 80], 0.4, e[2])]}]
+    images = [
+        {
+            "camera": 1,
+            "gts": [],
+            "dets": [
+                ([0, 0, 40, 80], 0.95, e[0]),
+                ([1, 0, 41, 80], 0.6, e[1]),
+                ([100, 0, 140, 80], 0.7, e[1]),
+                ([200, 0, 240, 80], 0.9, e[2]),
+                ([300, 0, 340, 80], 0.4, e[2]),
+            ],
+        }
+    ]
     gal = to_gallery(images, dim)
-    ctx = M.query_context_from_gallery(gal, np.array([0, -1]), np.array([[0, 0, 40, 80], [0, 0, 1, 1]]), k2=4)
+    ctx = M.query_context_from_gallery(
+        gal, np.array([0, -1]), np.array([[0, 0, 40, 80], [0, 0, 1, 1]]), k2=4
+    )
     assert ctx.context_splits.tolist() == [0, 2, 2]  # overlapping and below-threshold ones dropped
     np.testing.assert_array_equal(ctx.context_embeddings, [e[2], e[1]])  # most confident first
 
@@ -341,8 +458,16 @@ def test_detection_agrees_with_loop_reference(labeled_only):
         gal = to_gallery(images, 5)
         gt_boxes, gt_ids, gt_splits = to_gt(images)
         for thresh in (0.5, 0.01):
-            got = M.detection_metrics(gt_boxes, gt_splits, gal.boxes, gal.scores, gal.splits, gt_labeled=gt_ids >= 0,
-                                      labeled_only=labeled_only, score_thresh=thresh)
+            got = M.detection_metrics(
+                gt_boxes,
+                gt_splits,
+                gal.boxes,
+                gal.scores,
+                gal.splits,
+                gt_labeled=gt_ids >= 0,
+                labeled_only=labeled_only,
+                score_thresh=thresh,
+            )
             ap, recall = ref.detection(images, score_thresh=thresh, labeled_only=labeled_only)
             assert got.ap == pytest.approx(ap, abs=1e-9)
             assert got.recall == pytest.approx(recall, abs=1e-9)
@@ -353,12 +478,22 @@ def test_detection_hand_case():
     # Image 0: gts 0, 1 (gt 1 unlabeled); image 1: gt 2.
     dets = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 0, 30, 10], [80, 0, 90, 10]], dtype=float)
     scores = np.array([0.9, 0.95, 0.8, 0.7])
-    r = M.detection_metrics(gts, [0, 2, 3], dets, scores, [0, 3, 4], gt_labeled=np.array([True, False, True]))
+    r = M.detection_metrics(
+        gts, [0, 2, 3], dets, scores, [0, 3, 4], gt_labeled=np.array([True, False, True])
+    )
     # det0 and det1 both best-match gt0; gt0's best det is det0 (IoU 1) -> TP; det1 FP; det2 TP (gt1);
     # det3 FP. Ranked .95 F, .9 T, .8 T, .7 F: AP = 1/2*1/2 + 1/2*2/3; recall 2/3.
     assert r.recall == pytest.approx(2 / 3)
     assert r.ap == pytest.approx((0.25 + 1 / 3) * 2 / 3)
-    lab = M.detection_metrics(gts, [0, 2, 3], dets, scores, [0, 3, 4], gt_labeled=np.array([True, False, True]), labeled_only=True)
+    lab = M.detection_metrics(
+        gts,
+        [0, 2, 3],
+        dets,
+        scores,
+        [0, 3, 4],
+        gt_labeled=np.array([True, False, True]),
+        labeled_only=True,
+    )
     # Labeled: gt0 (image 0) and gt2 (image 1); det2 now an FP. Ranked .95F .9T .8F .7F: AP 1/2, recall 1/2.
     assert lab.recall == pytest.approx(0.5)
     assert lab.ap == pytest.approx(0.5 * 0.5)
@@ -377,17 +512,30 @@ def test_edge_cases_give_defined_numbers():
     assert res.mAP == 0.0 and res.accuracy() == {1: 0.0, 5: 0.0, 10: 0.0} and res.num_queries == 0
 
     # Every detection below the threshold.
-    res = M.search_metrics(gal, np.array([q["emb"] for q in queries]), protocol_for("all", images, queries), score_thresh=2.0)
+    res = M.search_metrics(
+        gal,
+        np.array([q["emb"] for q in queries]),
+        protocol_for("all", images, queries),
+        score_thresh=2.0,
+    )
     assert np.all(res.ap == 0) and not res.hits.any() and np.all(res.ranked_dets == -1)
 
     # A gallery without any detection.
     bare = [dict(im, dets=[]) for im in images]
-    res = M.search_metrics(to_gallery(bare, dim), np.array([q["emb"] for q in queries]), protocol_for("multi_view", bare, queries))
+    res = M.search_metrics(
+        to_gallery(bare, dim),
+        np.array([q["emb"] for q in queries]),
+        protocol_for("multi_view", bare, queries),
+    )
     assert np.all(res.ap == 0) and np.isfinite(res.mAP)
 
     # A query whose target is nowhere: AP 0, counted in the mean and reported.
     q = dict(queries[0], identity=12345, listing=[(0, None), (1, None)])
-    res = M.search_metrics(gal, np.array([q["emb"], queries[1]["emb"]]), protocol_for("explicit", images, [q, queries[1]]))
+    res = M.search_metrics(
+        gal,
+        np.array([q["emb"], queries[1]["emb"]]),
+        protocol_for("explicit", images, [q, queries[1]]),
+    )
     assert res.ap[0] == 0.0 and res.num_gt[0] == 0 and res.num_queries_without_target >= 1
     assert np.isfinite(res.mAP)
 
@@ -423,7 +571,9 @@ def test_pairs_scoring_in_small_chunks_equals_matmul(monkeypatch):
     from stl_search.evaluation import search_kernels as SK
 
     original = SK.flat_chunks
-    monkeypatch.setattr(SK, "flat_chunks", lambda offsets, splits: original(offsets, splits, budget=50))
+    monkeypatch.setattr(
+        SK, "flat_chunks", lambda offsets, splits: original(offsets, splits, budget=50)
+    )
     assert len(SK.flat_chunks(np.arange(0, 400, 10), np.zeros(40, dtype=np.int64))) > 5
     sparse = M.search_metrics(gal, q_emb, protos, strategy="pairs")
     for a, b in zip(dense, sparse):

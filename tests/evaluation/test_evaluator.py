@@ -1,4 +1,5 @@
 """PersonSearchEvaluator end to end on tiny registered data sets with fake model outputs."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,11 @@ import pytest
 from detectron2.config import get_cfg
 from detectron2.utils import comm
 
-import ps_eval_fixtures as F
-import ps_eval_reference as ref
 from stl_search.config import add_stl_search_config
 from stl_search.evaluation import PersonSearchEvaluator
+
+from . import fixtures as F
+from . import seqnet_reference as ref
 
 
 def run(evaluator, gallery, queries, rng=None, split_calls=True):
@@ -74,14 +76,27 @@ def test_prw_random_embeddings_match_loop_reference():
         inst = out["instances"]
         emb = inst.pred_embeddings.numpy().astype(np.float64)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        images.append({"camera": d["camera_id"], "gts": [(a["bbox"], a["identity"]) for a in d["annotations"]],
-                       "dets": [(b.tolist(), float(s), e) for b, s, e in zip(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), emb)]})
+        images.append(
+            {
+                "camera": d["camera_id"],
+                "gts": [(a["bbox"], a["identity"]) for a in d["annotations"]],
+                "dets": [
+                    (b.tolist(), float(s), e)
+                    for b, s, e in zip(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), emb)
+                ],
+            }
+        )
     ids = [d["image_id"] for d in gallery]
     for mode, key in (("all", "search"), ("multi_view", "search_multi_view")):
         aps, top1 = [], []
         for q, out in zip(queries, qo):
             e = out["query_embedding"].numpy().astype(np.float64)
-            rq = {"emb": e / np.linalg.norm(e), "identity": q["identity"], "image": ids.index(q["image_id"]), "camera": q["camera_id"]}
+            rq = {
+                "emb": e / np.linalg.norm(e),
+                "identity": q["identity"],
+                "image": ids.index(q["image_id"]),
+                "camera": q["camera_id"],
+            }
             ap, hits, *_ = ref.search_one(rq, images, mode)
             aps.append(ap)
             top1.append(hits[0])
@@ -105,7 +120,10 @@ def test_cuhk_gallery_sizes_queries_once_json_and_curve(tmp_path):
     assert res["search_g3"]["top1"] == pytest.approx(100.0)
     data = json.loads((tmp_path / f"person_search_{gname}.json").read_text())
     assert data["searches"]["g3"]["queries"][0]["num_gt"] == 2
-    assert "ranked" in data["searches"]["g2"]["queries"][0] and "ranked" not in data["searches"]["g3"]["queries"][0]
+    assert (
+        "ranked" in data["searches"]["g2"]["queries"][0]
+        and "ranked" not in data["searches"]["g3"]["queries"][0]
+    )
     png = tmp_path / f"gallery_size_{gname}.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

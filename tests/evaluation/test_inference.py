@@ -1,11 +1,13 @@
 """inference_on_person_search with a tiny fake model module."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-import ps_eval_fixtures as F
 from stl_search.evaluation import PersonSearchEvaluator, inference_on_person_search
+
+from . import fixtures as F
 
 
 class FakePersonSearch(nn.Module):
@@ -19,11 +21,15 @@ class FakePersonSearch(nn.Module):
         self.calls = []
 
     def forward(self, batched_inputs):
-        self.calls.append((self.training, torch.is_grad_enabled(), "query_boxes" in batched_inputs[0]))
+        self.calls.append(
+            (self.training, torch.is_grad_enabled(), "query_boxes" in batched_inputs[0])
+        )
         out = []
         for inp in batched_inputs:
             if "query_boxes" in inp:
-                out.append({"query_embedding": torch.from_numpy(F.identity_embedding(inp["identity"]))})
+                out.append(
+                    {"query_embedding": torch.from_numpy(F.identity_embedding(inp["identity"]))}
+                )
             else:
                 out.append(self.by_id[inp["image_id"]])
         return out
@@ -33,12 +39,28 @@ def test_inference_on_person_search_runs_both_loaders():
     gname, qname, gallery, queries = F.register_prw()
     model = FakePersonSearch(gallery)
     model.train()
-    gallery_loader = [[{"image_id": d["image_id"], "height": d["height"], "width": d["width"]}] for d in gallery]
+    gallery_loader = [
+        [{"image_id": d["image_id"], "height": d["height"], "width": d["width"]}] for d in gallery
+    ]
     query_loader = [
-        [{"image_id": q["image_id"], "query_boxes": torch.tensor([q["query_box"]]), "identity": q["identity"],
-          "query_index": q["query_index"]} for q in queries[:2]],
-        [{"image_id": q["image_id"], "query_boxes": torch.tensor([q["query_box"]]), "identity": q["identity"],
-          "query_index": q["query_index"]} for q in queries[2:]],
+        [
+            {
+                "image_id": q["image_id"],
+                "query_boxes": torch.tensor([q["query_box"]]),
+                "identity": q["identity"],
+                "query_index": q["query_index"],
+            }
+            for q in queries[:2]
+        ],
+        [
+            {
+                "image_id": q["image_id"],
+                "query_boxes": torch.tensor([q["query_box"]]),
+                "identity": q["identity"],
+                "query_index": q["query_index"],
+            }
+            for q in queries[2:]
+        ],
     ]
     ev = PersonSearchEvaluator(gname, qname)
     res = inference_on_person_search(model, gallery_loader, query_loader, ev)

@@ -1,9 +1,11 @@
 """Paper 4.3 schedule: 3.5e-5 -> 3.5e-4 linearly over 10 epochs, x0.1 at epochs 40 and 70."""
+
 import pytest
 import torch
 
-from reid_helpers import tiny_reid_cfg
 from stl_search.reid.trainer import build_reid_lr_scheduler, iters_per_epoch
+
+from .helpers import tiny_reid_cfg
 
 
 def test_warmup_and_steps_in_epochs():

@@ -1,4 +1,5 @@
 """Class-aware P x K sampler and the plain shuffled sampler of STL step 1."""
+
 import itertools
 from collections import Counter
 
@@ -35,7 +36,9 @@ def test_every_batch_is_p_identities_by_k_with_repeats_only_when_short():
             if counts[pid] >= 4:
                 assert len(set(crops)) == 4, "repeats although the identity has >= K crops"
             else:
-                assert set(crops) == {i for i, l in enumerate(labels) if l == pid}, "a short identity must use all its crops"
+                assert set(crops) == {i for i, l in enumerate(labels) if l == pid}, (
+                    "a short identity must use all its crops"
+                )
 
 
 def test_an_epoch_covers_every_identity():
@@ -43,7 +46,9 @@ def test_an_epoch_covers_every_identity():
     s = PKSampler(labels, p=3, k=4, seed=2, rank=0, world_size=1)
     assert s.batches_per_epoch == 4  # ceil(11 / 3)
     for epoch in range(3):
-        seen = {labels[i] for b in range(s.batches_per_epoch) for i in s.global_batch(epoch * 4 + b)}
+        seen = {
+            labels[i] for b in range(s.batches_per_epoch) for i in s.global_batch(epoch * 4 + b)
+        }
         assert seen == set(range(11))
 
 
@@ -64,11 +69,22 @@ def test_deterministic_for_a_seed_and_resumable_at_any_iteration():
     a = list(itertools.islice(iter(PKSampler(labels, 3, 4, seed=5, rank=0, world_size=1)), 12 * 10))
     b = list(itertools.islice(iter(PKSampler(labels, 3, 4, seed=5, rank=0, world_size=1)), 12 * 10))
     c = list(itertools.islice(iter(PKSampler(labels, 3, 4, seed=6, rank=0, world_size=1)), 12 * 10))
-    resumed = list(itertools.islice(iter(PKSampler(labels, 3, 4, seed=5, start_iter=7, rank=0, world_size=1)), 12 * 3))
+    resumed = list(
+        itertools.islice(
+            iter(PKSampler(labels, 3, 4, seed=5, start_iter=7, rank=0, world_size=1)), 12 * 3
+        )
+    )
     assert a == b and a != c
-    assert resumed == a[12 * 7:]
-    positions = [p for _, p in itertools.islice(PKSampler(labels, 3, 4, seed=5, start_iter=7, rank=0,
-                                                          world_size=1).iter_with_positions(), 12)]
+    assert resumed == a[12 * 7 :]
+    positions = [
+        p
+        for _, p in itertools.islice(
+            PKSampler(
+                labels, 3, 4, seed=5, start_iter=7, rank=0, world_size=1
+            ).iter_with_positions(),
+            12,
+        )
+    ]
     assert positions == list(range(12 * 7, 12 * 8))
 
 

@@ -1,21 +1,25 @@
 """STL step 2: ReIDNet weights → person-search keys, loaded into a real PersonSearchRCNN."""
+
 import pytest
 import torch
 from detectron2.modeling import build_model
 
-from reid_helpers import tiny_reid_cfg
-from tiny_configs import tiny_person_search_cfg
 from stl_search.reid.export import (
     PERSON_SEARCH_UNINITIALISED,
     crop_size_mismatch,
     describe_missing_keys,
     export_for_person_search,
     load_model_state_dict,
-    main as export_main,
     save_person_search_init,
+)
+from stl_search.reid.export import (
+    main as export_main,
 )
 from stl_search.reid.model import ReIDNet
 from stl_search.utils.checkpoint import AtomicCheckpointer
+
+from ..tiny_configs import tiny_person_search_cfg
+from .helpers import tiny_reid_cfg
 
 
 def _randomised_reid_net():
@@ -38,7 +42,9 @@ def _expected_missing(model):
 
 
 @pytest.mark.parametrize("mrfp,freeze_at", [(True, 0), (True, 2), (False, 0)])
-def test_export_loads_into_person_search_with_exactly_the_detector_and_classifier_missing(tmp_path, mrfp, freeze_at):
+def test_export_loads_into_person_search_with_exactly_the_detector_and_classifier_missing(
+    tmp_path, mrfp, freeze_at
+):
     net = _randomised_reid_net()
     reid_sd = net.state_dict()
     pretrain = tmp_path / "model_final.pth"
@@ -92,27 +98,37 @@ def test_export_rejects_unknown_keys_and_accepts_ddp_prefix(tmp_path):
     assert load_model_state_dict(str(tmp_path / "c.pth")).keys() == sd.keys()
 
 
-@pytest.mark.parametrize("stl_cfg,ps_cfg,neck", [
-    ("STL/synthetic.yaml", "synthetic/person_search.yaml", True),
-    ("STL/PRW.yaml", "PRW/stl_mrfp.yaml", True),
-    ("STL/CUHK-SYSU.yaml", "CUHK-SYSU/stl.yaml", False),
-])
-def test_stl_config_export_loads_into_its_person_search_config(tmp_path, repo_root, stl_cfg, ps_cfg, neck):
+@pytest.mark.parametrize(
+    "stl_cfg,ps_cfg,neck",
+    [
+        ("STL/synthetic.yaml", "synthetic/person_search.yaml", True),
+        ("STL/PRW.yaml", "PRW/stl_mrfp.yaml", True),
+        ("STL/CUHK-SYSU.yaml", "CUHK-SYSU/stl.yaml", False),
+    ],
+)
+def test_stl_config_export_loads_into_its_person_search_config(
+    tmp_path, repo_root, stl_cfg, ps_cfg, neck
+):
     """The STL configs and the person-search configs they initialise share one backbone."""
     from stl_search.engine.setup import load_config
 
     reid_cfg = load_config(f"{repo_root}/configs/{stl_cfg}")
-    ps_cfg = load_config(f"{repo_root}/configs/{ps_cfg}",
-                         ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "7", "MODEL.DEVICE", "cpu"])
+    ps_cfg = load_config(
+        f"{repo_root}/configs/{ps_cfg}",
+        ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "7", "MODEL.DEVICE", "cpu"],
+    )
     save_person_search_init(
         export_for_person_search(ReIDNet(reid_cfg, num_classes=7).state_dict(), mrfp_neck=neck),
-        str(tmp_path / "init.pth"))
+        str(tmp_path / "init.pth"),
+    )
     model = build_model(ps_cfg)
     incompatible = _load(model, str(tmp_path / "init.pth"))
     assert set(incompatible.missing_keys) == _expected_missing(model)
     assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
     # ... and the pretraining crops cover what the identification RoIs cover.
-    assert crop_size_mismatch(reid_cfg.REID.INPUT.SIZE, model.roi_heads.id_pooler.output_shape) is None
+    assert (
+        crop_size_mismatch(reid_cfg.REID.INPUT.SIZE, model.roi_heads.id_pooler.output_shape) is None
+    )
 
 
 @pytest.mark.parametrize("crop,warns", [((64, 32), False), ((32, 16), True)])
@@ -120,8 +136,11 @@ def test_loading_warns_when_pretraining_crops_do_not_match_the_id_rois(tmp_path,
     """tiny_person_search_cfg: 8x4 identification RoIs on the stride-8 res3, i.e. 64x32 crops."""
     import logging
 
-    save_person_search_init(export_for_person_search(_randomised_reid_net().state_dict()),
-                            str(tmp_path / "init.pth"), reid_input_size=crop)
+    save_person_search_init(
+        export_for_person_search(_randomised_reid_net().state_dict()),
+        str(tmp_path / "init.pth"),
+        reid_input_size=crop,
+    )
     model = build_model(tiny_person_search_cfg())
     checkpointer = AtomicCheckpointer(model)
     records = []

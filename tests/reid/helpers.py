@@ -1,11 +1,12 @@
-"""Helpers of the STL tests (imported by name: pytest puts this folder on ``sys.path``)."""
+"""Helpers of the STL tests."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
 import torch
 
-from tiny_configs import narrow_backbone_cfg
+from ..tiny_configs import narrow_backbone_cfg
 
 
 def tiny_reid_cfg(depth: int = 50, output_dir: str = ""):
@@ -23,8 +24,16 @@ def tiny_reid_cfg(depth: int = 50, output_dir: str = ""):
     return cfg
 
 
-def make_crops(num_ids: int, per_id: int, size=(32, 16), seed: int = 0, cams: int = 2, noise: float = 30.0,
-               shift: float = 60.0, first_id: int = 0) -> Tuple[List[Dict], List[Dict]]:
+def make_crops(
+    num_ids: int,
+    per_id: int,
+    size=(32, 16),
+    seed: int = 0,
+    cams: int = 2,
+    noise: float = 30.0,
+    shift: float = 60.0,
+    first_id: int = 0,
+) -> Tuple[List[Dict], List[Dict]]:
     """In-memory person crops: identity ``i`` is a fixed random 4x2 colour pattern (from ``seed``
     and ``i``), upsampled, plus a random per-crop colour shift (a nuisance that a random network
     mostly encodes) and pixel noise. Returns ``(items, records)`` in the crop set's formats
@@ -38,8 +47,15 @@ def make_crops(num_ids: int, per_id: int, size=(32, 16), seed: int = 0, cams: in
             offset = shift * (2 * torch.rand(3, 1, 1, generator=g) - 1)
             img = base + offset + noise * torch.randn(base.shape, generator=g)
             items.append({"image": img.clamp(0, 255).to(torch.uint8)})
-            records.append({"identity": pid, "person_id": pid - first_id, "camera_id": j % cams,
-                            "file_name": f"id{pid}_{j}_s{seed}.jpg", "bbox": [0, 0, size[1], size[0]]})
+            records.append(
+                {
+                    "identity": pid,
+                    "person_id": pid - first_id,
+                    "camera_id": j % cams,
+                    "file_name": f"id{pid}_{j}_s{seed}.jpg",
+                    "bbox": [0, 0, size[1], size[0]],
+                }
+            )
     return items, records
 
 
