@@ -1,10 +1,13 @@
-"""The Table 2 runner: which rows it trains, their folders, how the table is printed (no training)."""
+"""The Table 2 runner: its rows (the row configs), their folders, the table (no training)."""
 
 import importlib.util
 import json
 import os
 
 import pytest
+from detectron2.config import get_cfg
+
+from stl_search.config import add_stl_search_config
 
 
 @pytest.fixture(scope="module")
@@ -17,22 +20,51 @@ def table2(repo_root):
     return module
 
 
-def test_rows_and_their_folders(table2):
-    rows = table2.table_rows("stl.pth", "")
-    assert [table2.row_slug(name) for name, _, _ in rows] == [
+def test_rows_are_the_row_configs_in_table_order(table2):
+    rows = table2.table_rows("synthetic", "stl.pth", "")
+    assert [(table2.row_slug(r.name), r.config, r.weights) for r in rows] == [
+        ("random_init", "configs/synthetic/random_init.yaml", ""),
+        ("stl", "configs/synthetic/stl.yaml", "stl.pth"),
+        ("stl_plus_mrfp", "configs/synthetic/stl_mrfp.yaml", "stl.pth"),
+        ("random_init_plus_mrfp", "configs/synthetic/random_init_mrfp.yaml", ""),
+    ]
+    prw = table2.table_rows("prw", "stl.pth", "in.pth")
+    assert [table2.row_slug(r.name) for r in prw] == [
         "random_init",
+        "imagenet",
         "stl",
         "stl_plus_mrfp",
         "random_init_plus_mrfp",
+        "imagenet_plus_mrfp",
     ]
-    assert [(w, m) for _, w, m in rows] == [
-        ("", False),
-        ("stl.pth", False),
-        ("stl.pth", True),
-        ("", True),
-    ]
-    with_imagenet = [table2.row_slug(n) for n, _, _ in table2.table_rows("stl.pth", "in.pth")]
-    assert with_imagenet[1] == "imagenet" and with_imagenet[-1] == "imagenet_plus_mrfp"
+    assert [r.weights for r in prw if "ImageNet" in r.name] == ["in.pth", "in.pth"]
+    assert not any("ImageNet" in r.name for r in table2.table_rows("prw", "stl.pth", ""))
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "prw", "cuhk_sysu"])
+def test_each_row_config_sets_the_mrfp_and_initialisation_its_name_says(table2, dataset):
+    for row in table2.table_rows(dataset, "stl.pth", "in.pth"):
+        cfg = add_stl_search_config(get_cfg())
+        cfg.merge_from_file(os.path.join(table2.REPO, row.config))
+        assert cfg.MODEL.MRFP.ENABLED == row.name.endswith("+ MRFP"), row
+        assert (cfg.MODEL.WEIGHTS == "") == ("random init" in row.name), row
+
+
+def test_two_configs_for_one_row_are_refused(table2, tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text('# Table 2, row 3, "Baseline (STL)".\n')
+    monkeypatch.setattr(table2, "REPO", str(tmp_path))
+    with pytest.raises(ValueError, match="row"):
+        table2.row_configs(".")
+
+
+def test_imagenet_weights_without_imagenet_rows_are_refused(table2, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        table2.main(
+            ["--stl-weights", "x.pth", "--output", str(tmp_path), "--imagenet-weights", "i"]
+        )
+    assert exc.value.code == 2
+    assert "no ImageNet row" in capsys.readouterr().err
 
 
 def test_unknown_row_is_named_before_anything_runs(table2, tmp_path, capsys):

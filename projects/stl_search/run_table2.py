@@ -2,47 +2,77 @@
 """The paper's Table 2 (effect of STL and MRFP) on a chosen data set, printed as one table.
 
     python projects/stl_search/run_table2.py --dataset synthetic [--seeds 0 1 2]
-    python projects/stl_search/run_table2.py --dataset prw --stl-weights output/stl_prw/stl_init.pth \
-        [--imagenet-weights r50_ibn_a_d2.pth] [--num-gpus 8]
+    python projects/stl_search/run_table2.py --dataset prw \
+        --stl-weights output/stl_prw/stl_init.pth [--imagenet-weights r50_ibn_a_d2.pth] \
+        [--num-gpus 8]
 
-Rows: random init; STL; STL + MRFP; random init + MRFP; and, with ``--imagenet-weights`` (a file
-made by ``python -m stl_search.tools.convert_imagenet``), ImageNet and ImageNet + MRFP. Each row is
-trained and then evaluated by train_net.py; the table is read back from each
-row's ``eval_metrics.json`` and written to ``<output>/table2.md``. For the synthetic set, the STL weights
-are pretrained first when ``--stl-weights`` is not given. Several seeds give mean ± std.
+Rows: the config files of the data set's folder (``configs/PRW``, ``configs/CUHK-SYSU``,
+``configs/synthetic``) whose first line names a Table 2 row, ``# Table 2, row N, "<name>"``; each
+carries its own ``MODEL.MRFP.ENABLED``, and ``MODEL.WEIGHTS`` comes from ``--stl-weights`` or
+``--imagenet-weights`` (a file made by ``python -m stl_search.tools.convert_imagenet``; the
+ImageNet rows run only with it) or is empty (random init). Each row is trained and then evaluated
+by train_net.py; the table is read back from each row's ``eval_metrics.json`` and written to
+``<output>/table2.md``. For the synthetic set, the STL weights are pretrained first when
+``--stl-weights`` is not given. Several seeds give mean ± std.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = {
-    "synthetic": ("configs/synthetic/person_search.yaml", "configs/STL/synthetic.yaml"),
-    "prw": ("configs/PRW/stl_mrfp.yaml", "configs/STL/PRW.yaml"),
-    "cuhk_sysu": ("configs/CUHK-SYSU/stl_mrfp.yaml", "configs/STL/CUHK-SYSU.yaml"),
+# Per data set: the folder of its Table 2 row configs, and its STL pretraining config.
+DATASETS = {
+    "synthetic": ("configs/synthetic", "configs/STL/synthetic.yaml"),
+    "prw": ("configs/PRW", "configs/STL/PRW.yaml"),
+    "cuhk_sysu": ("configs/CUHK-SYSU", "configs/STL/CUHK-SYSU.yaml"),
 }
 METRICS = (("search", "mAP"), ("search", "top1"), ("detection", "AP"), ("detection", "recall"))
+# The first line of a row config: its number and name; the name says the initialisation.
+_ROW_LINE = re.compile(
+    r'^# Table 2, row (\d+), "(Baseline \((random init|ImageNet|STL)\)(?: \+ MRFP)?)"'
+)
 
 
-def table_rows(stl_weights: str, imagenet_weights: Optional[str]) -> List[Tuple[str, str, bool]]:
-    """(row name, MODEL.WEIGHTS, MRFP on) for each Table 2 row that can run."""
-    rows = [
-        ("Baseline (random init)", "", False),
-        ("Baseline (STL)", stl_weights, False),
-        ("Baseline (STL) + MRFP", stl_weights, True),
-        ("Baseline (random init) + MRFP", "", True),
+class Row(NamedTuple):
+    """One Table 2 row: its name, its config file (relative to the repository) and weights."""
+
+    name: str
+    config: str
+    weights: str
+
+
+def row_configs(config_dir: str) -> List[Tuple[int, str, str, str]]:
+    """``(number, name, initialisation, config)`` of each row config in ``config_dir``, by row."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(REPO, config_dir, "*.yaml"))):
+        with open(path) as f:
+            match = _ROW_LINE.match(f.readline())
+        if match:
+            config = os.path.relpath(path, REPO)
+            found.append((int(match.group(1)), match.group(2), match.group(3), config))
+    numbers = [number for number, *_ in found]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{config_dir}: two configs claim the same Table 2 row: {found}")
+    return sorted(found)
+
+
+def table_rows(dataset: str, stl_weights: str, imagenet_weights: Optional[str]) -> List[Row]:
+    """The rows of ``dataset`` that can run: the ImageNet ones only with ``imagenet_weights``."""
+    weights = {"random init": "", "STL": stl_weights, "ImageNet": imagenet_weights}
+    return [
+        Row(name, config, weights[init])
+        for _, name, init, config in row_configs(DATASETS[dataset][0])
+        if init != "ImageNet" or imagenet_weights
     ]
-    if imagenet_weights:
-        rows[1:1] = [("Baseline (ImageNet)", imagenet_weights, False)]
-        rows.append(("Baseline (ImageNet) + MRFP", imagenet_weights, True))
-    return rows
 
 
 def row_slug(name: str) -> str:
@@ -64,15 +94,13 @@ def _run(cmd: Sequence[str]) -> None:
 
 
 def run_row(
-    config: str,
-    weights: str,
-    mrfp: bool,
+    row: Row,
     seed: int,
     out_dir: str,
     launch_args: List[str],
     extra: List[str],
 ) -> Dict[str, dict]:
-    """Train and evaluate one row (skipped when its eval_metrics.json exists); return its metrics."""
+    """Train and evaluate one row (skipped if its eval_metrics.json exists); return its metrics."""
     metrics_path = os.path.join(out_dir, "eval_metrics.json")
     if not os.path.exists(metrics_path):  # training ends with the evaluation, which writes it
         _run(
@@ -80,15 +108,13 @@ def run_row(
                 sys.executable,
                 "train_net.py",
                 "--config-file",
-                config,
+                row.config,
                 "--resume",
                 *launch_args,
                 "MODEL.WEIGHTS",
-                weights,
+                row.weights,
                 "OUTPUT_DIR",
                 out_dir,
-                "MODEL.MRFP.ENABLED",
-                str(mrfp),
                 "SEED",
                 str(seed),
                 *extra,
@@ -120,7 +146,7 @@ def main(argv: Sequence[str] = None) -> str:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", choices=sorted(CONFIGS), default="synthetic")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
     parser.add_argument(
         "--stl-weights", default="", help="STL export (stl_init.pth) of the data set"
     )
@@ -135,15 +161,18 @@ def main(argv: Sequence[str] = None) -> str:
         nargs="+",
         default=None,
         metavar="SLUG",
-        help="run only these rows, by folder name: random_init stl stl_plus_mrfp "
-        "random_init_plus_mrfp (imagenet imagenet_plus_mrfp)",
+        help="run only these rows, by folder name (e.g. random_init stl stl_plus_mrfp "
+        "random_init_plus_mrfp imagenet imagenet_plus_mrfp)",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every row")
     args = parser.parse_args(argv)
-    config, stl_config = CONFIGS[args.dataset]
+    config_dir, stl_config = DATASETS[args.dataset]
     out = os.path.abspath(args.output or os.path.join(REPO, "output", f"table2_{args.dataset}"))
     launch_args = ["--num-gpus", str(args.num_gpus)]
 
+    imagenet = args.imagenet_weights
+    if imagenet and not any(init == "ImageNet" for *_, init, _ in row_configs(config_dir)):
+        parser.error(f"--imagenet-weights: {config_dir} has no ImageNet row")
     stl_weights = args.stl_weights
     if not stl_weights:
         if args.dataset != "synthetic":
@@ -166,19 +195,17 @@ def main(argv: Sequence[str] = None) -> str:
                 ]
             )
 
-    rows = {row_slug(row[0]): row for row in table_rows(stl_weights, args.imagenet_weights)}
+    rows = {row_slug(row.name): row for row in table_rows(args.dataset, stl_weights, imagenet)}
     if args.rows:
         unknown = set(args.rows) - rows.keys()
         if unknown:
             parser.error(f"--rows: unknown {sorted(unknown)}; choose from {list(rows)}")
         rows = {slug: row for slug, row in rows.items() if slug in args.rows}
     results: Dict[str, List[Dict[str, dict]]] = {}
-    for slug, (name, weights, mrfp) in rows.items():
-        results[name] = [
+    for slug, row in rows.items():
+        results[row.name] = [
             run_row(
-                config,
-                weights,
-                mrfp,
+                row,
                 seed,
                 os.path.join(out, f"{slug}_seed{seed}"),
                 launch_args,
