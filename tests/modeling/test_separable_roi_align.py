@@ -62,9 +62,8 @@ def test_adaptive_sampling_and_empty_inputs_fall_back():
 def test_id_poolers_use_it_for_aligned_roi_align_only(cfg):
     shapes = {"res2": ShapeSpec(channels=32, stride=4), "res3": ShapeSpec(channels=64, stride=8)}
     pooler = build_id_pooler(cfg, shapes)
-    assert isinstance(pooler.low_pooler, SeparableRoIAlign) and isinstance(
-        pooler.high_pooler, SeparableRoIAlign
-    )
+    assert isinstance(pooler.low.pooler, SeparableRoIAlign)
+    assert isinstance(pooler.high.pooler, SeparableRoIAlign)
     cfg.MODEL.ID_HEAD.POOLER_TYPE = "ROIAlign"
     cfg.MODEL.MRFP.ENABLED = False
     assert isinstance(build_id_pooler(cfg, shapes).pooler, ROIPooler)
