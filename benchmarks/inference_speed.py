@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -42,6 +43,7 @@ from collections import defaultdict
 from typing import Callable, Dict, List, Tuple
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -97,8 +99,6 @@ def peak_mib(device: str) -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -128,8 +128,6 @@ def interleaved(fns: Dict[str, Callable[[], object]], device: str, warmup: int, 
 
 def gmacs(fn: Callable[[], object]) -> float:
     """Multiply-accumulates (10^9) of one call, as counted by ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 2e9
@@ -207,7 +205,8 @@ def main() -> int:
     )
     print(
         f"device: {name}; torch {torch.__version__}; config {os.path.relpath(args.config)}; "
-        f"{args.persons} detections/image; medians over {args.iters} interleaved rounds (after {args.warmup} warm-up)"
+        f"{args.persons} detections/image; medians over {args.iters} interleaved rounds "
+        f"(after {args.warmup} warm-up)"
     )
 
     models = {
@@ -241,16 +240,18 @@ def main() -> int:
             return statistics.median(x[i] / y[i] for x, y in zip(runs[a], runs[b]))
 
         print(
-            f"\n== {w}x{h}  (detections per image: baseline {n_det['baseline']}, mrfp {n_det['mrfp']})"
+            f"\n== {w}x{h}  (detections per image: baseline {n_det['baseline']}, "
+            f"mrfp {n_det['mrfp']})"
         )
         print(
-            f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} {'peak MiB':>9s}"
-            f" {'GMAC':>6s}"
+            f"{'':9s} {'sec/img':>8s} {'img/s':>6s} {'x floor':>8s} {'cpu s':>7s} {'x floor':>8s} "
+            f"{'peak MiB':>9s} {'GMAC':>6s}"
         )
         for key in ("floor", "baseline", "mrfp"):
             print(
                 f"{key:9s} {med(key, 0):8.3f} {1 / med(key, 0):6.2f} {ratio(key, 'floor', 0):8.2f} "
-                f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f} {work[key]:6.1f}"
+                f"{med(key, 1):7.2f} {ratio(key, 'floor', 1):8.2f} {peaks[key]:9.0f} "
+                f"{work[key]:6.1f}"
             )
         over = (
             ratio("mrfp", "baseline", 0) - 1,

@@ -6,8 +6,9 @@
 The two RoI Aligns of the identification branch at 960x640 (ResNet-50 widths): 64x32 on the
 256-channel stride-4 ``res2`` (MRFP's low level) and 32x16 on the 512-channel stride-8 ``res3``,
 for ``--persons`` person boxes, sampling ratio 2, aligned. Forward alone (inference) and forward +
-backward (training), timed interleaved in one run (``inference_speed.interleaved``); the ratio is torchvision / separable. Also
-prints the largest difference of the outputs and input gradients (float rounding).
+backward (training), timed interleaved in one run (``inference_speed.interleaved``); the ratio
+is torchvision / separable. Also prints the largest difference of the outputs and input
+gradients (float rounding).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def main() -> int:
                 for key in ("torchvision", "separable")
             )
             print(
-                f"  {mode:17s} torchvision {1000 * tv:7.1f} ms   separable {1000 * sp:7.1f} ms   ratio {tv / sp:5.1f}x"
+                f"  {mode:17s} torchvision {1000 * tv:7.1f} ms   "
+                f"separable {1000 * sp:7.1f} ms   ratio {tv / sp:5.1f}x"
             )
     return 0
 

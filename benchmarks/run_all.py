@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Run every benchmark in one go and keep their outputs (``make bench``).
 
-    python benchmarks/run_all.py [--only inference_speed roi_align_speed eval_speed train_speed] [--threads 2]
+    python benchmarks/run_all.py [--only inference_speed roi_align_speed eval_speed train_speed] \
+        [--threads 2]
 
 Each benchmark prints its own figures and ratios; this driver runs them one after another (never
 in parallel: they compete for the same cores), tees each output to
@@ -16,15 +17,15 @@ import subprocess
 import sys
 import time
 
+import torch
+from machine import cpu_line  # this folder is on sys.path when run as a script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = ("inference_speed", "roi_align_speed", "eval_speed", "train_speed")
 
 
 def machine_line() -> str:
     """CPU model, core count, GPU and torch version: the context every figure needs."""
-    import torch
-    from machine import cpu_line
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu_line()}, {gpu}, torch {torch.__version__}"
 

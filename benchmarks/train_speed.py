@@ -2,7 +2,8 @@
 """Training throughput: STL Re-ID pretraining (images/s, share of time waiting for data) and
 person-search training (seconds per iteration), on the synthetic data set, in one run.
 
-    python benchmarks/train_speed.py [--threads 2] [--iters 30] [--reid-config configs/STL/synthetic.yaml]
+    python benchmarks/train_speed.py [--threads 2] [--iters 30] \
+        [--reid-config configs/STL/synthetic.yaml]
         [--ps-config configs/synthetic/person_search.yaml]
 
 Each config runs with its own loader settings (``DATALOADER.NUM_WORKERS``): the figure is what a
@@ -22,12 +23,23 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+import stl_search  # noqa: E402,F401  (registers the model and data sets)
+from stl_search.engine.setup import load_config  # noqa: E402
+from stl_search.engine.trainer import PersonSearchTrainer  # noqa: E402
+from stl_search.reid.data import build_reid_train_loader  # noqa: E402
+from stl_search.reid.trainer import (  # noqa: E402
+    ReIDTrainer,
+    build_reid_model,
+    build_reid_optimizers,
+    load_reid_train_set,
+)
+
 
 def timed_steps(trainer, iters: int, warmup: int) -> tuple:
     """Run ``warmup + iters`` training steps; (seconds of the last ``iters``, seconds of them
     spent waiting for data, from the trainer's ``data_time`` metric)."""
-    from detectron2.utils.events import EventStorage
-
     with EventStorage() as storage:
         trainer.storage = storage
         for i in range(warmup + iters):
@@ -42,15 +54,6 @@ def timed_steps(trainer, iters: int, warmup: int) -> tuple:
 
 def reid_throughput(config: str, iters: int, warmup: int) -> dict:
     """Images/s and data-wait share of STL step 1 training steps."""
-    from stl_search.engine.setup import load_config
-    from stl_search.reid.data import build_reid_train_loader
-    from stl_search.reid.trainer import (
-        ReIDTrainer,
-        build_reid_model,
-        build_reid_optimizers,
-        load_reid_train_set,
-    )
-
     cfg = load_config(config)
     cfg.freeze()
     crops, labels, num_classes = load_reid_train_set(cfg)
@@ -73,9 +76,6 @@ def reid_throughput(config: str, iters: int, warmup: int) -> dict:
 
 def person_search_iteration(config: str, iters: int, warmup: int) -> dict:
     """Seconds per person-search training iteration (forward, backward, step)."""
-    from stl_search.engine.setup import load_config
-    from stl_search.engine.trainer import PersonSearchTrainer
-
     cfg = load_config(config, ["OUTPUT_DIR", os.path.join(REPO, "output", "bench_train_speed")])
     cfg.freeze()
     trainer = PersonSearchTrainer(cfg)
@@ -103,19 +103,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    import stl_search  # noqa: F401
 
     print(f"torch threads: {torch.get_num_threads()}, device: cpu")
     r = reid_throughput(args.reid_config, args.iters, args.warmup)
     print(
-        f"STL Re-ID pretraining ({os.path.relpath(args.reid_config, REPO)}; crops {r['crop'][0]}x{r['crop'][1]}, "
+        f"STL Re-ID pretraining ({os.path.relpath(args.reid_config, REPO)}; "
+        f"crops {r['crop'][0]}x{r['crop'][1]}, "
         f"batch {r['batch']}, {r['workers']} loader workers): {r['images_per_s']:.1f} images/s, "
         f"{r['s_per_iter']:.3f} s/iter, waiting for data {100 * r['data_share']:.1f}% "
         f"(target < 10%: {'met' if r['data_share'] < 0.10 else 'MISSED'})"
     )
     p = person_search_iteration(args.ps_config, args.iters, args.warmup)
     print(
-        f"person-search training ({os.path.relpath(args.ps_config, REPO)}; {p['images_per_iter']} images/iter): "
+        f"person-search training ({os.path.relpath(args.ps_config, REPO)}; "
+        f"{p['images_per_iter']} images/iter): "
         f"{p['s_per_iter']:.3f} s/iter, waiting for data {100 * p['data_share']:.1f}%"
     )
 

@@ -2,9 +2,11 @@
 """STL steps 1 and 2: Re-ID pretraining of ResNet-IBN-a on person crops, then its export as the
 person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
 
-    python projects/stl_search/pretrain_reid.py --config-file configs/STL/PRW.yaml [--num-gpus N] [KEY VALUE ...]
-    python projects/stl_search/pretrain_reid.py --config-file ... --resume     # continue a killed run
-    python projects/stl_search/pretrain_reid.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+    python projects/stl_search/pretrain_reid.py --config-file configs/STL/PRW.yaml \
+        [--num-gpus N] [KEY VALUE ...]
+    python projects/stl_search/pretrain_reid.py --config-file ... --resume  # continue a killed run
+    python projects/stl_search/pretrain_reid.py --config-file ... --eval-only \
+        MODEL.WEIGHTS out/model_final.pth
 
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """

@@ -5,7 +5,8 @@
 
 Steps (each a Detectron2-style command with its own log, progress and ETA):
   0. generate the synthetic data set (first time only) and plot its long tail;
-  1. STL step 1: Re-ID pretraining of ResNet-IBN-a on person crops (projects/stl_search/pretrain_reid.py);
+  1. STL step 1: Re-ID pretraining of ResNet-IBN-a on person crops
+     (projects/stl_search/pretrain_reid.py);
   2. STL step 2: export of the pretrained backbone as the person-search initialisation;
   3. person-search fine-tuning, STL + MRFP, then evaluation on the synthetic gallery and queries
      (train_net.py; writes eval_metrics.json);
@@ -23,6 +24,10 @@ import subprocess
 import sys
 import time
 from typing import List, Sequence
+
+from detectron2.data import DatasetCatalog
+
+import stl_search  # noqa: F401  (registers the synthetic data set)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STL_CONFIG = os.path.join(REPO, "configs", "STL", "synthetic.yaml")
@@ -171,10 +176,6 @@ def main(argv: Sequence[str] = None) -> None:
 def _first_query(folder: str, size: int = 12) -> dict:
     """The first synthetic query, and ``folder`` filled with links to ``size`` gallery frames:
     every frame where the query's person appears, then other frames as distractors."""
-    from detectron2.data import DatasetCatalog
-
-    import stl_search  # noqa: F401
-
     query = dict(DatasetCatalog.get("synthetic_query")[0])
     gallery = [
         r for r in DatasetCatalog.get("synthetic_gallery") if r["image_id"] != query["image_id"]

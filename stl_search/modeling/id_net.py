@@ -1,4 +1,5 @@
-"""Identification nets (paper 3.3): res4 + res5 (first stride ``MODEL.IBN.RES5_STRIDE`` = 1) + GAP + BNNeck.
+"""Identification nets (paper 3.3): res4 + res5 (first stride ``MODEL.IBN.RES5_STRIDE`` = 1) +
+GAP + BNNeck.
 
 Their own copies of the backbone's res4 and res5 (the base nets stop at res3); the embedding is
 the output of ``bnneck``, a ``BatchNorm1d`` whose bias is frozen at 0 (BNNeck, Luo et al. 2019,
@@ -40,6 +41,13 @@ class IdentificationNet(nn.Module):
 
     @configurable
     def __init__(self, *, res4: nn.Module, res5: nn.Module, embedding_dim: int):
+        """
+        Args:
+            res4 (nn.Module): the identification nets' own res4 stage, taking the RoI features.
+            res5 (nn.Module): their own res5 stage (first stride ``MODEL.IBN.RES5_STRIDE``).
+            embedding_dim (int): channels of ``res5``'s output, the embedding size ``D``; the
+                :class:`BNNeck` is built with it.
+        """
         super().__init__()
         self.res4 = res4
         self.res5 = res5

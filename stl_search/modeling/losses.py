@@ -1,9 +1,10 @@
-"""Identification losses L_id (paper Eq. 3 and Tables 3-4), selected by ``MODEL.PERSON_SEARCH.ID_LOSS``.
+"""Identification losses L_id (paper Eq. 3, Tables 3-4), chosen by ``MODEL.PERSON_SEARCH.ID_LOSS``.
 
 - ``CE``: softmax cross-entropy over the labeled training identities (the paper's loss).
-- ``CB_CE``: class-balanced CE (Cui et al., CVPR 2019): class c weighs ``(1 - beta) / (1 - beta^n_c)``
-  with ``n_c`` its number of labeled boxes in the training set, weights scaled to sum to the number
-  of classes; the loss is the mean of the weighted per-box losses.
+- ``CB_CE``: class-balanced CE (Cui et al., CVPR 2019): class c weighs
+  ``(1 - beta) / (1 - beta^n_c)`` with ``n_c`` its number of labeled boxes in the training set,
+  weights scaled to sum to the number of classes; the loss is the mean of the weighted per-box
+  losses.
 - ``FOCAL``: focal loss ``-(1 - p_t)^gamma log p_t`` (Lin et al., 2017); gamma = 0 is CE.
 - ``OIM``: online instance matching (Xiao et al., CVPR 2017): cosine similarities, times a scale,
   to a look-up table of labeled identities (momentum updates) and a circular queue of unlabeled
@@ -73,7 +74,8 @@ def class_balanced_weights(counts: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 class SoftmaxIDLoss(nn.Module):
-    """CE, class-balanced CE (``class_weights``) or focal loss (``gamma`` > 0) over a linear classifier."""
+    """CE, class-balanced CE (``class_weights``) or focal loss (``gamma`` > 0) over a linear
+    classifier."""
 
     def __init__(
         self,

@@ -36,7 +36,8 @@ class PersonSearchRCNN(GeneralizedRCNN):
         detected_instances: Optional[List[Instances]] = None,
         do_postprocess: bool = True,
     ):
-        """Gallery inputs: detection + embeddings. Inputs carrying ``query_boxes``: query embeddings.
+        """Gallery inputs: detection + embeddings; inputs carrying ``query_boxes``: their
+        embeddings.
 
         A batch may mix both kinds; results come back in input order.
         """

@@ -51,10 +51,29 @@ class PersonSearchROIHeads(StandardROIHeads):
         id_train_boxes: str = "gt",
         **kwargs,
     ):
+        """
+        NOTE: the box branch's arguments are those of Detectron2's ``StandardROIHeads``.
+
+        Args:
+            id_pooler (nn.Module): RoI pooling for the identification branch, called as
+                ``id_pooler(features, boxes)`` with the backbone's feature dict and per-image
+                :class:`Boxes`: :class:`~stl_search.modeling.mrfp.MultiLevelRoIFusionPooler` or
+                :class:`~stl_search.modeling.mrfp.SingleLevelRoIPooler`.
+            id_head (nn.Module): RoI features -> un-normalised embeddings ``(R, D)``
+                (:class:`~stl_search.modeling.id_net.IdentificationNet`).
+            id_loss (nn.Module): ``id_loss(embeddings, person_ids)`` -> scalar, ``-1`` ids being
+                unlabeled (:func:`~stl_search.modeling.losses.build_id_loss`).
+            id_loss_weight (float): weight of ``loss_id`` in the total loss.
+            id_train_boxes (str): which boxes train the identification branch: ``"gt"`` or
+                ``"proposals"`` (see the module docstring).
+            kwargs: the ``StandardROIHeads`` arguments (box pooler, box head, box predictor,
+                proposal matcher, ...).
+        """
         super().__init__(**kwargs)
         if id_train_boxes not in _ID_TRAIN_BOXES:
             raise ValueError(
-                f"ID_TRAIN_BOXES must be one of {_ID_TRAIN_BOXES}, got {id_train_boxes!r}"
+                f"MODEL.PERSON_SEARCH.ID_TRAIN_BOXES must be one of {_ID_TRAIN_BOXES}, "
+                f"got {id_train_boxes!r}"
             )
         self.id_pooler = id_pooler
         self.id_head = id_head
@@ -106,7 +125,8 @@ class PersonSearchROIHeads(StandardROIHeads):
     def forward_with_given_boxes(
         self, features: Dict[str, torch.Tensor], instances: List[Instances]
     ) -> List[Instances]:
-        """Add ``pred_embeddings`` (L2-normalised, ``N x D``) for the ``pred_boxes`` of ``instances``.
+        """Add ``pred_embeddings`` (L2-normalised, ``N x D``) for the ``pred_boxes`` of
+        ``instances``.
 
         Used on the final detections and, through the meta architecture's query mode, on given
         query boxes: both go through exactly :meth:`embed`.
@@ -119,14 +139,16 @@ class PersonSearchROIHeads(StandardROIHeads):
         return instances
 
     def embed(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
-        """L2-normalised embeddings of ``boxes`` (per image, input frame), concatenated: ``(R, D)``."""
+        """L2-normalised embeddings of ``boxes`` (per image, input frame), concatenated:
+        ``(R, D)``."""
         return F.normalize(self.id_head(self.id_pooler(features, boxes)), dim=1)
 
     # ---------------------------------------------------------------- training
     def _id_training_boxes(
         self, proposals: List[Instances], targets: List[Instances]
     ) -> Tuple[List[Boxes], torch.Tensor]:
-        """Boxes training the ID branch and their person ids (-1 = unlabeled), per ID_TRAIN_BOXES."""
+        """Boxes training the ID branch and their person ids (-1 = unlabeled), per
+        ``id_train_boxes``."""
         boxes, ids = [], []
         if self.id_train_boxes == "gt":
             for t in targets:

@@ -1,4 +1,5 @@
-"""RoI Align (``aligned=True``) as two small matrix products per RoI: a fast CPU path for the ID poolers.
+"""RoI Align (``aligned=True``) as two small matrix products per RoI: a fast CPU path for the ID
+poolers.
 
 Why: torchvision's CPU RoI Align visits every (channel, bin, sample) with four scattered reads;
 for the identification branch (RoIs of 64x32 on the 256-channel stride-4 map for MRFP, 32x16 on
@@ -116,4 +117,7 @@ class SeparableRoIAlign(nn.Module):
         return torch.stack(outs)
 
     def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, sampling_ratio={self.sampling_ratio}"
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}"
+        )

@@ -1,7 +1,8 @@
 """Losses of STL step 1, Eq. 1 of the paper: ``L_pre = L_id + L_tri + lambda * L_center``.
 
 - :func:`id_loss`: cross-entropy over the training identities, optionally label-smoothed
-  (BoT: ``(1 - eps) * onehot + eps / C``, which is exactly ``F.cross_entropy(label_smoothing=eps)``).
+  (BoT: ``(1 - eps) * onehot + eps / C``, which is exactly
+  ``F.cross_entropy(label_smoothing=eps)``).
 - :func:`batch_hard_triplet_loss` (Hermans et al. 2017): per anchor, its farthest positive and
   nearest negative in the batch, Euclidean distance, hinge with a margin or soft margin.
 - :class:`CenterLoss` (Wen et al. 2016): squared distance of each feature to its identity's
@@ -30,7 +31,8 @@ def id_loss(
 
 
 def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
-    """``N x N`` Euclidean distances between the rows of ``x`` (clamped away from 0 for sqrt's grad)."""
+    """``N x N`` Euclidean distances between the rows of ``x`` (clamped away from 0 for the
+    gradient of sqrt)."""
     sq = x.pow(2).sum(dim=1, keepdim=True)
     d2 = sq + sq.t() - 2.0 * (x @ x.t())
     return d2.clamp(min=1e-12).sqrt()

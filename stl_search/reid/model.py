@@ -57,6 +57,19 @@ class ReIDNet(nn.Module):
         center_weight: float = 5e-4,
         label_smoothing: float = 0.0,
     ):
+        """
+        Args:
+            backbone (Backbone): the whole ResNet-IBN-a; its last output feature (``res5``) is
+                pooled into the feature of dimension ``D`` (its channels).
+            num_classes (int): number of training identities (the classifier's outputs and
+                the centre-loss centres).
+            use_triplet (bool): add the batch-hard triplet loss ``loss_triplet``.
+            triplet_margin (float): its margin (unused with ``triplet_soft_margin``).
+            triplet_soft_margin (bool): use the soft margin ``log(1 + exp(d_ap - d_an))``.
+            use_center (bool): add the centre loss ``loss_center`` (and its centres).
+            center_weight (float): lambda, the centre loss's weight in Eq. 1.
+            label_smoothing (float): label smoothing epsilon of the ID loss (0 disables).
+        """
         super().__init__()
         self.backbone = backbone
         self.in_feature = backbone._out_features[-1]

@@ -17,7 +17,8 @@ embedding BN then stays at its initialisation, as in the paper's ImageNet rows.
 
 torchvision-style ResNets put the stride in the 3x3 conv: use ``MODEL.RESNETS.STRIDE_IN_1X1 False``.
 
-CLI: ``python -m stl_search.tools.convert_imagenet IN.pth OUT.pth [--for person_search|reid] [--no-mrfp-neck]``.
+CLI: ``python -m stl_search.tools.convert_imagenet IN.pth OUT.pth [--for person_search|reid]
+[--no-mrfp-neck]``.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def convert_imagenet_resnet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
             unknown.append(key)
     if unknown:
         raise KeyError(
-            f"convert_imagenet_resnet: {len(unknown)} keys are not ResNet weights: {sorted(unknown)[:20]}"
+            f"convert_imagenet_resnet: {len(unknown)} keys are not ResNet weights: "
+            f"{sorted(unknown)[:20]}"
         )
     if not out:
         raise KeyError("convert_imagenet_resnet: no ResNet weights found")
@@ -135,7 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dest="target",
         choices=("person_search", "reid"),
         default="person_search",
-        help="person_search: the person-search model's keys (default); reid: the STL pretraining network's",
+        help="person_search: the person-search model's keys (default); "
+        "reid: the STL pretraining network's",
     )
     parser.add_argument(
         "--no-mrfp-neck", action="store_true", help="person_search: omit the MRFP neck copy of res3"

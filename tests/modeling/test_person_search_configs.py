@@ -1,4 +1,4 @@
-"""The person-search YAML configs merge after add_stl_search_config and carry the paper's settings."""
+"""The person-search YAML configs merge after add_stl_search_config, with the paper's settings."""
 
 from __future__ import annotations
 

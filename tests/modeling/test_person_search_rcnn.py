@@ -1,4 +1,4 @@
-"""PersonSearchRCNN end to end on tiny inputs: losses, overfitting, inference, query mode, checkpoints."""
+"""PersonSearchRCNN on tiny inputs: losses, overfitting, inference, query mode, checkpoints."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_no_person_in_batch_gives_zero_id_loss(cfg):
 
 
 def test_overfits_one_image(cfg):
-    """A few dozen SGD steps on one image must drive the losses down (fails if gradients are cut)."""
+    """A few dozen SGD steps on one image drive the losses down (fails if gradients are cut)."""
     model = build_model(cfg).train()
     d = synthetic_input()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)

@@ -13,12 +13,15 @@ from stl_search.modeling.backbone.resnet_ibn import (
     make_resnet_ibn_stages,
 )
 
+from ..tiny_configs import tiny_person_search_cfg
+
 
 def test_ibn_applies_instance_norm_to_exactly_half_the_channels():
     ibn = IBN(8, 0.5, "BN").eval()
     assert isinstance(ibn.IN, nn.InstanceNorm2d) and ibn.IN.num_features == 4
     assert isinstance(ibn.BN, nn.BatchNorm2d) and ibn.BN.num_features == 4
-    # Per-channel offsets and scales: IN removes them per image, eval-mode BN (identity stats) keeps them.
+    # Per-channel offsets and scales: IN removes them per image, eval-mode BN (identity stats)
+    # keeps them.
     x = torch.randn(2, 8, 5, 6) * 3 + torch.arange(8.0)[None, :, None, None] * 10
     y = ibn(x)
     mean = y.mean(dim=(2, 3))
@@ -84,8 +87,6 @@ def test_freeze_converts_bn_inside_ibn(cfg):
 
 @pytest.mark.parametrize("depth", [18, 34, 101])
 def test_other_depths(depth):
-    from ..tiny_configs import tiny_person_search_cfg
-
     cfg = tiny_person_search_cfg(depth)
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3"]
     net = build_resnet_ibn_backbone(cfg, ShapeSpec(channels=3))

@@ -1,4 +1,4 @@
-"""Losses of Eq. 1: batch-hard triplet against a brute-force reference, centre loss and its update."""
+"""Losses of Eq. 1: batch-hard triplet against a brute-force reference, centre loss, its update."""
 
 import pytest
 import torch

@@ -10,6 +10,7 @@ import textwrap
 import torch
 from detectron2.utils.logger import setup_logger
 
+from stl_search.engine.setup import load_config
 from stl_search.reid.export import load_model_state_dict
 from stl_search.reid.trainer import build_reid_model, evaluate_reid, run_pretraining
 
@@ -97,9 +98,7 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(tmp_path):
 
 
 def test_synthetic_config_trains_on_the_real_crop_set(tmp_path, repo_root, monkeypatch):
-    """configs/STL/synthetic.yaml end to end on the crop set of ``synthetic_train`` (one short epoch)."""
-    from stl_search.engine.setup import load_config
-
+    """configs/STL/synthetic.yaml end to end on the crops of ``synthetic_train`` (a short epoch)."""
     setup_logger()
     monkeypatch.chdir(repo_root)  # the default data root is ./datasets
     cfg = load_config(

@@ -45,7 +45,8 @@ _BLOCKS_PER_STAGE = {
 
 
 class IBN(nn.Module):
-    """Instance-batch normalisation: ``IN`` on the first ``int(C * ratio)`` channels, ``BN`` on the rest.
+    """Instance-batch normalisation: ``IN`` on the first ``int(C * ratio)`` channels, ``BN`` on
+    the rest.
 
     ``BN`` is whatever ``norm`` names (``"BN"``, ``"FrozenBN"``, ``"SyncBN"``, ...), so freezing a
     block (``FrozenBatchNorm2d.convert_frozen_batchnorm``) converts it like any other batch norm;
