@@ -179,8 +179,7 @@ def _add_reid_config(cfg: CN) -> None:
     cfg.REID.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 10
     # Iterations per epoch; 0: number of crops // (P*K).
     cfg.REID.SOLVER.ITERS_PER_EPOCH = 0
-    # Re-ID evaluation (mAP, rank-1 on the crop test set) every this many epochs; 0: at the end
-    # only.
+    # Re-ID evaluation (mAP, rank-1 on the crop test set) every this many epochs; 0: at the end.
     # The test set: query crops of DATASETS.QUERY[0] against gallery crops of DATASETS.TEST[0].
     cfg.REID.TEST_PERIOD_EPOCHS = 0
     # Crops per batch (per process) for Re-ID feature extraction.
