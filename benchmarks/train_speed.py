@@ -42,8 +42,8 @@ def timed_steps(trainer, iters: int, warmup: int) -> tuple:
 
 def reid_throughput(config: str, iters: int, warmup: int) -> dict:
     """Images/s and data-wait share of STL step 1 training steps."""
+    from stl_search.data.reid.build import build_reid_train_loader
     from stl_search.engine.setup import load_config
-    from stl_search.reid.data import build_reid_train_loader
     from stl_search.reid.trainer import (
         ReIDTrainer,
         build_reid_model,

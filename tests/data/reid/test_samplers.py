@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stl_search.data.samplers import PKSampler, ShuffledSampler
+from stl_search.data.reid.samplers import PKSampler, ShuffledSampler
 
 
 def _labels():
