@@ -9,13 +9,13 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from stl_search.data import num_training_identities, register_cuhk_sysu, register_prw
+from stl_search.data.datasets import builtin
+from stl_search.data.stats import main
 
 from . import fixtures as fx
 
 
 def test_stats_cli_writes_png(prw_root, unique_prefix, tmp_path, capsys):
-    from stl_search.data.stats import main
-
     train = register_prw(unique_prefix, prw_root)[0]
     out = str(tmp_path / "tail.png")
     stats = main([train, "--out", out])
@@ -32,8 +32,6 @@ def test_stats_cli_writes_png(prw_root, unique_prefix, tmp_path, capsys):
 
 
 def test_builtin_names_lazy_and_idempotent(tmp_path, monkeypatch):
-    import stl_search.data.datasets.builtin as builtin
-
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "nowhere"))
     importlib.reload(builtin)
     builtin.register_all_builtin()  # twice: no error
@@ -69,8 +67,6 @@ def test_builtin_root_from_environment(tmp_path, monkeypatch, prw_root, cuhk_roo
     os.symlink(prw_root, tmp_path / "PRW")  # the alternative directory name
     os.symlink(cuhk_root, tmp_path / "CUHK-SYSU")
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    import stl_search.data  # noqa: F401
-
     assert [d["image_id"] for d in DatasetCatalog.get("prw_gallery")] == list(
         fx.PRW_EXPECTED_GALLERY
     )
