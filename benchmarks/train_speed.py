@@ -26,9 +26,9 @@ sys.path.insert(0, REPO)
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 import stl_search  # noqa: E402,F401  (registers the model and data sets)
+from stl_search.data.reid.build import build_reid_train_loader  # noqa: E402
 from stl_search.engine.setup import load_config  # noqa: E402
 from stl_search.engine.trainer import PersonSearchTrainer  # noqa: E402
-from stl_search.reid.data import build_reid_train_loader  # noqa: E402
 from stl_search.reid.trainer import (  # noqa: E402
     ReIDTrainer,
     build_reid_model,

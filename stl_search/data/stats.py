@@ -19,6 +19,9 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from detectron2.data import DatasetCatalog
+
+from ..utils.io import atomic_open
 
 __all__ = ["compute_stats", "format_stats", "plot_long_tail", "main"]
 
@@ -94,14 +97,16 @@ def format_stats(name: str, stats: Dict[str, Any]) -> str:
     s = stats.get("summary")
     if s:
         lines.append(
-            f"  instances per identity: max {s['max']}, median {s['median']}, mean {s['mean']}, min {s['min']}"
+            f"  instances per identity: max {s['max']}, median {s['median']}, "
+            f"mean {s['mean']}, min {s['min']}"
         )
         lines.append(
             f"  head: the top {s['head_10pct_identities']} identities (10%) hold "
             f"{100 * s['head_10pct_share_of_instances']:.1f}% of the instances"
         )
         lines.append(
-            f"  tail: {s['identities_seen_once']} identities seen once, {s['identities_seen_twice']} twice, "
+            f"  tail: {s['identities_seen_once']} identities seen once, "
+            f"{s['identities_seen_twice']} twice, "
             f"{s['identities_seen_3_to_9']} 3-9 times, {s['identities_seen_10_or_more']} 10+ times"
         )
     return "\n".join(lines)
@@ -109,12 +114,10 @@ def format_stats(name: str, stats: Dict[str, Any]) -> str:
 
 def plot_long_tail(counts: Sequence[int], path: str, title: str = "") -> None:
     """Bar plot of instances per identity sorted by frequency rank, saved as PNG (atomically)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (optional heavy dependency, only for --out)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..utils.io import atomic_open
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (after the backend is chosen)
 
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
     ranks = np.arange(1, len(counts) + 1)
@@ -137,11 +140,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--out", help="PNG file for the long-tail histogram")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
     args = parser.parse_args(argv)
-
-    from detectron2.data import DatasetCatalog
-
-    import stl_search.data  # noqa: F401  (registers the data sets)
-
     stats = compute_stats(DatasetCatalog.get(args.name))
     if args.json:
         print(
@@ -153,7 +151,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         plot_long_tail(
             stats["instances_per_identity"],
             args.out,
-            f"{args.name}: {stats['identities']} identities, {sum(stats['instances_per_identity'])} instances",
+            f"{args.name}: {stats['identities']} identities, "
+            f"{sum(stats['instances_per_identity'])} instances",
         )
         print(f"  long-tail histogram: {os.path.abspath(args.out)}")
     return stats

@@ -8,7 +8,7 @@ zero bias) and a bias-free ID classifier. Its parameters are named so that STL s
 centres (``center_loss.centers``) are training state only and are not exported.
 
 Input: a dict ``{"images": float (N, 3, H, W) already normalised, "person_ids": int64 (N,)}``
-as built by :mod:`stl_search.reid.data`. Training returns the losses of Eq. 1
+as built by :mod:`stl_search.data.reid.build`. Training returns the losses of Eq. 1
 (``loss_id``, ``loss_triplet``, ``loss_center`` = lambda * L_center, the last two when enabled);
 inference returns the BN-neck features (N, D), to be L2-normalised for retrieval.
 """

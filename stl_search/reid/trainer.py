@@ -31,9 +31,11 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 
 from ..compat import create_ddp_model
+from ..data.reid.build import build_reid_test_loader, build_reid_train_loader
+from ..data.reid.crops import ReIDCropDataset, build_reid_records, build_reid_test_records
+from ..data.resumable import DataStreamSeed
 from ..utils.checkpoint import AtomicCheckpointer
 from ..utils.io import atomic_write_json
-from .data import build_reid_test_loader, build_reid_train_loader
 from .evaluation import extract_features, reid_metrics
 from .export import export_for_person_search, save_person_search_init
 from .model import ReIDNet
@@ -89,19 +91,6 @@ class ReIDTrainer(SimpleTrainer):
             self.center_optimizer.step()
 
 
-class _DataSeed:
-    """Checkpointable holder of the data stream seed (a resumed run must reuse the killed run's)."""
-
-    def __init__(self, seed: int):
-        self.seed = int(seed)
-
-    def state_dict(self) -> Dict[str, int]:
-        return {"seed": self.seed}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.seed = int(state["seed"])
-
-
 def _unwrap(model: torch.nn.Module) -> ReIDNet:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -111,8 +100,6 @@ def _crop_dataset(cfg: CfgNode, records: List[dict], tag: str) -> Any:
     """``ReIDCropDataset`` of ``records`` at ``REID.INPUT.SIZE`` in ``INPUT.FORMAT`` channel order;
     with ``REID.INPUT.CACHE_CROPS`` the crops are cut once into ``OUTPUT_DIR/crop_cache/<tag>.npy``
     (by the main process first, then memory-mapped by all)."""
-    from ..data.reid import ReIDCropDataset
-
     size = tuple(cfg.REID.INPUT.SIZE)
     if not cfg.REID.INPUT.CACHE_CROPS:
         return ReIDCropDataset(records, size, image_format=cfg.INPUT.FORMAT)
@@ -125,12 +112,11 @@ def _crop_dataset(cfg: CfgNode, records: List[dict], tag: str) -> Any:
 
 
 def load_reid_train_set(cfg: CfgNode) -> Tuple[Any, List[int], int]:
-    """Crops of the labeled persons of ``DATASETS.TRAIN`` → ``(crop dataset, label per crop, #classes)``.
+    """Crops of the labeled persons of ``DATASETS.TRAIN`` → ``(crop dataset, label per crop,
+    number of classes)``.
 
     Labels are the splits' ``person_id``, offset so that several training splits do not collide.
     """
-    from ..data.reid import build_reid_records
-
     records: List[dict] = []
     offset = 0
     for name in cfg.DATASETS.TRAIN:
@@ -153,9 +139,8 @@ def load_reid_train_set(cfg: CfgNode) -> Tuple[Any, List[int], int]:
 
 
 def load_reid_test_set(cfg: CfgNode) -> Dict[str, Any]:
-    """Query crops of ``DATASETS.QUERY[0]`` and gallery crops of ``DATASETS.TEST[0]`` with their records."""
-    from ..data.reid import build_reid_test_records
-
+    """Query crops of ``DATASETS.QUERY[0]`` and gallery crops of ``DATASETS.TEST[0]``, with
+    their records."""
     if not cfg.DATASETS.QUERY or not cfg.DATASETS.TEST:
         raise ValueError(
             "Re-ID evaluation needs DATASETS.QUERY and DATASETS.TEST (query / gallery splits)"
@@ -179,7 +164,8 @@ def iters_per_epoch(cfg: CfgNode, num_crops: int) -> int:
 def build_reid_optimizers(
     cfg: CfgNode, model: ReIDNet
 ) -> Tuple[torch.optim.Optimizer, Optional[torch.optim.Optimizer]]:
-    """Adam (``REID.SOLVER``) over everything but the centres; SGD (``REID.LOSS.CENTER_LR``) over the centres."""
+    """Adam (``REID.SOLVER``) over everything but the centres; SGD (``REID.LOSS.CENTER_LR``) over
+    the centres."""
     s = cfg.REID.SOLVER
     if s.OPTIMIZER.upper() == "ADAM":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -260,7 +246,7 @@ def build_reid_model(cfg: CfgNode, num_classes: int) -> ReIDNet:
 
 
 def _data_seed(cfg: CfgNode) -> int:
-    """``SEED``, or one random seed shared by all processes (saved in the checkpoints for resume)."""
+    """``SEED``, or one random seed shared by all processes (kept in the checkpoints: resume)."""
     return int(cfg.SEED) if cfg.SEED >= 0 else int(comm.shared_random_seed())
 
 
@@ -286,7 +272,7 @@ def run_pretraining(
     epoch_iters = iters_per_epoch(cfg, len(crops))
     max_iter = int(cfg.REID.SOLVER.MAX_EPOCHS * epoch_iters)
     scheduler = build_reid_lr_scheduler(cfg, optimizer, epoch_iters, max_iter)
-    seed = _DataSeed(_data_seed(cfg))
+    seed = DataStreamSeed(_data_seed(cfg))
     checkpointables = {"optimizer": optimizer, "scheduler": scheduler, "data": seed}
     if center_optimizer is not None:
         checkpointables["center_optimizer"] = center_optimizer

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
+
 from . import fixtures as data_fixtures
 
 _counter = itertools.count()
@@ -25,8 +27,6 @@ def cuhk_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> str:
-    from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
-
     return ensure_generated(
         os.path.join(str(tmp_path_factory.mktemp("syn")), "synthetic_prw"), PRESETS["tiny"]
     )

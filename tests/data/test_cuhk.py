@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from stl_search.data.datasets.common import DatasetFormatError, DatasetKeyError
+from stl_search.data.datasets.common import (
+    DatasetFormatError,
+    DatasetKeyError,
+    mat_str,
+    struct_elements,
+)
 from stl_search.data.datasets.cuhk_sysu import load_cuhk_sysu_queries, load_cuhk_sysu_scenes
 
 from . import fixtures as fx
@@ -125,8 +130,6 @@ def test_errors_name_file_and_key(tmp_path, cuhk_root):
 
 
 def test_struct_helpers_edge_cases():
-    from stl_search.data.datasets.common import mat_str, struct_elements
-
     assert struct_elements(np.zeros((0, 0)), ("idlocate",), "x") == []
     with pytest.raises(DatasetFormatError, match="where: expected a struct array"):
         struct_elements(np.ones((1, 4)), ("idlocate",), "where")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
 from detectron2.structures import Boxes
 
 from stl_search.config import add_stl_search_config
@@ -38,8 +39,6 @@ def test_paper_resize_rule_default_config():
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (640,), 960
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 640, 960
     tfm = PersonSearchDatasetMapper(cfg, mode="test").augmentations
-    from detectron2.data import transforms as T
-
     for (h, w), expected in [
         ((1080, 1920), (540, 960)),
         ((480, 640), (640, 853)),

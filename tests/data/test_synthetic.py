@@ -20,6 +20,7 @@ from stl_search.data.datasets.synthetic import (
     generate,
     long_tail_counts,
 )
+from stl_search.data.datasets.synthetic.__main__ import main
 
 
 def _files(root):
@@ -140,8 +141,6 @@ def test_incomplete_root_is_refused(tmp_path):
 
 
 def test_cli(tmp_path):
-    from stl_search.data.datasets.synthetic import main
-
     out = str(tmp_path / "cli")
     main(["--out", out, "--preset", "tiny", "--seed", "3", "--num-train-frames", "8"])
     info = json.load(open(os.path.join(out, COMPLETE_MARKER)))

@@ -1,5 +1,6 @@
 """Data sets: PRW and CUHK-SYSU loaders of the distributed formats, the synthetic PRW-format set,
 and their lazy registration in Detectron2's ``DatasetCatalog`` (done on import; nothing is read)."""
+
 from .builtin import (
     data_root,
     num_training_identities,

@@ -24,6 +24,7 @@ Your own copy: ``register_prw("myprw", "/data/PRW-v16.04.20")`` registers ``mypr
 ``myprw_gallery`` and ``myprw_query`` (likewise :func:`register_cuhk_sysu`,
 :func:`register_synthetic`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,16 +85,21 @@ def _with_training_metadata(name: str, load: Callable[[], List[dict]]) -> Callab
 
 def _register(name: str, load: Callable[[], List[dict]], root: Root, **metadata) -> None:
     """Register ``name`` unless it already is with the same root (idempotent)."""
-    root_desc = root if isinstance(root, str) else f"$DETECTRON2_DATASETS/{getattr(root, 'subdir', '?')}"
+    root_desc = (
+        root if isinstance(root, str) else f"$DETECTRON2_DATASETS/{getattr(root, 'subdir', '?')}"
+    )
     if name in DatasetCatalog.list():
         old = getattr(MetadataCatalog.get(name), "dataset_root", None)
         if old == root_desc:
             return
-        raise ValueError(f"data set {name!r} is already registered with root {old!r}; "
-                         f"cannot register it again with root {root_desc!r}")
+        raise ValueError(
+            f"data set {name!r} is already registered with root {old!r}; "
+            f"cannot register it again with root {root_desc!r}"
+        )
     DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(thing_classes=["person"], evaluator_type="person_search",
-                                  dataset_root=root_desc, **metadata)
+    MetadataCatalog.get(name).set(
+        thing_classes=["person"], evaluator_type="person_search", dataset_root=root_desc, **metadata
+    )
 
 
 def _under_data_root(*candidates: str) -> Callable[[], str]:
@@ -110,8 +116,12 @@ def _under_data_root(*candidates: str) -> Callable[[], str]:
     return resolve
 
 
-def register_prw(name_prefix: str, root: Root, protocol: str = "prw",
-                 prepare: Optional[Callable[[str], None]] = None) -> List[str]:
+def register_prw(
+    name_prefix: str,
+    root: Root,
+    protocol: str = "prw",
+    prepare: Optional[Callable[[str], None]] = None,
+) -> List[str]:
     """Register ``{prefix}_train``, ``{prefix}_gallery``, ``{prefix}_query`` of a PRW-format copy.
 
     Args:
@@ -121,21 +131,40 @@ def register_prw(name_prefix: str, root: Root, protocol: str = "prw",
         prepare: called with the resolved root before any split is read (e.g. to generate it).
     Returns the registered names.
     """
+
     def loader(fn: Callable[[str], List[dict]]) -> Callable[[], List[dict]]:
         def load() -> List[dict]:
             r = _resolve(root)
             if prepare is not None:
                 prepare(r)
             return fn(r)
+
         return load
 
     names = {s: f"{name_prefix}_{s}" for s in ("train", "gallery", "query")}
-    _register(names["train"], _with_training_metadata(names["train"], loader(lambda r: load_prw_scenes(r, "train"))),
-              root, protocol=protocol, split="train")
-    _register(names["gallery"], loader(lambda r: load_prw_scenes(r, "gallery")), root, protocol=protocol,
-              split="gallery", query_name=names["query"])
-    _register(names["query"], loader(load_prw_queries), root, protocol=protocol, split="query",
-              gallery_name=names["gallery"])
+    _register(
+        names["train"],
+        _with_training_metadata(names["train"], loader(lambda r: load_prw_scenes(r, "train"))),
+        root,
+        protocol=protocol,
+        split="train",
+    )
+    _register(
+        names["gallery"],
+        loader(lambda r: load_prw_scenes(r, "gallery")),
+        root,
+        protocol=protocol,
+        split="gallery",
+        query_name=names["query"],
+    )
+    _register(
+        names["query"],
+        loader(load_prw_queries),
+        root,
+        protocol=protocol,
+        split="query",
+        gallery_name=names["gallery"],
+    )
     return list(names.values())
 
 
@@ -143,23 +172,46 @@ def register_cuhk_sysu(name_prefix: str, root: Root) -> List[str]:
     """Register ``{prefix}_train``, ``{prefix}_gallery``, ``{prefix}_query`` (TestG100) and
     ``{prefix}_query_g{50,100,500,1000,2000,4000}`` of a CUHK-SYSU copy at ``root``."""
     train, gallery = f"{name_prefix}_train", f"{name_prefix}_gallery"
-    _register(train, _with_training_metadata(train, lambda: load_cuhk_sysu_scenes(_resolve(root), "train")),
-              root, protocol="cuhk_sysu", split="train")
-    _register(gallery, lambda: load_cuhk_sysu_scenes(_resolve(root), "gallery"), root, protocol="cuhk_sysu",
-              split="gallery", query_name=f"{name_prefix}_query")
+    _register(
+        train,
+        _with_training_metadata(train, lambda: load_cuhk_sysu_scenes(_resolve(root), "train")),
+        root,
+        protocol="cuhk_sysu",
+        split="train",
+    )
+    _register(
+        gallery,
+        lambda: load_cuhk_sysu_scenes(_resolve(root), "gallery"),
+        root,
+        protocol="cuhk_sysu",
+        split="gallery",
+        query_name=f"{name_prefix}_query",
+    )
     names = [train, gallery]
-    for name, size in [(f"{name_prefix}_query", 100)] + [(f"{name_prefix}_query_g{s}", s) for s in GALLERY_SIZES]:
-        _register(name, (lambda s=size: load_cuhk_sysu_queries(_resolve(root), s)), root, protocol="cuhk_sysu",
-                  split="query", gallery_name=gallery, gallery_size=size)
+    for name, size in [(f"{name_prefix}_query", 100)] + [
+        (f"{name_prefix}_query_g{s}", s) for s in GALLERY_SIZES
+    ]:
+        _register(
+            name,
+            (lambda s=size: load_cuhk_sysu_queries(_resolve(root), s)),
+            root,
+            protocol="cuhk_sysu",
+            split="query",
+            gallery_name=gallery,
+            gallery_size=size,
+        )
         names.append(name)
     return names
 
 
-def register_synthetic(name_prefix: str, root: Root, spec: Optional[SyntheticSpec] = None, **overrides) -> List[str]:
+def register_synthetic(
+    name_prefix: str, root: Root, spec: Optional[SyntheticSpec] = None, **overrides
+) -> List[str]:
     """Register a synthetic set (PRW format) at ``root``, generated from ``spec`` / ``overrides``
     the first time one of its splits is loaded (if ``root`` holds no complete set yet)."""
-    return register_prw(name_prefix, root, protocol="prw",
-                        prepare=lambda r: ensure_generated(r, spec, **overrides))
+    return register_prw(
+        name_prefix, root, protocol="prw", prepare=lambda r: ensure_generated(r, spec, **overrides)
+    )
 
 
 _REGISTERED = False

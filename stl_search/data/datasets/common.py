@@ -5,6 +5,7 @@ arrays. ``scipy.io.loadmat`` (default options) returns them as nested NumPy obje
 arrays; the helpers here unwrap that nesting in one place, and every failure names the file and
 what was expected, so that a wrong or incomplete copy of a data set is easy to diagnose.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 from scipy.io import loadmat
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ class DatasetKeyError(DatasetFormatError, KeyError):
 
 
 def require_file(path: str, layout_hint: str) -> str:
-    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it and the layout."""
+    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it and the
+    layout."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: file not found. Expected layout: {layout_hint}")
     return path
@@ -59,7 +62,8 @@ def load_mat(path: str, keys: Sequence[str], layout_hint: str) -> Any:
 
 
 def mat_str(value: Any, where: str) -> str:
-    """Unwrap a MATLAB char array as loaded by scipy (``array(['s1.jpg'])``, nested cells) to str."""
+    """Unwrap a MATLAB char array as loaded by scipy (``array(['s1.jpg'])``, nested cells) to
+    a str."""
     v = value
     for _ in range(8):
         if isinstance(v, str):
@@ -68,7 +72,9 @@ def mat_str(value: Any, where: str) -> str:
             return v.decode("utf-8")
         if isinstance(v, np.ndarray):
             if v.size != 1:
-                raise DatasetFormatError(f"{where}: expected a string, got an array of shape {v.shape}")
+                raise DatasetFormatError(
+                    f"{where}: expected a string, got an array of shape {v.shape}"
+                )
             v = v.reshape(-1)[0]
             continue
         if isinstance(v, np.str_):
@@ -100,12 +106,16 @@ def struct_elements(value: Any, fields: Iterable[str], where: str) -> List[np.vo
     if isinstance(v, np.ndarray) and v.size == 0:  # MATLAB's [] (an empty struct array / cell)
         return []
     if not isinstance(v, np.ndarray) or v.dtype.names is None:
-        raise DatasetFormatError(f"{where}: expected a struct array, got {type(v).__name__}"
-                                 + (f" of dtype {v.dtype}" if isinstance(v, np.ndarray) else ""))
+        raise DatasetFormatError(
+            f"{where}: expected a struct array, got {type(v).__name__}"
+            + (f" of dtype {v.dtype}" if isinstance(v, np.ndarray) else "")
+        )
     missing = [f for f in fields if f not in v.dtype.names]
     if missing:
-        raise DatasetKeyError(f"{where}: struct field(s) {', '.join(missing)} not found "
-                              f"(has: {', '.join(v.dtype.names)})")
+        raise DatasetKeyError(
+            f"{where}: struct field(s) {', '.join(missing)} not found "
+            f"(has: {', '.join(v.dtype.names)})"
+        )
     # MATLAB stores arrays column-major; struct arrays in these files are vectors, so order is kept.
     return list(v.reshape(-1, order="F"))
 
@@ -113,7 +123,9 @@ def struct_elements(value: Any, fields: Iterable[str], where: str) -> List[np.vo
 def cell_strings(value: Any, where: str) -> List[str]:
     """A MATLAB cell vector of strings (``N x 1`` or ``1 x N``) as a list of str."""
     if not isinstance(value, np.ndarray):
-        raise DatasetFormatError(f"{where}: expected a cell array of strings, got {type(value).__name__}")
+        raise DatasetFormatError(
+            f"{where}: expected a cell array of strings, got {type(value).__name__}"
+        )
     if value.dtype.kind == "U":  # a char matrix (all names the same length)
         return [str(s).strip() for s in value.reshape(-1)]
     return [mat_str(v, f"{where}[{i}]") for i, v in enumerate(value.reshape(-1, order="F"))]
@@ -121,8 +133,6 @@ def cell_strings(value: Any, where: str) -> List[str]:
 
 def image_size(path: str) -> tuple:
     """(height, width) of an image, read from its header only (no pixel decoding)."""
-    from PIL import Image
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: image file not found")
     with Image.open(path) as im:

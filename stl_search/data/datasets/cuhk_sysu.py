@@ -7,7 +7,8 @@ Layout of ``root`` (``CUHK-SYSU/``)::
                                            ``box``: 1 x n struct (idlocate = [x, y, w, h])
     annotation/pool.mat                    ``pool``: cell of the test (gallery) image names
     annotation/test/train_test/Train.mat   ``Train``: cell, one struct per training identity
-                                           (idname, nAppear, scene: struct (imname, idlocate, ishard))
+                                           (idname, nAppear,
+                                           scene: struct (imname, idlocate, ishard))
     annotation/test/train_test/TestG{50,100,500,1000,2000,4000}.mat
                                            ``TestG<size>``: struct per query with ``Query``
                                            (imname, idlocate, ishard, idname) and ``Gallery``
@@ -26,6 +27,7 @@ every person not listed in ``Train.mat`` (train) or in a ``TestG`` file (gallery
 Query splits keep the ``TestG`` gallery list exactly (file order, duplicates kept, the query's
 own image kept when listed): ``gallery = [{"image_id", "bbox": XYXY or None}]``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +55,8 @@ __all__ = ["load_cuhk_sysu_scenes", "load_cuhk_sysu_queries", "GALLERY_SIZES", "
 
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 CUHK_SYSU_LAYOUT = (
-    "<root>/Image/SSM/*.jpg, <root>/annotation/Images.mat (Img), <root>/annotation/pool.mat (pool), "
+    "<root>/Image/SSM/*.jpg, <root>/annotation/Images.mat (Img), "
+    "<root>/annotation/pool.mat (pool), "
     "<root>/annotation/test/train_test/Train.mat (Train), "
     "<root>/annotation/test/train_test/TestG{50,100,500,1000,2000,4000}.mat (TestG<size>)"
 )
@@ -62,17 +65,22 @@ IntBox = Tuple[int, int, int, int]
 
 def _paths(root: str) -> Dict[str, str]:
     ann = os.path.join(root, "annotation")
-    return {"images": os.path.join(ann, "Images.mat"), "pool": os.path.join(ann, "pool.mat"),
-            "train": os.path.join(ann, "test", "train_test", "Train.mat"),
-            "testg": os.path.join(ann, "test", "train_test", "TestG{}.mat"),
-            "image_dir": os.path.join(root, "Image", "SSM")}
+    return {
+        "images": os.path.join(ann, "Images.mat"),
+        "pool": os.path.join(ann, "pool.mat"),
+        "train": os.path.join(ann, "test", "train_test", "Train.mat"),
+        "testg": os.path.join(ann, "test", "train_test", "TestG{}.mat"),
+        "image_dir": os.path.join(root, "Image", "SSM"),
+    }
 
 
 def parse_identity(idname: str, where: str) -> int:
     """``"p1234"`` → 1234."""
     m = re.search(r"(\d+)", idname)
     if m is None:
-        raise DatasetFormatError(f"{where}: identity name {idname!r} has no number (expected like 'p1234')")
+        raise DatasetFormatError(
+            f"{where}: identity name {idname!r} has no number (expected like 'p1234')"
+        )
     return int(m.group(1))
 
 
@@ -92,7 +100,9 @@ def _xyxy(box: IntBox) -> List[float]:
 def read_images(root: str) -> Tuple[List[str], Dict[str, List[IntBox]], int]:
     """``Images.mat``: image names in file order, their valid boxes, and the number dropped."""
     path = _paths(root)["images"]
-    imgs = struct_elements(load_mat(path, ["Img"], CUHK_SYSU_LAYOUT), ("imname", "box"), f"{path}:Img")
+    imgs = struct_elements(
+        load_mat(path, ["Img"], CUHK_SYSU_LAYOUT), ("imname", "box"), f"{path}:Img"
+    )
     names: List[str] = []
     boxes: Dict[str, List[IntBox]] = {}
     dropped = 0
@@ -124,14 +134,18 @@ def read_train_identities(root: str) -> List[Tuple[int, List[Tuple[str, IntBox]]
     if isinstance(train, np.ndarray) and train.dtype.names is not None:  # a struct array
         items = struct_elements(train, ("idname", "scene"), f"{path}:Train")
     else:  # the distributed file: a cell, one 1x1 struct per identity
-        items = [struct_elements(c, ("idname", "scene"), f"{path}:Train{{{i}}}")[0]
-                 for i, c in enumerate(np.asarray(train, dtype=object).reshape(-1, order="F"))]
+        items = [
+            struct_elements(c, ("idname", "scene"), f"{path}:Train{{{i}}}")[0]
+            for i, c in enumerate(np.asarray(train, dtype=object).reshape(-1, order="F"))
+        ]
     out = []
     for i, item in enumerate(items):
         where = f"{path}:Train{{{i}}}"
         identity = parse_identity(mat_str(item["idname"], where + ".idname"), where + ".idname")
         scenes = []
-        for j, s in enumerate(struct_elements(item["scene"], ("imname", "idlocate"), where + ".scene")):
+        for j, s in enumerate(
+            struct_elements(item["scene"], ("imname", "idlocate"), where + ".scene")
+        ):
             box = _int_box(s["idlocate"], f"{where}.scene[{j}].idlocate")
             if box is None:
                 raise DatasetFormatError(f"{where}.scene[{j}].idlocate: empty box")
@@ -141,10 +155,13 @@ def read_train_identities(root: str) -> List[Tuple[int, List[Tuple[str, IntBox]]
 
 
 def read_protocol(root: str, gallery_size: int) -> List[dict]:
-    """``TestG<size>.mat``: per query, identity, query image/box and the gallery list (file order)."""
+    """``TestG<size>.mat``: per query, identity, query image/box and the gallery list (file
+    order)."""
     path = _paths(root)["testg"].format(gallery_size)
     key = f"TestG{gallery_size}"
-    entries = struct_elements(load_mat(path, [key], CUHK_SYSU_LAYOUT), ("Query", "Gallery"), f"{path}:{key}")
+    entries = struct_elements(
+        load_mat(path, [key], CUHK_SYSU_LAYOUT), ("Query", "Gallery"), f"{path}:{key}"
+    )
     out = []
     for i, e in enumerate(entries):
         where = f"{path}:{key}[{i}]"
@@ -153,16 +170,34 @@ def read_protocol(root: str, gallery_size: int) -> List[dict]:
         if qbox is None:
             raise DatasetFormatError(f"{where}.Query.idlocate: empty query box")
         gallery = []
-        for j, g in enumerate(struct_elements(e["Gallery"], ("imname", "idlocate"), where + ".Gallery")):
-            gallery.append((mat_str(g["imname"], f"{where}.Gallery[{j}].imname"),
-                            _int_box(g["idlocate"], f"{where}.Gallery[{j}].idlocate")))
-        out.append({"identity": parse_identity(mat_str(q["idname"], where + ".Query.idname"), where),
-                    "imname": mat_str(q["imname"], where + ".Query.imname"), "box": qbox, "gallery": gallery})
+        for j, g in enumerate(
+            struct_elements(e["Gallery"], ("imname", "idlocate"), where + ".Gallery")
+        ):
+            gallery.append(
+                (
+                    mat_str(g["imname"], f"{where}.Gallery[{j}].imname"),
+                    _int_box(g["idlocate"], f"{where}.Gallery[{j}].idlocate"),
+                )
+            )
+        out.append(
+            {
+                "identity": parse_identity(mat_str(q["idname"], where + ".Query.idname"), where),
+                "imname": mat_str(q["imname"], where + ".Query.imname"),
+                "box": qbox,
+                "gallery": gallery,
+            }
+        )
     return out
 
 
-def _assign(identity_of: Dict[Tuple[str, IntBox], int], boxes: Dict[str, List[IntBox]], name: str,
-            box: IntBox, identity: int, counters: Dict[str, int]) -> None:
+def _assign(
+    identity_of: Dict[Tuple[str, IntBox], int],
+    boxes: Dict[str, List[IntBox]],
+    name: str,
+    box: IntBox,
+    identity: int,
+    counters: Dict[str, int],
+) -> None:
     if box not in boxes.get(name, ()):
         counters["unmatched"] += 1
         return
@@ -171,7 +206,9 @@ def _assign(identity_of: Dict[Tuple[str, IntBox], int], boxes: Dict[str, List[In
         counters["conflicting"] += 1
 
 
-def load_cuhk_sysu_scenes(root: str, split: str, gallery_sizes: Sequence[int] = GALLERY_SIZES) -> List[dict]:
+def load_cuhk_sysu_scenes(
+    root: str, split: str, gallery_sizes: Sequence[int] = GALLERY_SIZES
+) -> List[dict]:
     """Detectron2 dicts of the CUHK-SYSU ``train`` or ``gallery`` images (docs/interfaces.md).
 
     Gallery identities come from every ``TestG<size>.mat`` of ``gallery_sizes`` present (at least
@@ -184,8 +221,10 @@ def load_cuhk_sysu_scenes(root: str, split: str, gallery_sizes: Sequence[int] = 
     pool = read_pool(root)
     missing = [n for n in pool if n not in boxes]
     if missing:
-        raise DatasetFormatError(f"{paths['pool']}: {len(missing)} pool images are not in "
-                                 f"{paths['images']} (e.g. {missing[:3]})")
+        raise DatasetFormatError(
+            f"{paths['pool']}: {len(missing)} pool images are not in "
+            f"{paths['images']} (e.g. {missing[:3]})"
+        )
     counters = {"unmatched": 0, "conflicting": 0}
     identity_of: Dict[Tuple[str, IntBox], int] = {}
     if split == "train":
@@ -201,8 +240,10 @@ def load_cuhk_sysu_scenes(root: str, split: str, gallery_sizes: Sequence[int] = 
         image_names = pool
         present = [s for s in gallery_sizes if os.path.isfile(paths["testg"].format(s))]
         if not present:
-            raise FileNotFoundError(f"{paths['testg'].format('<size>')}: no TestG file found for sizes "
-                                    f"{list(gallery_sizes)}. Expected layout: {CUHK_SYSU_LAYOUT}")
+            raise FileNotFoundError(
+                f"{paths['testg'].format('<size>')}: no TestG file found for sizes "
+                f"{list(gallery_sizes)}. Expected layout: {CUHK_SYSU_LAYOUT}"
+            )
         for size in present:
             for q in read_protocol(root, size):
                 _assign(identity_of, boxes, q["imname"], q["box"], q["identity"], counters)
@@ -212,11 +253,19 @@ def load_cuhk_sysu_scenes(root: str, split: str, gallery_sizes: Sequence[int] = 
         label_of = {}
         source = ", ".join(f"TestG{s}.mat" for s in present)
     if counters["unmatched"]:
-        logger.warning("CUHK-SYSU %s: %d labeled boxes of %s match no valid box of Images.mat (ignored)",
-                       split, counters["unmatched"], source)
+        logger.warning(
+            "CUHK-SYSU %s: %d labeled boxes of %s match no valid box of Images.mat (ignored)",
+            split,
+            counters["unmatched"],
+            source,
+        )
     if counters["conflicting"]:
-        logger.warning("CUHK-SYSU %s: %d boxes are given two different identities in %s (first kept)",
-                       split, counters["conflicting"], source)
+        logger.warning(
+            "CUHK-SYSU %s: %d boxes are given two different identities in %s (first kept)",
+            split,
+            counters["conflicting"],
+            source,
+        )
 
     dicts = []
     num_boxes = 0
@@ -226,13 +275,32 @@ def load_cuhk_sysu_scenes(root: str, split: str, gallery_sizes: Sequence[int] = 
         annos = []
         for box in boxes[name]:
             identity = identity_of.get((name, box), -1)
-            annos.append({"bbox": _xyxy(box), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
-                          "person_id": label_of.get(identity, -1), "identity": identity})
+            annos.append(
+                {
+                    "bbox": _xyxy(box),
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                    "category_id": 0,
+                    "person_id": label_of.get(identity, -1),
+                    "identity": identity,
+                }
+            )
         num_boxes += len(annos)
-        dicts.append({"file_name": os.path.abspath(file_name), "image_id": name, "height": height,
-                      "width": width, "camera_id": -1, "annotations": annos})
-    count_log(f"CUHK-SYSU {split} ({root})", len(dicts), num_boxes,
-              {"non-positive width or height (all of Images.mat)": dropped})
+        dicts.append(
+            {
+                "file_name": os.path.abspath(file_name),
+                "image_id": name,
+                "height": height,
+                "width": width,
+                "camera_id": -1,
+                "annotations": annos,
+            }
+        )
+    count_log(
+        f"CUHK-SYSU {split} ({root})",
+        len(dicts),
+        num_boxes,
+        {"non-positive width or height (all of Images.mat)": dropped},
+    )
     if split == "train":
         logger.info("CUHK-SYSU train (%s): %d training identities", root, len(label_of))
     return dicts
@@ -251,11 +319,25 @@ def load_cuhk_sysu_queries(root: str, gallery_size: int = 100) -> List[dict]:
             if box is not None and (box[2] <= 0 or box[3] <= 0):
                 degenerate += 1
             gallery.append({"image_id": name, "bbox": None if box is None else _xyxy(box)})
-        queries.append({"file_name": os.path.abspath(file_name), "image_id": q["imname"], "height": height,
-                        "width": width, "camera_id": -1, "query_box": _xyxy(q["box"]),
-                        "identity": q["identity"], "query_index": i, "gallery": gallery})
+        queries.append(
+            {
+                "file_name": os.path.abspath(file_name),
+                "image_id": q["imname"],
+                "height": height,
+                "width": width,
+                "camera_id": -1,
+                "query_box": _xyxy(q["box"]),
+                "identity": q["identity"],
+                "query_index": i,
+                "gallery": gallery,
+            }
+        )
     if degenerate:
-        logger.warning("CUHK-SYSU TestG%d: %d gallery entries have a box with w <= 0 or h <= 0 (kept as listed)",
-                       gallery_size, degenerate)
+        logger.warning(
+            "CUHK-SYSU TestG%d: %d gallery entries have a box with w <= 0 or h <= 0 "
+            "(kept as listed)",
+            gallery_size,
+            degenerate,
+        )
     logger.info("CUHK-SYSU query G%d (%s): %d queries", gallery_size, root, len(queries))
     return queries

@@ -25,6 +25,7 @@ the SeqNet family trains 482 classes (an off-by-one that leaves one identity out
 483. ``ID_train.mat``, when present, is checked against the pids of the frames (differences are
 logged). In the gallery split ``person_id`` is -1 everywhere and ``identity`` is the raw pid.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,26 +51,33 @@ logger = logging.getLogger(__name__)
 __all__ = ["load_prw_scenes", "load_prw_queries", "prw_camera_id", "read_prw_id_list", "PRW_LAYOUT"]
 
 PRW_LAYOUT = (
-    "<root>/frames/c{cam}s{seq}_{frame}.jpg, <root>/annotations/<frame>.jpg.mat (box_new | anno_file | "
-    "anno_previous: N x 5 [pid x y w h]), <root>/frame_train.mat (img_index_train), "
+    "<root>/frames/c{cam}s{seq}_{frame}.jpg, "
+    "<root>/annotations/<frame>.jpg.mat (box_new | anno_file | anno_previous: N x 5 "
+    "[pid x y w h]), <root>/frame_train.mat (img_index_train), "
     "<root>/frame_test.mat (img_index_test), <root>/query_info.txt, <root>/ID_train.mat"
 )
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
 UNLABELED_PID = -2
 _NAME_RE = re.compile(r"^c(\d+)s(\d+)_(\d+)")
-_SPLIT_FILES = {"train": ("frame_train.mat", "img_index_train"), "gallery": ("frame_test.mat", "img_index_test")}
+_SPLIT_FILES = {
+    "train": ("frame_train.mat", "img_index_train"),
+    "gallery": ("frame_test.mat", "img_index_test"),
+}
 
 
 def prw_camera_id(image_name: str) -> int:
     """The camera number ``k`` of a PRW frame name ``c{k}s{seq}_{frame}[.jpg]``."""
     m = _NAME_RE.match(os.path.basename(image_name))
     if m is None:
-        raise DatasetFormatError(f"PRW frame name {image_name!r} does not match c<cam>s<seq>_<frame>.jpg")
+        raise DatasetFormatError(
+            f"PRW frame name {image_name!r} does not match c<cam>s<seq>_<frame>.jpg"
+        )
     return int(m.group(1))
 
 
 def read_split_names(root: str, split: str) -> List[str]:
-    """Frame names (without extension) of the ``train`` or ``gallery`` (test) split, in file order."""
+    """Frame names (without extension) of the ``train`` or ``gallery`` (test) split, in file
+    order."""
     if split not in _SPLIT_FILES:
         raise ValueError(f"PRW split must be one of {sorted(_SPLIT_FILES)}, got {split!r}")
     fname, key = _SPLIT_FILES[split]
@@ -80,8 +88,10 @@ def read_split_names(root: str, split: str) -> List[str]:
 
 def read_prw_id_list(root: str, split: str) -> Optional[List[int]]:
     """The identities listed in ``ID_train.mat`` / ``ID_test.mat``; None if the file is absent."""
-    fname, keys = {"train": ("ID_train.mat", ["ID_train"]),
-                   "test": ("ID_test.mat", ["ID_test", "ID_test2"])}[split]
+    fname, keys = {
+        "train": ("ID_train.mat", ["ID_train"]),
+        "test": ("ID_test.mat", ["ID_test", "ID_test2"]),
+    }[split]
     path = os.path.join(root, fname)
     if not os.path.isfile(path):
         return None
@@ -97,7 +107,9 @@ def read_annotation(root: str, image_name: str) -> np.ndarray:
     if arr.size == 0:
         return np.zeros((0, 5), dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 5:
-        raise DatasetFormatError(f"{path}: expected an N x 5 array [pid, x, y, w, h], got shape {arr.shape}")
+        raise DatasetFormatError(
+            f"{path}: expected an N x 5 array [pid, x, y, w, h], got shape {arr.shape}"
+        )
     return arr
 
 
@@ -150,8 +162,12 @@ def load_prw_scenes(root: str, split: str) -> List[dict]:
             boxes.append((box, pid if pid >= 0 else -1))
         records.append((image_id, prw_camera_id(image_id), boxes))
     if other_negative:
-        logger.warning("PRW %s (%s): %d boxes have a negative pid other than -2; treated as unlabeled",
-                       split, root, other_negative)
+        logger.warning(
+            "PRW %s (%s): %d boxes have a negative pid other than -2; treated as unlabeled",
+            split,
+            root,
+            other_negative,
+        )
 
     label_of: Dict[int, int] = {}
     if split == "train":
@@ -166,13 +182,26 @@ def load_prw_scenes(root: str, split: str) -> List[dict]:
         file_name = os.path.join(frames_dir, image_id)
         height, width = image_size(file_name)
         annos = [
-            {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
-             "person_id": label_of.get(pid, -1), "identity": pid}
+            {
+                "bbox": box,
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 0,
+                "person_id": label_of.get(pid, -1),
+                "identity": pid,
+            }
             for box, pid in boxes
         ]
         num_boxes += len(annos)
-        dicts.append({"file_name": os.path.abspath(file_name), "image_id": image_id, "height": height,
-                      "width": width, "camera_id": cam, "annotations": annos})
+        dicts.append(
+            {
+                "file_name": os.path.abspath(file_name),
+                "image_id": image_id,
+                "height": height,
+                "width": width,
+                "camera_id": cam,
+                "annotations": annos,
+            }
+        )
     count_log(f"PRW {split} ({root})", len(dicts), num_boxes, dropped)
     if split == "train":
         logger.info("PRW train (%s): %d training identities", root, len(label_of))
@@ -182,14 +211,20 @@ def load_prw_scenes(root: str, split: str) -> List[dict]:
 def _check_id_list(root: str, pids: List[int]) -> None:
     listed = read_prw_id_list(root, "train")
     if listed is None:
-        logger.info("PRW: %s not found; training identities taken from the annotations",
-                    os.path.join(root, "ID_train.mat"))
+        logger.info(
+            "PRW: %s not found; training identities taken from the annotations",
+            os.path.join(root, "ID_train.mat"),
+        )
         return
     only_list = sorted(set(listed) - set(pids))
     only_frames = sorted(set(pids) - set(listed))
     if only_list or only_frames:
-        logger.warning("PRW: ID_train.mat and the training annotations differ: only in ID_train.mat %s, "
-                       "only in the frames %s; labels follow the frames", only_list[:20], only_frames[:20])
+        logger.warning(
+            "PRW: ID_train.mat and the training annotations differ: only in ID_train.mat %s, "
+            "only in the frames %s; labels follow the frames",
+            only_list[:20],
+            only_frames[:20],
+        )
 
 
 def load_prw_queries(root: str) -> List[dict]:
@@ -206,7 +241,9 @@ def load_prw_queries(root: str) -> List[dict]:
         if not fields:
             continue
         if len(fields) != 6:
-            raise DatasetFormatError(f"{path}:{line_no}: expected 'pid x y w h frame_name', got {line.strip()!r}")
+            raise DatasetFormatError(
+                f"{path}:{line_no}: expected 'pid x y w h frame_name', got {line.strip()!r}"
+            )
         try:
             pid = int(round(float(fields[0])))
             x, y, w, h = (float(v) for v in fields[1:5])
@@ -220,10 +257,17 @@ def load_prw_queries(root: str) -> List[dict]:
         image_id = name if name.endswith(".jpg") else name + ".jpg"
         file_name = os.path.join(frames_dir, image_id)
         height, width = image_size(file_name)
-        queries.append({
-            "file_name": os.path.abspath(file_name), "image_id": image_id, "height": height, "width": width,
-            "camera_id": prw_camera_id(image_id), "query_box": box, "identity": pid,
-            "query_index": len(queries),
-        })
+        queries.append(
+            {
+                "file_name": os.path.abspath(file_name),
+                "image_id": image_id,
+                "height": height,
+                "width": width,
+                "camera_id": prw_camera_id(image_id),
+                "query_box": box,
+                "identity": pid,
+                "query_index": len(queries),
+            }
+        )
     count_log(f"PRW query ({root})", len(queries), len(queries), {"degenerate query box": dropped})
     return queries

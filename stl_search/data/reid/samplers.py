@@ -9,7 +9,9 @@ endless iterator of dataset indices for *this* process, to be grouped into batch
   would have seen next; :meth:`iter_with_positions` also exposes each sample's global stream
   position, from which the data loader derives a per-sample augmentation seed;
 - **disjoint per-rank batches**: global batch ``g`` goes to rank ``g % world_size``, so the
-  ranks of one iteration hold consecutive, different batches of the same epoch.
+  ranks of one iteration hold consecutive, different batches of the same epoch (the position
+  layout of :class:`stl_search.data.resumable.PositionSampler`, shared with the person-search
+  stream).
 
 :class:`PKSampler` is the class-aware sampler of paper 3.1 (used only with the triplet loss):
 an *epoch* is a random permutation of the identities cut into groups of ``P`` (the last group is
@@ -29,6 +31,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.utils import comm
 from torch.utils.data import Sampler
+
+from ..resumable import PositionSampler
 
 __all__ = ["PKSampler", "ShuffledSampler", "sample_seed"]
 
@@ -78,12 +82,15 @@ class _BatchStream(Sampler):
 
     def iter_with_positions(self) -> Iterator[Tuple[int, int]]:
         """Endless ``(index, global stream position)`` pairs for this rank, from ``start_iter``."""
-        it = self.start_iter
-        while True:
-            g = it * self.world_size + self.rank
-            for j, index in enumerate(self.global_batch(g)):
-                yield index, g * self.batch_size + j
-            it += 1
+        positions = PositionSampler(
+            start=self.start_iter * self.world_size * self.batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+            batch_size=self.batch_size,
+        )
+        for position in positions:
+            g, j = divmod(position, self.batch_size)
+            yield self.global_batch(g)[j], position
 
     def __iter__(self) -> Iterator[int]:
         for index, _ in self.iter_with_positions():
@@ -123,7 +130,8 @@ class PKSampler(_BatchStream):
                 groups.setdefault(int(pid), []).append(index)
         if len(groups) < p:
             raise ValueError(
-                f"PKSampler needs at least P={p} identities per batch, the training set has {len(groups)}"
+                f"PKSampler needs at least P={p} identities per batch, "
+                f"the training set has {len(groups)}"
             )
         self.identities = sorted(groups)
         self._instances = [np.asarray(groups[i], dtype=np.int64) for i in self.identities]
@@ -157,7 +165,8 @@ class PKSampler(_BatchStream):
 
 
 class ShuffledSampler(_BatchStream):
-    """Random batches of ``batch_size`` over all indices, one permutation per epoch (drops the tail).
+    """Random batches of ``batch_size`` over all indices, one permutation per epoch (drops the
+    tail).
 
     Args:
         size: number of dataset indices.

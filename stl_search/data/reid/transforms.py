@@ -42,7 +42,8 @@ def random_erasing(
     attempts: int = 100,
 ) -> torch.Tensor:
     """Erase one random rectangle (Zhong et al. 2020): area fraction in ``area``, aspect ratio in
-    ``[min_aspect, 1 / min_aspect]``; up to ``attempts`` draws until it fits. Returns a new tensor."""
+    ``[min_aspect, 1 / min_aspect]``; up to ``attempts`` draws until it fits. Returns a new
+    tensor."""
     _, h, w = image.shape
     for _ in range(attempts):
         target = _uniform(generator, *area) * h * w

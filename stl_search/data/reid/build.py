@@ -1,7 +1,7 @@
-"""Data loaders of STL step 1: the Re-ID crop set (``stl_search.data.reid``) → normalised batches.
+"""Data loaders of STL step 1: the Re-ID crop set (:mod:`.crops`) → normalised batches.
 
 The training stream is a pure function of ``(seed, iteration)``: the sampler
-(:mod:`stl_search.data.samplers`) fixes which crops form each batch, and each crop's augmentation
+(:mod:`.samplers`) fixes which crops form each batch, and each crop's augmentation
 draws from a ``torch.Generator`` seeded by ``(seed, stream position)``. Worker processes and a
 resume at any iteration therefore produce the very batches an uninterrupted run would have.
 
@@ -20,13 +20,15 @@ from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from ..data.samplers import PKSampler, ShuffledSampler, sample_seed
+from .samplers import PKSampler, ShuffledSampler, sample_seed
+from .transforms import build_reid_transform
 
 __all__ = [
     "AugmentedCrops",
     "build_reid_test_loader",
     "build_reid_train_loader",
     "crop_image",
+    "per_rank_identities",
     "reid_collate",
 ]
 
@@ -41,7 +43,7 @@ def crop_image(item: Any) -> torch.Tensor:
 
 
 class _PositionedSampler:
-    """Turns a sampler's ``(index, position)`` stream into the keys :class:`AugmentedCrops` reads."""
+    """A sampler's ``(index, position)`` stream as the keys that :class:`AugmentedCrops` reads."""
 
     def __init__(self, sampler: Union[PKSampler, ShuffledSampler]):
         self.sampler = sampler
@@ -54,7 +56,7 @@ class AugmentedCrops(Dataset):
     """``crops[index]`` → ``{"image": transform(crop), "person_id", "index"}``.
 
     Keys are dataset indices (test) or ``(index, stream position)`` pairs (training), the latter
-    seeding the augmentation with :func:`~stl_search.data.samplers.sample_seed`.
+    seeding the augmentation with :func:`~stl_search.data.reid.samplers.sample_seed`.
     """
 
     def __init__(self, crops: Sequence, labels: Sequence[int], transform: Callable, seed: int = 0):
@@ -114,8 +116,6 @@ def build_reid_train_loader(
     of the same size otherwise (Table 6: class-aware sampling only with the triplet loss).
     Iteration ``start_iter`` of the stream comes first.
     """
-    from .transforms import build_reid_transform
-
     p, k = per_rank_identities(cfg), cfg.REID.SAMPLER.K
     if cfg.REID.LOSS.TRIPLET:
         sampler: Union[PKSampler, ShuffledSampler] = PKSampler(
@@ -133,9 +133,7 @@ def build_reid_train_loader(
 
 
 def build_reid_test_loader(cfg: CfgNode, crops: Sequence, labels: Sequence[int]) -> DataLoader:
-    """This process's share of ``crops`` (test transform) in batches of ``REID.TEST_IMS_PER_BATCH``."""
-    from .transforms import build_reid_transform
-
+    """This process's share of ``crops`` (test transform), ``REID.TEST_IMS_PER_BATCH`` a batch."""
     dataset = AugmentedCrops(crops, labels, build_reid_transform(cfg, is_train=False))
     sampler = InferenceSampler(len(dataset))
     return DataLoader(

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stl_search.data.samplers import PKSampler, ShuffledSampler
+from stl_search.data.reid.samplers import PKSampler, ShuffledSampler
 
 
 def _labels():
@@ -36,7 +36,7 @@ def test_every_batch_is_p_identities_by_k_with_repeats_only_when_short():
             if counts[pid] >= 4:
                 assert len(set(crops)) == 4, "repeats although the identity has >= K crops"
             else:
-                assert set(crops) == {i for i, l in enumerate(labels) if l == pid}, (
+                assert set(crops) == {i for i, label in enumerate(labels) if label == pid}, (
                     "a short identity must use all its crops"
                 )
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from stl_search.reid.transforms import build_reid_transform, random_erasing
+from stl_search.data.reid.transforms import build_reid_transform, random_erasing
 
-from .helpers import tiny_reid_cfg
+from ...reid.helpers import tiny_reid_cfg
 
 
 def test_train_transform_is_deterministic_per_generator_and_test_transform_normalises():

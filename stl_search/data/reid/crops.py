@@ -10,7 +10,7 @@
   ``stl_search.reid.evaluation``).
 - :class:`ReIDCropDataset` — ``dataset[i]`` is ``{"image": uint8 H×W×3 array (INPUT.FORMAT
   channel order, default BGR) of size REID.INPUT.SIZE, "person_id", "identity", "camera_id",
-  "index"}``; augmentations are left to the caller (``stl_search.reid.transforms``).
+  "index"}``; augmentations are left to the caller (:mod:`stl_search.data.reid.transforms`).
 
 Crops are cut lazily: each access decodes the scene image (a few recently decoded images are
 kept per process), cuts the box (rounded outwards, clipped to the image) and resizes it to
@@ -33,13 +33,15 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 from torch.utils.data import Dataset
 
+from ...utils.io import atomic_open, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReIDCropDataset", "build_reid_records", "build_reid_test_records", "cut_crop"]
 
 
 def build_reid_records(dataset_name: str) -> List[Dict[str, Any]]:
-    """Records of the labeled persons (``person_id >= 0``) of training scene split ``dataset_name``."""
+    """Records of the labeled persons (``person_id >= 0``) of training split ``dataset_name``."""
     dicts = DatasetCatalog.get(dataset_name)
     records = []
     for d in dicts:
@@ -72,7 +74,8 @@ def build_reid_test_records(
     query_name: str, gallery_name: str
 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """(query records, gallery records): the query boxes of ``query_name`` and the boxes with a
-    known identity of ``gallery_name``; records as :func:`build_reid_records`, ``person_id = -1``."""
+    known identity of ``gallery_name``; records as :func:`build_reid_records`, with
+    ``person_id = -1``."""
     queries = [
         {
             "file_name": q["file_name"],
@@ -115,7 +118,7 @@ def build_reid_test_records(
 def cut_crop(
     image: np.ndarray, bbox: Sequence[float], size: Tuple[int, int], where: str = ""
 ) -> np.ndarray:
-    """Cut XYXY ``bbox`` (rounded outwards, clipped to the image) and resize it to ``size`` = (h, w)."""
+    """Cut XYXY ``bbox`` (rounded outwards, clipped to the image), resized to ``size`` = (h, w)."""
     h, w = image.shape[:2]
     x1, y1 = max(0, int(np.floor(bbox[0]))), max(0, int(np.floor(bbox[1])))
     x2, y2 = min(w, int(np.ceil(bbox[2]))), min(h, int(np.ceil(bbox[3])))
@@ -219,8 +222,6 @@ class ReIDCropDataset(Dataset):
             with open(meta_path) as f:
                 if json.load(f).get("fingerprint") == fingerprint:
                     return
-        from ..utils.io import atomic_open, atomic_write_json
-
         cache_file, self.cache_file = self.cache_file, None  # cut from the images while building
         try:
             array = np.zeros((len(self.records), self.size[0], self.size[1], 3), np.uint8)
