@@ -55,7 +55,7 @@ if ARGS.threads:
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from stl_search.evaluation import metrics as M  # noqa: E402
+from stl_search import evaluation as M  # noqa: E402
 
 DIM = 2048
 TOPK = (1, 5, 10)

@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 
-from stl_search.evaluation import metrics as M
+from stl_search import evaluation as M
 
 SEQNET = os.environ.get("SEQNET_ROOT", "")
 pytestmark = pytest.mark.skipif(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stl_search.evaluation import metrics as M
+from stl_search import evaluation as M
+from stl_search.evaluation import search_kernels as SK
 
 from . import seqnet_reference as ref
 
@@ -568,8 +569,6 @@ def test_pairs_scoring_in_small_chunks_equals_matmul(monkeypatch):
     q_emb = np.array([q["emb"] for q in queries])
     protos = [protocol_for(m, images, queries) for m in ("explicit", "all")]
     dense = M.search_metrics(gal, q_emb, protos, strategy="matmul")
-    from stl_search.evaluation import search_kernels as SK
-
     original = SK.flat_chunks
     monkeypatch.setattr(
         SK, "flat_chunks", lambda offsets, splits: original(offsets, splits, budget=50)
