@@ -69,7 +69,7 @@ def pairwise_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DetectionResult:
-    """Detection AP (fraction, AP x recall as the reference) and recall, with the counts behind them."""
+    """Detection AP (fraction, AP x recall as the reference) and recall, with their counts."""
 
     ap: float
     recall: float
@@ -104,8 +104,9 @@ def detection_metrics(
 
     Semantics (the reference's, including its quirks):
         * per image, IoUs are rounded to float32; a detection matches a person when the IoU is
-          ``>= iou_thresh``, the person is the detection's highest-IoU person *and* the detection
-          is that person's highest-IoU detection (first index on ties); the rest are false positives;
+          ``>= iou_thresh``, the person is the detection's highest-IoU person *and* the
+          detection is that person's highest-IoU detection (first index on ties); the rest are
+          false positives;
         * AP = ``average_precision`` over all kept detections of the counted images x recall;
         * ``labeled_only``: unlabeled persons are removed, and images without a labeled person are
           skipped entirely (their detections are *not* counted as false positives).

@@ -211,7 +211,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             )
 
     def process_queries(self, inputs, outputs) -> None:
-        """Queries: the L2-normalised ``query_embedding`` of each input, keyed by ``query_index``."""
+        """Queries: each input's L2-normalised ``query_embedding``, keyed by ``query_index``."""
         for inp, out in zip(inputs, outputs):
             self._queries[int(inp["query_index"])] = _l2_normalize(
                 _to_numpy(out["query_embedding"]).ravel()

@@ -35,7 +35,8 @@ class GalleryDetections:
         boxes: ``(N, 4)`` XYXY, original image frame.
         scores: ``(N,)`` detection confidences.
         embeddings: ``(N, D)`` L2-normalised (float16/32/64; float16 is computed in float32).
-        splits: ``(I + 1,)`` CSR: the detections of gallery image ``i`` are rows ``splits[i]:splits[i+1]``.
+        splits: ``(I + 1,)`` CSR: the detections of gallery image ``i`` are rows
+            ``splits[i]:splits[i+1]``.
             Image ``i`` is what :class:`QueryGalleries` calls gallery image index ``i``.
     """
 

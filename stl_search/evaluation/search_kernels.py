@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple, Union
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ._blas import single_threaded_blas
 from .csr import first_in_segments, ranges
@@ -95,7 +96,8 @@ def pair_similarities(
                 if c:
                     block = q_emb[queries_sorted[a:b]] @ emb[g0 : g0 + c].T
                     by_image[o : o + block.size] = block.ravel()
-        # Image-major element (pair k in sorted order, detection j) -> query-major position cum[k] + j.
+        # Image-major element (pair k in sorted order, detection j) -> query-major position
+        # cum[k] + j.
         sims[ranges(cum[order], n[order])] = by_image
     return PairSimilarities(sims, dets, cum[image_splits])
 
@@ -116,7 +118,6 @@ def cbgm_rerank(
     matched pairs. At most ``k1`` images per query (Hungarian algorithm via SciPy; the reference's
     Kuhn-Munkres gives the same matching up to ties between optimal matchings).
     """
-    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 (optional, CBGM only)
 
     top = top_positions(s, dets, k1)
     image_of = det_image[dets]

@@ -43,7 +43,8 @@ def test_prw_known_numbers_json_and_gather(tmp_path):
     # multi_view: q1's only other frame of id 2 has the same camera.
     assert res["search_multi_view"]["mAP"] == pytest.approx(100 / 3)
     # Detection: every person detected at 0.9, one FP at 0.6 after them -> AP 100; labeled only:
-    # the unlabeled person of frame 0 is an FP tied with the 6 TPs; frame 4 (unlabeled only) is skipped.
+    # the unlabeled person of frame 0 is an FP tied with the 6 TPs; frame 4 (unlabeled only) is
+    # skipped.
     assert res["detection"]["AP"] == pytest.approx(100.0)
     assert res["detection"]["recall"] == pytest.approx(100.0)
     assert res["detection"]["AP_labeled"] == pytest.approx(600 / 7)
