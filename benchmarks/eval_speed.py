@@ -12,7 +12,7 @@ so that true matches rank high) and held in memory, as the evaluator holds them 
     ~7 detections per image, all above the 0.5 score threshold.
 
 Two implementations score the same features:
-    vectorised: ``stl_search.evaluation.metrics`` (protocol arrays + ``search_metrics``);
+    vectorised: ``stl_search.evaluation`` (protocol arrays + ``search_metrics``);
     loop:       a port of SeqNet's ``eval_search_cuhk`` / ``eval_search_prw`` written after its
                 structure (per query, per gallery listing, in Python, on the data structures it
                 reads: loadmat records for CUHK-SYSU, per-frame dicts for PRW); AP by
