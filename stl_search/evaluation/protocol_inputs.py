@@ -58,11 +58,10 @@ def gallery_arrays(
     """Detections (data set order; an image without predictions has none) and ground truth of the
     gallery split. The embedding width comes from the detections, else from the queries."""
     image_ids = [str(d["image_id"]) for d in gallery_dicts]
-    preds = predictions
-    dim = next((e.shape[1] for _, _, e in preds.values() if e.ndim == 2 and e.shape[1]), None)
+    dim = next((e.shape[1] for _, _, e in predictions.values() if e.ndim == 2 and e.shape[1]), None)
     if dim is None:
         dim = next((len(v) for v in query_embeddings.values()), 0)
-    missing = [k for k in image_ids if k not in preds]
+    missing = [k for k in image_ids if k not in predictions]
     if missing:
         logger.warning(
             "%d of %d gallery images have no predictions: treated as no detections",
@@ -74,7 +73,7 @@ def gallery_arrays(
         np.zeros(0, np.float32),
         np.zeros((0, dim), feature_dtype),
     )
-    parts = [preds.get(k, empty) for k in image_ids]
+    parts = [predictions.get(k, empty) for k in image_ids]
     counts = np.array([len(p[1]) for p in parts], dtype=np.int64)
     gallery = GalleryDetections(
         boxes=np.concatenate([p[0] for p in parts]) if parts else empty[0],
@@ -103,17 +102,20 @@ def query_matrix(
 ) -> np.ndarray:
     """``(Q, D)`` float32 embeddings in the order of ``query_dicts`` (split ``name``); a missing
     one is an error naming the split and the first missing ``query_index``."""
-    qdicts = query_dicts
-    missing = [d["query_index"] for d in qdicts if int(d["query_index"]) not in query_embeddings]
+    missing = [
+        d["query_index"] for d in query_dicts if int(d["query_index"]) not in query_embeddings
+    ]
     if missing:
         raise ValueError(
-            f"{len(missing)} of {len(qdicts)} queries of {name} have no embedding "
+            f"{len(missing)} of {len(query_dicts)} queries of {name} have no embedding "
             f"(first: query_index {missing[0]}); run the query split through the model's "
             "query mode"
         )
-    if not qdicts:
+    if not query_dicts:
         return np.zeros((0, dim), np.float32)
-    return np.stack([query_embeddings[int(d["query_index"])] for d in qdicts]).astype(np.float32)
+    return np.stack([query_embeddings[int(d["query_index"])] for d in query_dicts]).astype(
+        np.float32
+    )
 
 
 def query_images(query_dicts: Sequence[dict], id_to_index: Mapping[str, int]) -> np.ndarray:

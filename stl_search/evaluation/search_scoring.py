@@ -181,35 +181,63 @@ def cbgm_nodes(cbgm: CBGMContext, q_emb: np.ndarray, dim: int) -> list:
     return nodes
 
 
-class MatmulStrategy:
+class SimilarityStrategy:
+    """How the query x detection similarities are computed, and scored with them."""
+
+    name = ""
+
+    def __init__(self, candidates: List[Candidates], kg: KeptGallery, q_emb: np.ndarray) -> None:
+        self.kg, self.q_emb = kg, q_emb
+
+    def load_chunk(self, q0: int, q1: int) -> None:
+        """Called before queries ``q0:q1`` are scored one by one."""
+
+    def of_query(self, protocol: int, cands: Candidates, q: int):
+        """``(similarities, kept detections)`` of query ``q``'s gallery in protocol ``protocol``."""
+        raise NotImplementedError
+
+    def of_detections(self, q: int, dets: np.ndarray) -> Optional[np.ndarray]:
+        """Similarities of query ``q`` with kept detections ``dets`` when at hand, else None."""
+        return None
+
+    def score(
+        self,
+        candidates: List[Candidates],
+        topk: np.ndarray,
+        num_ranked: int,
+        tables: List[ScoreTable],
+        nodes: Optional[list],
+        cbgm: Optional[CBGMContext],
+        chunk_size: int,
+    ) -> None:
+        """Fill ``tables`` (one per protocol); ``nodes``: CBGM graph nodes per query, or None."""
+        score_per_query(self, candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size)
+
+
+class MatmulStrategy(SimilarityStrategy):
     """ "matmul": one product per chunk of queries against all kept detections, shared by all
     protocols, then NumPy over each query's gallery (dense galleries: PRW, large CUHK-SYSU)."""
 
     name = "matmul"
 
     def __init__(self, candidates: List[Candidates], kg: KeptGallery, q_emb: np.ndarray) -> None:
-        self.kg, self.q_emb = kg, q_emb
+        super().__init__(candidates, kg, q_emb)
         self._q0, self._sims = 0, None
 
     def load_chunk(self, q0: int, q1: int) -> None:
         self._q0, self._sims = q0, self.q_emb[q0:q1] @ self.kg.emb.T
 
     def of_query(self, protocol: int, cands: Candidates, q: int):
-        """``(similarities, kept detections)`` of query ``q``'s gallery in ``protocol``."""
         gq = cands.galleries
         imgs = gq.images[gq.image_splits[q] : gq.image_splits[q + 1]]
         dets = ranges(self.kg.det_starts[imgs], self.kg.det_counts[imgs])
         return self._sims[q - self._q0][dets], dets
 
     def of_detections(self, q: int, dets: np.ndarray) -> Optional[np.ndarray]:
-        """Similarities of query ``q`` with ``dets`` straight from the product (None: not kept)."""
         return self._sims[q - self._q0][dets]
 
-    def score(self, candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size) -> None:
-        score_per_query(self, candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size)
 
-
-class PairsStrategy(MatmulStrategy):
+class PairsStrategy(SimilarityStrategy):
     """ "pairs": per protocol, only the products each query needs (image-major, see
     :func:`.search_kernels.pair_similarities`), then scoring vectorised across queries (sparse
     galleries: CUHK-SYSU G50-G500); with CBGM, query by query."""
@@ -230,19 +258,13 @@ class PairsStrategy(MatmulStrategy):
             for c in candidates
         ]
 
-    def load_chunk(self, q0: int, q1: int) -> None:
-        pass
-
     def of_query(self, protocol: int, cands: Candidates, q: int):
         sims, dets, offsets = self.pairs[protocol]
         return sims[offsets[q] : offsets[q + 1]], dets[offsets[q] : offsets[q + 1]]
 
-    def of_detections(self, q: int, dets: np.ndarray) -> Optional[np.ndarray]:
-        return None
-
     def score(self, candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size) -> None:
         if nodes is not None:
-            score_per_query(self, candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size)
+            super().score(candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size)
             return
         for cands, pairs, table in zip(candidates, self.pairs, tables):
             score_all_queries(cands, pairs, self.kg, topk, num_ranked, table)
@@ -298,7 +320,7 @@ def score_all_queries(
 
 
 def score_per_query(
-    strategy: MatmulStrategy,
+    strategy: SimilarityStrategy,
     candidates: List[Candidates],
     topk: np.ndarray,
     num_ranked: int,
