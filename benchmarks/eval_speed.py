@@ -5,13 +5,14 @@
 
 Features are generated once (seeded random, 2048-d, L2-normalised; identities share a prototype
 so that true matches rank high) and held in memory, as the evaluator holds them after inference:
-    CUHK-SYSU: 6,978 gallery images, 2,900 queries, TestG100-like galleries (100 images, positives
-               first, with the real files' quirks: 2 queries list their own image, 4 list one twice);
+    CUHK-SYSU: 6,978 gallery images, 2,900 queries, TestG100-like galleries (100 images,
+               positives first, with the real files' quirks: 2 queries list their own image,
+               4 list one twice);
     PRW:       6,112 gallery frames over 6 cameras, 2,057 queries, the "all" gallery;
     ~7 detections per image, all above the 0.5 score threshold.
 
 Two implementations score the same features:
-    vectorised: ``stl_search.evaluation.metrics`` (protocol arrays + ``search_metrics``);
+    vectorised: ``stl_search.evaluation`` (protocol arrays + ``search_metrics``);
     loop:       a port of SeqNet's ``eval_search_cuhk`` / ``eval_search_prw`` written after its
                 structure (per query, per gallery listing, in Python, on the data structures it
                 reads: loadmat records for CUHK-SYSU, per-frame dicts for PRW); AP by
@@ -55,7 +56,9 @@ if ARGS.threads:
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from stl_search.evaluation import metrics as M  # noqa: E402
+from machine import cpu_line  # noqa: E402 (benchmarks/machine.py, next to this script)
+
+from stl_search import evaluation as M  # noqa: E402
 
 DIM = 2048
 TOPK = (1, 5, 10)
@@ -102,7 +105,7 @@ def make_scenes(rng, num_images, appearances, unlabeled_per_image, extra_dets):
     for g in range(num_images):
         gts[g] += [-1] * int(rng.integers(unlabeled_per_image[0], unlabeled_per_image[1] + 1))
     protos = _normalize(rng.standard_normal((len(appearances), DIM), dtype=np.float32))
-    scene_gts, det_boxes, det_scores, det_embs, counts = [], [], [], [], []
+    scene_gts, det_boxes, det_embs, counts = [], [], [], []
     for g in range(num_images):
         persons = []
         for ident in gts[g]:
@@ -246,7 +249,7 @@ def vectorised_prw(data):
     return res, t1 - t0, time.perf_counter() - t1
 
 
-# ------------------------------------------------------------------------------ loop (SeqNet's structure)
+# ----------------------------------------------------------------- loop (SeqNet's structure)
 def iou_scalar(a, b):
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])
@@ -256,7 +259,7 @@ def iou_scalar(a, b):
 
 
 def seqnet_inputs(data):
-    """The reference's inputs: per image an (n, 5) [box, score] array and an (n, D) feature array."""
+    """The reference's inputs: per image an (n, 5) [box, score] and an (n, D) feature array."""
     gal = data["gallery"]
     dets, feats = [], []
     for i in range(gal.num_images):
@@ -279,9 +282,10 @@ def name_to_det_feat_map(names, gallery_dets, gallery_feats, det_thresh=0.5):
 
 
 def loadmat_like_protocol(data, names):
-    """The ``TestG100`` record exactly as ``scipy.io.loadmat(...)["TestG100"].squeeze()`` returns it:
-    a struct array with fields Query (1x1 struct: imname, idlocate, ishard) and Gallery (1xN struct:
-    imname, idlocate, ishard; idlocate x, y, w, h, empty 1x0 where the target is absent)."""
+    """The ``TestG100`` record exactly as ``scipy.io.loadmat(...)["TestG100"].squeeze()``
+    returns it: a struct array with fields Query (1x1 struct: imname, idlocate, ishard) and
+    Gallery (1xN struct: imname, idlocate, ishard; idlocate x, y, w, h, empty 1x0 where the
+    target is absent)."""
     fields = [("imname", "O"), ("idlocate", "O"), ("ishard", "O")]
     protoc = np.empty(len(data["queries"]), dtype=[("Query", "O"), ("Gallery", "O")])
     for i, (q, lst) in enumerate(zip(data["queries"], data["listings"])):
@@ -534,28 +538,31 @@ def report(name, res, t_build, t_score, loop_aps, loop_accs, t_loop, n_loop):
     d_ap = np.abs(res.ap[:n_loop] - loop_aps).max()
     d_hits = int((res.hits[:n_loop] != loop_accs).sum())
     print(
-        f"[{name}] {nq} queries, {res.extras['strategy']} strategy; mAP {100 * res.mAP:.2f}, top-1 {100 * res.accuracy()[1]:.2f}"
+        f"[{name}] {nq} queries, {res.extras['strategy']} strategy; "
+        f"mAP {100 * res.mAP:.2f}, top-1 {100 * res.accuracy()[1]:.2f}"
     )
     print(
-        f"[{name}] vectorised (median of {ARGS.repeats} runs): {t_vec:.2f} s wall [{res.extras['cpu_s']:.2f} s CPU] "
+        f"[{name}] vectorised (median of {ARGS.repeats} runs): {t_vec:.2f} s wall "
+        f"[{res.extras['cpu_s']:.2f} s CPU] "
         f"(protocol arrays {t_build:.2f} s + scoring {t_score:.2f} s)"
     )
     print(
         f"[{name}] loop (SeqNet structure): {wall_loop:.1f} s wall [{cpu_loop:.1f} s CPU] ({scope})"
     )
     print(
-        f"[{name}] speed-up: {wall_loop / t_vec:.1f}x wall, {cpu_loop / res.extras['cpu_s']:.1f}x CPU"
+        f"[{name}] speed-up: {wall_loop / t_vec:.1f}x wall, "
+        f"{cpu_loop / res.extras['cpu_s']:.1f}x CPU"
     )
     print(
-        f"[{name}] agreement on the loop's queries: max |dAP| = {d_ap:.2e}, top-k mismatches = {d_hits}"
+        f"[{name}] agreement on the loop's queries: max |dAP| = {d_ap:.2e}, "
+        f"top-k mismatches = {d_hits}"
     )
 
 
 def main() -> int:
-    from machine import cpu_line
-
     print(
-        f"machine: {cpu_line()}; BLAS threads: {ARGS.threads or 'default'}; numpy {np.__version__}; "
+        f"machine: {cpu_line()}; BLAS threads: {ARGS.threads or 'default'}; "
+        f"numpy {np.__version__}; "
         f"loop AP: {AP_IMPL}"
     )
     rng = np.random.default_rng(ARGS.seed)
@@ -564,7 +571,8 @@ def main() -> int:
         data = make_cuhk(rng)
         g = data["gallery"]
         print(
-            f"[CUHK-SYSU] data: {g.num_images} images, {len(g.scores)} detections ({len(g.scores) / g.num_images:.2f}/image), "
+            f"[CUHK-SYSU] data: {g.num_images} images, {len(g.scores)} detections "
+            f"({len(g.scores) / g.num_images:.2f}/image), "
             f"{len(data['queries'])} queries, G100 (generated in {time.perf_counter() - t:.1f} s)"
         )
         res, tb, ts = median_of(ARGS.repeats, vectorised_cuhk, data)
@@ -577,8 +585,9 @@ def main() -> int:
         data = make_prw(rng)
         g = data["gallery"]
         print(
-            f"[PRW] data: {g.num_images} frames, {len(g.scores)} detections ({len(g.scores) / g.num_images:.2f}/image), "
-            f"{len(data['queries'])} queries, gallery 'all' (generated in {time.perf_counter() - t:.1f} s)"
+            f"[PRW] data: {g.num_images} frames, {len(g.scores)} detections "
+            f"({len(g.scores) / g.num_images:.2f}/image), {len(data['queries'])} queries, "
+            f"gallery 'all' (generated in {time.perf_counter() - t:.1f} s)"
         )
         res, tb, ts = median_of(ARGS.repeats, vectorised_prw, data)
         n = min(ARGS.loop_queries_prw or len(data["queries"]), len(data["queries"]))

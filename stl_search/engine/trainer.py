@@ -128,7 +128,7 @@ class PersonSearchTrainer(DefaultTrainer):
             query_name = query_split_for(cfg, dataset_name)
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return PersonSearchEvaluator.from_config(cfg, dataset_name, query_name, output_folder)
+        return PersonSearchEvaluator(cfg, dataset_name, query_name, output_folder)
 
     @classmethod
     def test(

@@ -1,22 +1,21 @@
-"""Person-search evaluation: the PRW / CUHK-SYSU protocols (``metrics``, pure NumPy), the
-Detectron2 evaluator that feeds them, and the two-loader inference loop."""
+"""Person-search evaluation: the PRW / CUHK-SYSU protocols as pure NumPy (``detection``,
+``galleries``, ``search``), the Detectron2 evaluator that feeds them (``evaluator``, with
+``protocol_inputs`` and ``report``), and the two-loader inference (``inference``).
+The protocol is described in ``../../docs/protocol.md``."""
 
+from .detection import DetectionResult, average_precision, detection_metrics, pairwise_box_iou
 from .evaluator import PersonSearchEvaluator
-from .inference import inference_on_person_search
-from .metrics import (
+from .galleries import (
     CBGMContext,
-    DetectionResult,
     GalleryDetections,
     QueryGalleries,
-    SearchResult,
-    average_precision,
-    detection_metrics,
     explicit_galleries,
     prw_galleries,
     query_context_from_gallery,
-    search_metrics,
 )
-from .plots import plot_gallery_size_curve
+from .inference import inference_on_person_search
+from .report import plot_gallery_size_curve
+from .search import SearchResult, reid_iou_threshold, search_metrics
 
 __all__ = [
     "PersonSearchEvaluator",
@@ -29,8 +28,10 @@ __all__ = [
     "average_precision",
     "detection_metrics",
     "explicit_galleries",
+    "pairwise_box_iou",
     "prw_galleries",
     "query_context_from_gallery",
+    "reid_iou_threshold",
     "search_metrics",
     "plot_gallery_size_curve",
 ]

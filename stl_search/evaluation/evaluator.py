@@ -1,30 +1,32 @@
-"""``PersonSearchEvaluator``: collects gallery detections and query embeddings, scores the PRW or
-CUHK-SYSU protocol with :mod:`stl_search.evaluation.metrics`, writes the per-query results.
+"""``PersonSearchEvaluator``: Detectron2's ``DatasetEvaluator`` for person search (PRW and CUHK-SYSU
+protocols).
 
-Use it through :func:`stl_search.evaluation.inference_on_person_search`, which runs the gallery
-split through detection (``process``) and the query split through the model's query mode
-(``process_queries``). Data set dicts and the model outputs follow ``docs/interfaces.md``.
+It only collects and gathers: gallery detections (``process``) and query embeddings
+(``process_queries``), gathered from all processes in ``evaluate``. Scoring is delegated, as in
+Detectron2's ``COCOEvaluator``: :mod:`.protocol_inputs` turns the data set dicts and the collected
+predictions into the arrays of the protocol core (:mod:`.galleries`, :mod:`.detection`,
+:mod:`.search`), and :mod:`.report` writes the JSON and the gallery-size curve. Use it through
+:func:`stl_search.evaluation.inference_on_person_search`. Data set dicts and model outputs follow
+``../../docs/interfaces.md``; the protocol is described in ``../../docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from stl_search.utils.io import atomic_write_json
-
-from . import metrics as M
-from .plots import plot_gallery_size_curve
+from . import protocol_inputs as P
+from .detection import detection_metrics
+from .report import write_report
+from .search import SearchResult, search_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -44,44 +46,20 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
-def _xyxy(box, mode) -> List[float]:
-    if mode is None or mode == BoxMode.XYXY_ABS:
-        return [float(v) for v in box]
-    return [float(v) for v in BoxMode.convert(list(box), mode, BoxMode.XYXY_ABS)]
+def _search_dict(result: SearchResult) -> Dict[str, float]:
+    out = {"mAP": 100.0 * result.mAP}
+    out.update({f"top{k}": 100.0 * v for k, v in result.accuracy().items()})
+    return out
 
 
 class PersonSearchEvaluator(DatasetEvaluator):
     """Person-search evaluation of one gallery split (PRW or CUHK-SYSU protocol).
 
-    Args:
-        gallery_dataset_name: registered gallery split (e.g. ``prw_gallery``).
-        query_dataset_names: the query split(s). The first is the one whose queries run through
-            the model (:attr:`query_dataset_name`); for CUHK-SYSU, every name is one gallery size
-            (``cuhk_sysu_query_g{N}``; the same queries with another ``gallery`` list): queries
-            are run once and matched across sizes by ``query_index``. A single CUHK-SYSU name with
-            ``cuhk_gallery_sizes`` expands to ``<base>_g{N}`` for each registered size.
-        protocol: "prw" or "cuhk_sysu"; default from the gallery metadata ``protocol``, else
-            inferred (queries with a ``gallery`` list: CUHK-SYSU).
-        score_thresh: detections below are dropped (search and detection), 0.5.
-        det_iou_thresh: detection matching IoU, 0.5.
-        prw_modes: PRW galleries to report, the first is the headline ``"search"``.
-        cuhk_gallery_sizes: CUHK-SYSU sizes to report (see ``query_dataset_names``); the headline
-            ``"search"`` is g100 when present. ``-1`` adds the full gallery (``"search_gfull"``):
-            every gallery image but the query's own, targets from the annotations (the
-            reference's ``gallery_size=-1``, which crashes there).
-        cbgm: CBGM re-ranking (off by default); ``cbgm_k1``/``cbgm_k2``: 0 = protocol default
-            (10/3 CUHK-SYSU, 30/4 PRW). The query frame's context persons are taken from the
-            gallery detections of that frame (see ``metrics.query_context_from_gallery``).
-        topk: top-k values reported.
-        output_dir: where the JSON (and for CUHK-SYSU the gallery-size PNG) go; None: nothing written.
-        distributed: gather from all processes with ``comm.gather``; evaluate on the main one.
-        feature_dtype: storage of gallery embeddings ("float32" reproduces the reference;
-            "float16" halves the memory).
-
     Results (percentages): ``{"search": {"mAP", "top1", "top5", "top10"}, "search_<g>": ...,
     "detection": {"AP", "recall", "AP_labeled", "recall_labeled"}}``.
     """
 
+    @configurable
     def __init__(
         self,
         gallery_dataset_name: str,
@@ -100,6 +78,34 @@ class PersonSearchEvaluator(DatasetEvaluator):
         distributed: bool = True,
         feature_dtype: str = "float32",
     ) -> None:
+        """
+        Args:
+            gallery_dataset_name: registered gallery split (e.g. ``prw_gallery``).
+            query_dataset_names: the query split(s). The first is the one whose queries run
+                through the model (:attr:`query_dataset_name`); for CUHK-SYSU, every name is one
+                gallery size (``cuhk_sysu_query_g{N}``; the same queries with another ``gallery``
+                list): queries are run once and matched across sizes by ``query_index``. A single
+                CUHK-SYSU name with ``cuhk_gallery_sizes`` expands to ``<base>_g{N}`` for each
+                registered size.
+            protocol: "prw" or "cuhk_sysu"; default from the gallery metadata ``protocol``, else
+                inferred (queries with a ``gallery`` list: CUHK-SYSU).
+            score_thresh: detections below are dropped (search and detection), 0.5.
+            det_iou_thresh: detection matching IoU, 0.5.
+            prw_modes: PRW galleries to report, the first is the headline ``"search"``.
+            cuhk_gallery_sizes: CUHK-SYSU sizes to report (see ``query_dataset_names``); the
+                headline ``"search"`` is g100 when present. ``-1`` adds the full gallery
+                (``"search_gfull"``): every gallery image but the query's own, targets from the
+                annotations (the reference's ``gallery_size=-1``, which crashes there).
+            cbgm: CBGM re-ranking (off by default); ``cbgm_k1``/``cbgm_k2``: 0 = protocol default
+                (10/3 CUHK-SYSU, 30/4 PRW). The query frame's context persons are taken from the
+                gallery detections of that frame (see ``query_context_from_gallery``).
+            topk: top-k values reported.
+            output_dir: where the JSON (and for CUHK-SYSU the gallery-size PNG) go; None: nothing
+                written.
+            distributed: gather from all processes with ``comm.gather``; evaluate on the main one.
+            feature_dtype: storage of gallery embeddings ("float32" reproduces the reference;
+                "float16" halves the memory).
+        """
         self._gallery_name = gallery_dataset_name
         names = (
             [query_dataset_names]
@@ -131,30 +137,38 @@ class PersonSearchEvaluator(DatasetEvaluator):
     def from_config(
         cls,
         cfg,
-        gallery_dataset_name: str,
-        query_dataset_names: Union[str, Sequence[str]],
+        dataset_name: str,
+        query_name: Optional[str] = None,
         output_dir: Optional[str] = None,
-    ) -> "PersonSearchEvaluator":
-        """Build from ``cfg.TEST.PERSON_SEARCH`` (see ``stl_search/config.py``)."""
+    ) -> dict:
+        """Arguments from ``cfg.TEST.PERSON_SEARCH`` (see ``stl_search/config.py``) for gallery
+        split ``dataset_name``; ``query_name`` defaults to the gallery's metadata ``query_name``."""
+        if query_name is None:
+            query_name = MetadataCatalog.get(dataset_name).get("query_name", None)
+            if query_name is None:
+                raise KeyError(
+                    f"no query split for {dataset_name!r}: pass query_name or register the "
+                    "gallery with metadata query_name"
+                )
         t = cfg.TEST.PERSON_SEARCH
-        return cls(
-            gallery_dataset_name,
-            query_dataset_names,
-            score_thresh=t.SCORE_THRESH,
-            det_iou_thresh=t.DET_IOU_THRESH,
-            prw_modes=list(t.PRW_MODES),
-            cuhk_gallery_sizes=list(t.CUHK_GALLERY_SIZES),
-            cbgm=t.CBGM,
-            cbgm_k1=t.CBGM_K1,
-            cbgm_k2=t.CBGM_K2,
-            topk=list(t.TOPK),
-            output_dir=output_dir,
-            feature_dtype=t.FEATURE_DTYPE,
-        )
+        return {
+            "gallery_dataset_name": dataset_name,
+            "query_dataset_names": query_name,
+            "score_thresh": t.SCORE_THRESH,
+            "det_iou_thresh": t.DET_IOU_THRESH,
+            "prw_modes": list(t.PRW_MODES),
+            "cuhk_gallery_sizes": list(t.CUHK_GALLERY_SIZES),
+            "cbgm": t.CBGM,
+            "cbgm_k1": t.CBGM_K1,
+            "cbgm_k2": t.CBGM_K2,
+            "topk": list(t.TOPK),
+            "output_dir": output_dir,
+            "feature_dtype": t.FEATURE_DTYPE,
+        }
 
     @staticmethod
     def _expand_sizes(name: str, sizes: Sequence[int]) -> List[str]:
-        """``cuhk_sysu_query`` / ``cuhk_sysu_query_g100`` + sizes -> registered ``..._g{N}`` names."""
+        """``cuhk_sysu_query`` / ``cuhk_sysu_query_g100`` + sizes -> registered ``..._g{N}``."""
         base = re.sub(r"_g\d+$", "", name)
         registered = set(DatasetCatalog.list())
         names = [f"{base}_g{n}" for n in sizes if f"{base}_g{n}" in registered]
@@ -170,7 +184,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
 
     # ---------------------------------------------------------------- collection
     def reset(self) -> None:
-        self._gallery: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._gallery: Dict[str, P.ImageDetections] = {}
         self._queries: Dict[int, np.ndarray] = {}
 
     def process(self, inputs, outputs) -> None:
@@ -197,7 +211,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             )
 
     def process_queries(self, inputs, outputs) -> None:
-        """Queries: the L2-normalised ``query_embedding`` of each input, keyed by ``query_index``."""
+        """Queries: each input's L2-normalised ``query_embedding``, keyed by ``query_index``."""
         for inp, out in zip(inputs, outputs):
             self._queries[int(inp["query_index"])] = _l2_normalize(
                 _to_numpy(out["query_embedding"]).ravel()
@@ -225,37 +239,30 @@ class PersonSearchEvaluator(DatasetEvaluator):
         gallery_dicts = DatasetCatalog.get(self._gallery_name)
         qdicts = DatasetCatalog.get(self.query_dataset_name)
         protocol = self._protocol or ("cuhk_sysu" if qdicts and "gallery" in qdicts[0] else "prw")
-        image_ids = [str(d["image_id"]) for d in gallery_dicts]
-        id_to_index = {k: i for i, k in enumerate(image_ids)}
+        id_to_index = {str(d["image_id"]): i for i, d in enumerate(gallery_dicts)}
 
-        gal, gt = self._gallery_arrays(gallery_dicts, image_ids, preds, query_embs)
-        q_emb = self._query_matrix(qdicts, query_embs, gal.embeddings.shape[1])
-        q_images = np.array(
-            [id_to_index.get(str(d["image_id"]), -1) for d in qdicts], dtype=np.int64
+        gal, truth = P.gallery_arrays(gallery_dicts, preds, query_embs, self._feature_dtype)
+        q_emb = P.query_matrix(qdicts, query_embs, gal.embeddings.shape[1], self.query_dataset_name)
+        q_images = P.query_images(qdicts, id_to_index)
+        labels, protocols, headline = self._protocols(
+            protocol, qdicts, q_images, truth, id_to_index
         )
-        labels, protocols, headline = self._protocols(protocol, qdicts, q_images, gt, id_to_index)
 
         cbgm = None
         if self._cbgm:
             k1, k2 = (k or d for k, d in zip(self._cbgm_k, CBGM_DEFAULTS[protocol]))
-            query_boxes = np.array([d["query_box"] for d in qdicts], dtype=np.float64).reshape(
-                -1, 4
-            )
-            cbgm = replace(
-                M.query_context_from_gallery(gal, q_images, query_boxes, k2, self._score_thresh),
-                k1=k1,
-            )
-        searches = M.search_metrics(
+            cbgm = P.cbgm_context(gal, qdicts, q_images, k1, k2, self._score_thresh)
+        searches = search_metrics(
             gal, q_emb, protocols, score_thresh=self._score_thresh, topk=self._topk, cbgm=cbgm
         )
         detection = {
-            key: M.detection_metrics(
-                gt["boxes"],
-                gt["splits"],
+            key: detection_metrics(
+                truth.boxes,
+                truth.splits,
                 gal.boxes,
                 gal.scores,
                 gal.splits,
-                gt_labeled=gt["identities"] >= 0,
+                gt_labeled=truth.identities >= 0,
                 labeled_only=labeled,
                 score_thresh=self._score_thresh,
                 iou_thresh=self._det_iou_thresh,
@@ -265,13 +272,14 @@ class PersonSearchEvaluator(DatasetEvaluator):
 
         results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
         by_label = dict(zip(labels, searches))
-        results["search"] = self._search_dict(by_label[headline])
+        results["search"] = _search_dict(by_label[headline])
         for label, res in by_label.items():
             if protocol == "cuhk_sysu" or label != headline:
-                results[f"search_{label}"] = self._search_dict(res)
+                results[f"search_{label}"] = _search_dict(res)
             if res.num_queries_without_target:
                 logger.warning(
-                    "%s/%s: %d queries have their target in no gallery image (AP 0, counted in the mean)",
+                    "%s/%s: %d queries have their target in no gallery image "
+                    "(AP 0, counted in the mean)",
                     self._gallery_name,
                     label,
                     res.num_queries_without_target,
@@ -284,228 +292,44 @@ class PersonSearchEvaluator(DatasetEvaluator):
         }
         logger.info("Person search on %s (%s): %s", self._gallery_name, protocol, dict(results))
         if self._output_dir:
-            self._write_outputs(
-                results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal
+            write_report(
+                self._output_dir,
+                gallery_name=self._gallery_name,
+                query_names=self._query_names,
+                protocol=protocol,
+                headline=headline,
+                settings={
+                    "score_thresh": self._score_thresh,
+                    "det_iou_thresh": self._det_iou_thresh,
+                    "cbgm": self._cbgm,
+                    "topk": list(self._topk),
+                },
+                results=results,
+                labels=labels,
+                searches=searches,
+                detection=detection,
+                query_dicts=qdicts,
+                gallery_dicts=gallery_dicts,
+                gallery=gal,
             )
         return results
 
-    def _protocols(self, protocol: str, qdicts, q_images: np.ndarray, gt: Dict, id_to_index: Dict):
+    def _protocols(
+        self, protocol: str, qdicts, q_images: np.ndarray, truth: P.GalleryTruth, id_to_index
+    ) -> Tuple[List[str], list, str]:
         """``(labels, QueryGalleries list, headline label)`` of the data set's protocol."""
-        identities = np.array([d["identity"] for d in qdicts], dtype=np.int64)
         if protocol == "prw":
-            cameras = np.array([d.get("camera_id", -1) for d in qdicts], dtype=np.int64)
             labels = list(self._prw_modes)
-            protocols = [
-                M.prw_galleries(
-                    q_images,
-                    identities,
-                    cameras,
-                    gt["cameras"],
-                    gt["identities"],
-                    gt["boxes"],
-                    gt["splits"],
-                    mode=mode,
-                    name=mode,
-                )
-                for mode in labels
-            ]
-            return labels, protocols, labels[0]
+            return labels, P.prw_protocols(qdicts, q_images, truth, labels), labels[0]
         labels, protocols = [], []
         for name in self._query_names:
-            label, gq = self._cuhk_protocol(name, qdicts, id_to_index)
-            labels.append(label)
-            protocols.append(gq)
-        if self._cuhk_full:  # every gallery image but the query's own; cameras play no role
-            no_camera = np.full(len(qdicts), -1, dtype=np.int64)
-            protocols.append(
-                M.prw_galleries(
-                    q_images,
-                    identities,
-                    no_camera,
-                    np.full(gt["cameras"].size, -1, dtype=np.int64),
-                    gt["identities"],
-                    gt["boxes"],
-                    gt["splits"],
-                    mode="all",
-                    name="gfull",
-                )
+            size_dicts = qdicts if name == self.query_dataset_name else DatasetCatalog.get(name)
+            label, galleries = P.cuhk_protocol(
+                name, size_dicts, qdicts, id_to_index, self._gallery_name, self.query_dataset_name
             )
+            labels.append(label)
+            protocols.append(galleries)
+        if self._cuhk_full:
+            protocols.append(P.full_gallery_protocol(qdicts, q_images, truth))
             labels.append("gfull")
         return labels, protocols, ("g100" if "g100" in labels else labels[0])
-
-    def _search_dict(self, res: "M.SearchResult") -> Dict[str, float]:
-        out = {"mAP": 100.0 * res.mAP}
-        out.update({f"top{k}": 100.0 * v for k, v in res.accuracy().items()})
-        return out
-
-    def _gallery_arrays(self, gallery_dicts, image_ids, preds, query_embs):
-        """Detections (dataset order) and ground truth of the gallery split as CSR arrays."""
-        dim = next((e.shape[1] for _, _, e in preds.values() if e.ndim == 2 and e.shape[1]), None)
-        if dim is None:
-            dim = next((len(v) for v in query_embs.values()), 0)
-        missing = [k for k in image_ids if k not in preds]
-        if missing:
-            logger.warning(
-                "%d of %d gallery images have no predictions: treated as no detections",
-                len(missing),
-                len(image_ids),
-            )
-        empty = (
-            np.zeros((0, 4), np.float32),
-            np.zeros(0, np.float32),
-            np.zeros((0, dim), self._feature_dtype),
-        )
-        parts = [preds.get(k, empty) for k in image_ids]
-        counts = np.array([len(p[1]) for p in parts], dtype=np.int64)
-        gal = M.GalleryDetections(
-            boxes=np.concatenate([p[0] for p in parts]) if parts else empty[0],
-            scores=np.concatenate([p[1] for p in parts]) if parts else empty[1],
-            embeddings=np.concatenate([p[2].reshape(-1, dim) for p in parts])
-            if parts
-            else empty[2],
-            splits=np.r_[0, np.cumsum(counts)].astype(np.int64),
-        )
-        boxes, idents, gt_counts = [], [], []
-        for d in gallery_dicts:
-            anns = d.get("annotations", [])
-            gt_counts.append(len(anns))
-            for a in anns:
-                boxes.append(_xyxy(a["bbox"], a.get("bbox_mode")))
-                idents.append(int(a.get("identity", -1)))
-        gt = {
-            "boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4),
-            "identities": np.array(idents, dtype=np.int64),
-            "splits": np.r_[0, np.cumsum(gt_counts)].astype(np.int64),
-            "cameras": np.array([d.get("camera_id", -1) for d in gallery_dicts], dtype=np.int64),
-        }
-        return gal, gt
-
-    def _query_matrix(self, qdicts, query_embs: Dict[int, np.ndarray], dim: int) -> np.ndarray:
-        missing = [d["query_index"] for d in qdicts if int(d["query_index"]) not in query_embs]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} of {len(qdicts)} queries of {self.query_dataset_name} have no embedding "
-                f"(first: query_index {missing[0]}); run the query split through the model's query mode"
-            )
-        if not qdicts:
-            return np.zeros((0, dim), np.float32)
-        return np.stack([query_embs[int(d["query_index"])] for d in qdicts]).astype(np.float32)
-
-    def _cuhk_protocol(self, name: str, qdicts, id_to_index) -> Tuple[str, "M.QueryGalleries"]:
-        """One CUHK-SYSU gallery size: its explicit per-query lists, aligned to the model's queries."""
-        sdicts = qdicts if name == self.query_dataset_name else DatasetCatalog.get(name)
-        row_of = {int(d["query_index"]): i for i, d in enumerate(qdicts)}
-        if len(sdicts) != len(qdicts) or any(
-            row_of.get(int(s["query_index"])) != i
-            or str(s["image_id"]) != str(qdicts[i]["image_id"])
-            for i, s in enumerate(sdicts)
-        ):
-            raise ValueError(
-                f"query set {name} does not hold the queries of {self.query_dataset_name} in the same order"
-            )
-        m = re.search(r"_g(\d+)$", name)
-        size = int(m.group(1)) if m else (len(sdicts[0]["gallery"]) if sdicts else 0)
-        counts = [len(d["gallery"]) for d in sdicts]
-        listing_images = np.array(
-            [id_to_index.get(str(g["image_id"]), -1) for d in sdicts for g in d["gallery"]],
-            dtype=np.int64,
-        )
-        boxes, target_listings = [], []
-        i = 0
-        for d in sdicts:
-            for g in d["gallery"]:
-                if g.get("bbox") is not None:
-                    target_listings.append(i)
-                    boxes.append([float(v) for v in g["bbox"]])
-                i += 1
-        unknown = int((listing_images < 0).sum())
-        if unknown:
-            logger.warning(
-                "%s: %d gallery listings name images outside %s (no detections)",
-                name,
-                unknown,
-                self._gallery_name,
-            )
-        gq = M.explicit_galleries(
-            np.r_[0, np.cumsum(counts)].astype(np.int64),
-            listing_images,
-            np.array(target_listings, dtype=np.int64),
-            np.array(boxes, dtype=np.float64).reshape(-1, 4),
-            name=f"g{size}",
-        )
-        return f"g{size}", gq
-
-    # ---------------------------------------------------------------- outputs
-    def _write_outputs(
-        self, results, protocol, labels, headline, searches, detection, qdicts, gallery_dicts, gal
-    ) -> None:
-        """JSON with the metrics and per-query outcomes (``ranked``: the top-10 detections, for the
-        headline protocol and
-        the PRW modes; per-query AP / hits only for the other CUHK-SYSU sizes, to keep the file
-        small), and for CUHK-SYSU the gallery-size curve."""
-        det_image = np.repeat(np.arange(gal.num_images), np.diff(gal.splits))
-        image_ids = [str(d["image_id"]) for d in gallery_dicts]
-        per_protocol = OrderedDict()
-        for label, res in zip(labels, searches):
-            with_lists = protocol == "prw" or label == headline
-            entries = []
-            for q, d in enumerate(qdicts):
-                e = {
-                    "query_index": int(d["query_index"]),
-                    "image_id": str(d["image_id"]),
-                    "identity": int(d["identity"]),
-                    "query_box": [float(v) for v in d["query_box"]],
-                    "ap": float(res.ap[q]),
-                    "num_gt": int(res.num_gt[q]),
-                    "num_tp": int(res.num_tp[q]),
-                }
-                e.update({f"top{k}": bool(res.hits[q, i]) for i, k in enumerate(res.topk)})
-                if with_lists:
-                    e["ranked"] = [
-                        {
-                            "image_id": image_ids[det_image[j]],
-                            "box": [round(float(v), 2) for v in gal.boxes[j]],
-                            "score": float(s),
-                            "correct": bool(c),
-                        }
-                        for j, s, c in zip(
-                            res.ranked_dets[q], res.ranked_scores[q], res.ranked_correct[q]
-                        )
-                        if j >= 0
-                    ]
-                entries.append(e)
-            per_protocol[label] = {
-                "num_queries": res.num_queries,
-                "num_queries_without_target": res.num_queries_without_target,
-                "queries": entries,
-            }
-        payload = {
-            "gallery_dataset": self._gallery_name,
-            "query_datasets": list(self._query_names),
-            "protocol": protocol,
-            "headline": headline,
-            "settings": {
-                "score_thresh": self._score_thresh,
-                "det_iou_thresh": self._det_iou_thresh,
-                "cbgm": self._cbgm,
-                "topk": list(self._topk),
-            },
-            "metrics": results,
-            "detection_counts": {
-                k: {"num_gt": v.num_gt, "num_tp": v.num_tp, "num_det": v.num_det}
-                for k, v in detection.items()
-            },
-            "searches": per_protocol,
-        }
-        os.makedirs(self._output_dir, exist_ok=True)
-        atomic_write_json(
-            payload, os.path.join(self._output_dir, f"person_search_{self._gallery_name}.json")
-        )
-        if protocol == "cuhk_sysu":
-            sizes = [len(gallery_dicts) if label == "gfull" else int(label[1:]) for label in labels]
-            plot_gallery_size_curve(
-                sizes,
-                [100.0 * r.mAP for r in searches],
-                [100.0 * r.accuracy().get(1, 0.0) for r in searches],
-                os.path.join(self._output_dir, f"gallery_size_{self._gallery_name}.png"),
-            )

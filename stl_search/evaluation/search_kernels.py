@@ -1,6 +1,6 @@
-"""Scoring kernels of the person-search metrics (internal to :mod:`.metrics`).
+"""Scoring kernels of the person-search metrics (internal to :mod:`.search`).
 
-Array conventions are those of :mod:`.metrics`: "kept" detections are the gallery detections
+Array conventions are those of :mod:`.search`: "kept" detections are the gallery detections
 above the score threshold, re-indexed 0..N-1 image-major; ``det_starts``/``det_counts`` give each
 gallery image's range. A query's gallery detections ("dets") are the kept detections of its
 images, and its similarities ("s") are aligned with them. Ties are broken towards the lower
@@ -9,32 +9,38 @@ detection index everywhere.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import NamedTuple, Union
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ._blas import single_threaded_blas
+from .csr import first_in_segments, ranges
 
 
-def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + counts[i])`` for all i, vectorised."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    offsets = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets, counts) + np.arange(
-        total, dtype=np.int64
-    )
+class PairSimilarities(NamedTuple):
+    """Similarities of each query with its own gallery's detections, query-major: query ``q``'s
+    are ``sims[offsets[q]:offsets[q + 1]]``, of the kept detections ``dets[...]`` (same range)."""
+
+    sims: np.ndarray
+    dets: np.ndarray
+    offsets: np.ndarray
 
 
-def first_in_segments(segment_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Indices ``i`` with ``mask[i]`` that are the first such index of their (sorted) segment."""
-    idx = np.flatnonzero(mask)
-    if idx.size == 0:
-        return idx
-    seg = segment_ids[idx]
-    return idx[np.r_[True, seg[1:] != seg[:-1]]]
+class QueryScores(NamedTuple):
+    """Scores of one query (:func:`score_query`) or of several (:func:`score_flat`, one row each).
+
+    ``ap``: AP x recall; ``hits``: a true positive within each top-k; ``num_tp``: targets found;
+    ``ranked``: the best kept detections (``-1`` padded in :func:`score_flat`), with their
+    ``ranked_scores`` and whether each is a true positive (``ranked_correct``).
+    """
+
+    ap: Union[float, np.ndarray]
+    hits: np.ndarray
+    num_tp: Union[int, np.ndarray]
+    ranked: np.ndarray
+    ranked_scores: np.ndarray
+    ranked_correct: np.ndarray
 
 
 def pair_similarities(
@@ -44,14 +50,14 @@ def pair_similarities(
     emb: np.ndarray,
     det_starts: np.ndarray,
     det_counts: np.ndarray,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> PairSimilarities:
     """Similarities of each query with the kept detections of its own gallery images only.
 
     Args:
         images, image_splits: the queries' gallery images, CSR (``QueryGalleries.images``).
         q_emb: ``(Q, D)``; emb: ``(N, D)`` kept detection embeddings.
 
-    Returns ``(sims, dets, offsets)``, query-major: query ``q``'s detections (its images in
+    Returns :class:`PairSimilarities`, query-major: query ``q``'s detections (its images in
     ``images`` order, each image's detections in order) are ``dets[offsets[q]:offsets[q+1]]``.
 
     Computed image-major: each gallery image's detections are multiplied once with the embeddings
@@ -90,9 +96,10 @@ def pair_similarities(
                 if c:
                     block = q_emb[queries_sorted[a:b]] @ emb[g0 : g0 + c].T
                     by_image[o : o + block.size] = block.ravel()
-        # Image-major element (pair k in sorted order, detection j) -> query-major position cum[k] + j.
+        # Image-major element (pair k in sorted order, detection j) -> query-major position
+        # cum[k] + j.
         sims[ranges(cum[order], n[order])] = by_image
-    return sims, dets, cum[image_splits]
+    return PairSimilarities(sims, dets, cum[image_splits])
 
 
 def cbgm_rerank(
@@ -111,7 +118,6 @@ def cbgm_rerank(
     matched pairs. At most ``k1`` images per query (Hungarian algorithm via SciPy; the reference's
     Kuhn-Munkres gives the same matching up to ties between optimal matchings).
     """
-    from scipy.optimize import linear_sum_assignment
 
     top = top_positions(s, dets, k1)
     image_of = det_image[dets]
@@ -143,7 +149,7 @@ def score_query(
     num_gt: int,
     topk: np.ndarray,
     num_ranked: int,
-):
+) -> QueryScores:
     """AP x recall, top-k hits and the ranked list of one query over one gallery.
 
     ``s``: similarities of ``dets`` (the kept detections of the query's gallery). ``cs``: the
@@ -198,7 +204,7 @@ def score_query(
     pos = top_positions(s, dets, num_ranked)
     ranked = dets[pos]
     correct = (ranked[:, None] == tp_det[None, :]).any(axis=1)
-    return ap, hits, tp_det.size, ranked, s[pos], correct
+    return QueryScores(ap, hits, tp_det.size, ranked, s[pos], correct)
 
 
 def pair_positions(
@@ -240,7 +246,7 @@ def score_flat(
     num_gt: np.ndarray,
     topk: np.ndarray,
     num_ranked: int,
-):
+) -> QueryScores:
     """:func:`score_query` for many queries at once, without a Python loop.
 
     ``s``/``dets``: the queries' similarities and detections, query-major, query ``q`` at
@@ -315,7 +321,7 @@ def score_flat(
         ranked[q_sel, place] = dets[sel]
         rscore[q_sel, place] = s[sel]
         rcorr[q_sel, place] = is_tp[sel]
-    return ap, hits, n_tp, ranked, rscore, rcorr
+    return QueryScores(ap, hits, n_tp, ranked, rscore, rcorr)
 
 
 def flat_chunks(offsets: np.ndarray, cand_splits: np.ndarray, budget: int = 1 << 23) -> list:

@@ -98,7 +98,8 @@ def register_cuhk():
         return {"image_id": image_id, "bbox": None if box is None else [float(v) for v in box]}
 
     def query_set(size):
-        # Query 0: identity 1 from s1; its gallery lists s2 (target), s4, and for size 3 s2 again (duplicate).
+        # Query 0: identity 1 from s1; its gallery lists s2 (target), s4, and for size 3 s2 again
+        # (duplicate).
         # Query 1: identity 2 from s3; gallery: s1 (target) + s4 (+ its own image s3 for size 3).
         lists = {
             2: [["s2.jpg", "s4.jpg"], ["s1.jpg", "s4.jpg"]],

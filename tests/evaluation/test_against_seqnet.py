@@ -14,8 +14,9 @@ import os
 
 import numpy as np
 import pytest
+from scipy.io import savemat
 
-from stl_search.evaluation import metrics as M
+from stl_search import evaluation as M
 
 SEQNET = os.environ.get("SEQNET_ROOT", "")
 pytestmark = pytest.mark.skipif(
@@ -83,12 +84,10 @@ class _Dataset(list):
 
 def test_same_numbers_as_seqnet_eval_func(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
-    from scipy.io import savemat
-
     monkeypatch.syspath_prepend(SEQNET)
     monkeypatch.chdir(tmp_path)  # the reference writes vis/results.json
     os.makedirs("vis")
-    import eval_func as R
+    import eval_func as R  # noqa: PLC0415 (from the SEQNET_ROOT checkout put on the path above)
 
     rng = np.random.default_rng(7)
     cams, annos, dets, feats, queries = _synthetic(rng)

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from stl_search.config import add_stl_search_config
@@ -42,7 +43,8 @@ def test_prw_known_numbers_json_and_gather(tmp_path):
     # multi_view: q1's only other frame of id 2 has the same camera.
     assert res["search_multi_view"]["mAP"] == pytest.approx(100 / 3)
     # Detection: every person detected at 0.9, one FP at 0.6 after them -> AP 100; labeled only:
-    # the unlabeled person of frame 0 is an FP tied with the 6 TPs; frame 4 (unlabeled only) is skipped.
+    # the unlabeled person of frame 0 is an FP tied with the 6 TPs; frame 4 (unlabeled only) is
+    # skipped.
     assert res["detection"]["AP"] == pytest.approx(100.0)
     assert res["detection"]["recall"] == pytest.approx(100.0)
     assert res["detection"]["AP_labeled"] == pytest.approx(600 / 7)
@@ -108,8 +110,6 @@ def test_cuhk_gallery_sizes_queries_once_json_and_curve(tmp_path):
     gname, names, gallery = F.register_cuhk()
     ev = PersonSearchEvaluator(gname, names, output_dir=str(tmp_path))
     assert ev.query_dataset_name == names[0]
-    from detectron2.data import DatasetCatalog
-
     res = run(ev, gallery, DatasetCatalog.get(names[0]))
     assert list(res) == ["search", "search_g2", "search_g3", "detection"]
     assert res["search"] == res["search_g2"]  # no g100 here: the first size is the headline
@@ -133,8 +133,6 @@ def test_cuhk_single_name_expands_sizes_and_full_gallery():
     base = names[0][: -len("_g2")]
     ev = PersonSearchEvaluator(gname, base, cuhk_gallery_sizes=[2, 3, 100, -1])
     assert ev._query_names == names
-    from detectron2.data import DatasetCatalog
-
     res = run(ev, gallery, DatasetCatalog.get(names[0]))
     assert list(res) == ["search", "search_g2", "search_g3", "search_gfull", "detection"]
     # Full gallery: query 0 (id 1, from s1) finds s2; query 1 (id 2, from s3) finds s1; the query
@@ -153,19 +151,34 @@ def test_missing_query_embedding_raises():
         ev.evaluate()
 
 
-def test_from_config_float16_and_cbgm():
+def test_configurable_from_cfg_float16_and_cbgm(tmp_path):
     gname, qname, gallery, queries = F.register_prw()
     cfg = add_stl_search_config(get_cfg())
     cfg.TEST.PERSON_SEARCH.FEATURE_DTYPE = "float16"
-    ev = PersonSearchEvaluator.from_config(cfg, gname, qname)
+    cfg.TEST.PERSON_SEARCH.TOPK = [1, 3]
+    # Detectron2's @configurable: a cfg first builds the arguments with from_config.
+    ev = PersonSearchEvaluator(cfg, gname, qname, output_dir=str(tmp_path))
+    assert ev.query_dataset_name == qname and ev._output_dir == str(tmp_path)
     res = run(ev, gallery, queries)
     assert ev._gallery["c1s1_000001.jpg"][2].dtype == np.float16
     assert res["search"]["mAP"] == pytest.approx(200 / 3)
+    assert list(res["search"]) == ["mAP", "top1", "top3"]
+    kwargs = PersonSearchEvaluator.from_config(cfg, gname, qname)
+    assert kwargs["feature_dtype"] == "float16" and kwargs["query_dataset_names"] == qname
+    # Without a query split, the gallery's metadata names it; without that, a clear error.
+    with pytest.raises(KeyError, match="no query split"):
+        PersonSearchEvaluator(cfg, gname)
+    MetadataCatalog.get(gname).set(query_name=qname)
+    assert PersonSearchEvaluator(cfg, gname).query_dataset_name == qname
+    # Explicit keyword arguments override the config's.
+    ev = PersonSearchEvaluator(cfg, gname, qname, feature_dtype="float32")
+    run(ev, gallery, queries)
+    assert ev._gallery["c1s1_000001.jpg"][2].dtype == np.float32
     # CBGM with the query frame's persons as context (from the gallery pass of that frame). With
     # these one-hot embeddings a context pair's weight can be handed to a non-target (CBGM's rule),
     # so only defined numbers are asserted here; the rule itself is tested in the core tests.
     cfg.TEST.PERSON_SEARCH.CBGM = True
-    res = run(PersonSearchEvaluator.from_config(cfg, gname, qname), gallery, queries)
+    res = run(PersonSearchEvaluator(cfg, gname, qname), gallery, queries)
     assert all(np.isfinite(v) and 0 <= v <= 100 for group in res.values() for v in group.values())
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stl_search.evaluation import metrics as M
+from stl_search import evaluation as M
+from stl_search.evaluation import search_kernels as SK
 
 from . import seqnet_reference as ref
 
@@ -481,8 +482,8 @@ def test_detection_hand_case():
     r = M.detection_metrics(
         gts, [0, 2, 3], dets, scores, [0, 3, 4], gt_labeled=np.array([True, False, True])
     )
-    # det0 and det1 both best-match gt0; gt0's best det is det0 (IoU 1) -> TP; det1 FP; det2 TP (gt1);
-    # det3 FP. Ranked .95 F, .9 T, .8 T, .7 F: AP = 1/2*1/2 + 1/2*2/3; recall 2/3.
+    # det0 and det1 both best-match gt0; gt0's best det is det0 (IoU 1) -> TP; det1 FP;
+    # det2 TP (gt1); det3 FP. Ranked .95 F, .9 T, .8 T, .7 F: AP = 1/2*1/2 + 1/2*2/3; recall 2/3.
     assert r.recall == pytest.approx(2 / 3)
     assert r.ap == pytest.approx((0.25 + 1 / 3) * 2 / 3)
     lab = M.detection_metrics(
@@ -494,7 +495,8 @@ def test_detection_hand_case():
         gt_labeled=np.array([True, False, True]),
         labeled_only=True,
     )
-    # Labeled: gt0 (image 0) and gt2 (image 1); det2 now an FP. Ranked .95F .9T .8F .7F: AP 1/2, recall 1/2.
+    # Labeled: gt0 (image 0) and gt2 (image 1); det2 now an FP.
+    # Ranked .95F .9T .8F .7F: AP 1/2, recall 1/2.
     assert lab.recall == pytest.approx(0.5)
     assert lab.ap == pytest.approx(0.5 * 0.5)
 
@@ -568,8 +570,6 @@ def test_pairs_scoring_in_small_chunks_equals_matmul(monkeypatch):
     q_emb = np.array([q["emb"] for q in queries])
     protos = [protocol_for(m, images, queries) for m in ("explicit", "all")]
     dense = M.search_metrics(gal, q_emb, protos, strategy="matmul")
-    from stl_search.evaluation import search_kernels as SK
-
     original = SK.flat_chunks
     monkeypatch.setattr(
         SK, "flat_chunks", lambda offsets, splits: original(offsets, splits, budget=50)
