@@ -149,19 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] = None) -> List[Hit]:
     args = build_parser().parse_args(argv)
-    from detectron2.modeling import build_model
-
     import stl_search  # noqa: F401  (registers the model)
 
     from .engine.setup import load_config
-    from .utils.checkpoint import AtomicCheckpointer
+    from .engine.model import build_inference_model
 
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
-    model = build_model(cfg)
-    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = build_inference_model(cfg)  # needs no training set
     hits = search(model, cfg, args.query, args.box, list_gallery(args.gallery))
     top = hits[: args.topk]
     print(f"{'rank':>4}  {'similarity':>10}  {'det score':>9}  box (x1 y1 x2 y2)  image")
