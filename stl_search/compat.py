@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import launch as d2_launch
+from detectron2.engine.launch import _find_free_port
 from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.modeling import Backbone
 from detectron2.utils import comm
@@ -64,8 +65,6 @@ def launch(
     if dist_url == "auto":
         if num_machines != 1:
             raise ValueError("dist_url=auto is not supported in multi-machine jobs")
-        from detectron2.engine.launch import _find_free_port
-
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     mp.spawn(
         _cpu_worker,
@@ -141,7 +140,8 @@ def cpu_ddp_in_default_trainer() -> Iterator[None]:
 
 
 def replace_trainer_data_loader(trainer: SimpleTrainer, data_loader: Any) -> None:
-    """Swap the data loader of a ``SimpleTrainer`` (v0.6 builds its iterator eagerly, main lazily)."""
+    """Swap the data loader of a ``SimpleTrainer`` (v0.6 builds its iterator eagerly, main
+    lazily)."""
     trainer.data_loader = data_loader
     if hasattr(trainer, "_data_loader_iter_obj"):
         trainer._data_loader_iter_obj = None

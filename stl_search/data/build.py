@@ -37,7 +37,8 @@ def build_person_search_train_loader(cfg: CfgNode, seed: Optional[int] = None, s
     """Endless batches of ``SOLVER.IMS_PER_BATCH`` mapped training images of ``DATASETS.TRAIN``.
 
     Args:
-        cfg: the config (``DATASETS.TRAIN``, ``SOLVER.IMS_PER_BATCH``, ``DATALOADER.*``, ``INPUT.*``).
+        cfg: the config: ``DATASETS.TRAIN``, ``SOLVER.IMS_PER_BATCH``, ``DATALOADER.*``,
+            ``INPUT.*``.
         seed: seed of the stream; ``None`` takes :func:`data_stream_seed` (the trainer resolves
             it once, into its ``cfg.SEED``, and saves it in its checkpoints).
         start_iter: the iteration the stream starts at: its first batch holds the samples at

@@ -142,7 +142,8 @@ class PersonSearchTrainer(DefaultTrainer):
                 if evaluators is not None
                 else cls.build_evaluator(cfg, gallery_name, query_name)
             )
-            # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size splits).
+            # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size
+            # splits).
             results_i = inference_on_person_search(
                 model,
                 cls.build_test_loader(cfg, gallery_name, "test"),

@@ -11,7 +11,8 @@ from .io import atomic_open, atomic_torch_save, safe_torch_load
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer with atomic ``save`` (temp file + rename) and ``weights_only`` loads.
+    """Detectron2's checkpointer with atomic ``save`` (temp file + rename) and ``weights_only``
+    loads.
 
     fvcore writes ``model_XXXX.pth`` and ``last_checkpoint`` in place; a kill during the write
     leaves a truncated file that ``--resume`` would then pick. Here both are renamed into place
