@@ -53,10 +53,11 @@ class PersonSearchTrainer(DefaultTrainer):
         if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
             raise ValueError("SOLVER.AMP.ENABLED needs CUDA; set it to False with MODEL.DEVICE cpu")
         if cfg.SEED < 0:  # one seed for the stream, resolved once and saved in the checkpoints
-            cfg = cfg.clone()
+            frozen, cfg = cfg.is_frozen(), cfg.clone()
             cfg.defrost()
             cfg.SEED = data_stream_seed(cfg)
-            cfg.freeze()
+            if frozen:
+                cfg.freeze()
         with cpu_ddp_in_default_trainer():
             super().__init__(cfg)
         self.data_seed = self.cfg.SEED

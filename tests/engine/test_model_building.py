@@ -150,7 +150,7 @@ def test_amp_builds_detectron2_amp_trainer(repo_root, tiny_root, tmp_path):
     trainer = PersonSearchTrainer(cfg)
     assert type(trainer._trainer) is AMPTrainer
     trainer.train()
-    assert trainer.iter == cfg.SOLVER.MAX_ITER - 1
+    assert trainer.iter == cfg.SOLVER.MAX_ITER
 
 
 def _ddp_worker(repo_root, root, out_dir):
@@ -174,4 +174,4 @@ def test_two_cpu_processes_train_under_ddp(repo_root, tiny_root, tmp_path):
     launch(_ddp_worker, 2, dist_url="auto", args=(repo_root, tiny_root, str(tmp_path)))
     with open(tmp_path / "ddp.json") as f:
         result = json.load(f)
-    assert result == {"world": 2, "ddp": True, "device_ids": None, "simple": True, "iter": 1}
+    assert result == {"world": 2, "ddp": True, "device_ids": None, "simple": True, "iter": 2}
