@@ -22,7 +22,8 @@ from detectron2.config import CfgNode as CN
 
 
 def add_stl_search_config(cfg: CN) -> CN:
-    """Add every stl-search key, with its default, to a Detectron2 config (in place; also returned)."""
+    """Add every stl-search key, with its default, to a Detectron2 config (in place; also
+    returned)."""
     _add_backbone_config(cfg)
     _add_person_search_model_config(cfg)
     _add_data_config(cfg)
@@ -39,7 +40,8 @@ def _add_backbone_config(cfg: CN) -> None:
     # An empty list builds a plain ResNet.
     cfg.MODEL.IBN.STAGES = ["res2", "res3", "res4"]
     cfg.MODEL.IBN.RATIO = 0.5
-    # Stride of the first block of res5 (paper 3.3: "we modify the convolution stride of conv5_x to 1").
+    # Stride of the first block of res5 (paper 3.3: "we modify the convolution stride of conv5_x
+    # to 1").
     cfg.MODEL.IBN.RES5_STRIDE = 1
 
 
@@ -111,7 +113,8 @@ def _add_test_config(cfg: CN) -> None:
     # "multi_view" (frames of the other cameras only).
     cfg.TEST.PERSON_SEARCH.PRW_MODES = ["all", "multi_view"]
     # CUHK-SYSU gallery sizes to report (TestG<size>.mat); 100 is the headline. -1 adds the full
-    # gallery (every gallery image but the query's own; SeqNet's gallery_size=-1, which crashes there).
+    # gallery (every gallery image but the query's own; SeqNet's gallery_size=-1, which crashes
+    # there).
     cfg.TEST.PERSON_SEARCH.CUHK_GALLERY_SIZES = [50, 100, 500, 1000, 2000, 4000]
     # Context bipartite graph matching re-ranking (off in the paper).
     cfg.TEST.PERSON_SEARCH.CBGM = False
@@ -181,7 +184,8 @@ def _add_reid_config(cfg: CN) -> None:
     cfg.REID.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 10
     # Iterations per epoch; 0: number of crops // (P*K).
     cfg.REID.SOLVER.ITERS_PER_EPOCH = 0
-    # Re-ID evaluation (mAP, rank-1 on the crop test set) every this many epochs; 0: at the end only.
+    # Re-ID evaluation (mAP, rank-1 on the crop test set) every this many epochs; 0: at the end
+    # only.
     # The test set: query crops of DATASETS.QUERY[0] against gallery crops of DATASETS.TEST[0].
     cfg.REID.TEST_PERIOD_EPOCHS = 0
     # Crops per batch (per process) for Re-ID feature extraction.

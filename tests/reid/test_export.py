@@ -1,10 +1,13 @@
 """STL step 2: ReIDNet weights → person-search keys, loaded into a real PersonSearchRCNN."""
 
+import logging
+
 import pytest
 import torch
 from detectron2.modeling import build_model
 
 from stl_search.engine.checkpoint import PersonSearchCheckpointer
+from stl_search.engine.setup import load_config
 from stl_search.reid.export import (
     PERSON_SEARCH_UNINITIALISED,
     crop_size_mismatch,
@@ -63,7 +66,9 @@ def test_export_loads_into_person_search_with_exactly_the_detector_and_classifie
         "backbone.stem.conv1.weight": "backbone.stem.conv1.weight",
         "backbone.res3.0.conv1.norm.IN.weight": "backbone.res3.0.conv1.norm.IN.weight",
         "backbone.res4.1.conv2.weight": "roi_heads.id_head.res4.1.conv2.weight",
-        "backbone.res5.0.shortcut.norm.running_var": "roi_heads.id_head.res5.0.shortcut.norm.running_var",
+        "backbone.res5.0.shortcut.norm.running_var": (
+            "roi_heads.id_head.res5.0.shortcut.norm.running_var"
+        ),
         "bnneck.weight": "roi_heads.id_head.bnneck.weight",
         "bnneck.running_mean": "roi_heads.id_head.bnneck.running_mean",
     }
@@ -110,8 +115,6 @@ def test_stl_config_export_loads_into_its_person_search_config(
     tmp_path, repo_root, stl_cfg, ps_cfg, neck
 ):
     """The STL configs and the person-search configs they initialise share one backbone."""
-    from stl_search.engine.setup import load_config
-
     reid_cfg = load_config(f"{repo_root}/configs/{stl_cfg}")
     ps_cfg = load_config(
         f"{repo_root}/configs/{ps_cfg}",
@@ -134,8 +137,6 @@ def test_stl_config_export_loads_into_its_person_search_config(
 @pytest.mark.parametrize("crop,warns", [((64, 32), False), ((32, 16), True)])
 def test_loading_warns_when_pretraining_crops_do_not_match_the_id_rois(tmp_path, crop, warns):
     """tiny_person_search_cfg: 8x4 identification RoIs on the stride-8 res3, i.e. 64x32 crops."""
-    import logging
-
     save_person_search_init(
         export_for_person_search(_randomised_reid_net().state_dict()),
         str(tmp_path / "init.pth"),
