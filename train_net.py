@@ -3,7 +3,7 @@
 
     python train_net.py --config-file configs/PRW/stl_mrfp.yaml [--num-gpus 8] [KEY VALUE ...]
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
-    python train_net.py --config-file ... --resume          # continue from OUTPUT_DIR/last_checkpoint
+    python train_net.py --config-file ... --resume   # continue from OUTPUT_DIR/last_checkpoint
 
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
@@ -13,19 +13,17 @@ from detectron2.utils import comm
 
 import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
+from stl_search.engine.model import build_inference_model
 from stl_search.engine.report import format_results_table
 from stl_search.engine.setup import setup
 from stl_search.engine.trainer import PersonSearchTrainer
-from stl_search.utils.checkpoint import AtomicCheckpointer
 
 
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = PersonSearchTrainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        # Sized from its weights file: evaluation needs no training set.
+        model = build_inference_model(cfg, resume=args.resume)
         results = PersonSearchTrainer.test(cfg, model)
         if comm.is_main_process():
             print(format_results_table(results))

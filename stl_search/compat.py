@@ -6,20 +6,24 @@ nowhere else:
 - ``launch``: v0.6 asserts CUDA and uses NCCL for more than one process; main falls back to gloo
   on machines without a GPU. :func:`launch` uses Detectron2's whenever it can run the job and an
   equivalent gloo launcher otherwise (CPU multi-process on v0.6).
-- ``create_ddp_model``: both pass ``device_ids=[local_rank]``, which DDP rejects for CPU modules.
+- ``create_ddp_model``: both pass ``device_ids=[local_rank]``, which DDP rejects for CPU modules;
+  ``DefaultTrainer.__init__`` calls it (both versions): :func:`cpu_ddp_in_default_trainer`.
 - ``SimpleTrainer`` data iterator: v0.6 creates it in ``__init__``, main lazily.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import launch as d2_launch
+from detectron2.engine.launch import _find_free_port
 from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.modeling import Backbone
 from detectron2.utils import comm
@@ -61,8 +65,6 @@ def launch(
     if dist_url == "auto":
         if num_machines != 1:
             raise ValueError("dist_url=auto is not supported in multi-machine jobs")
-        from detectron2.engine.launch import _find_free_port
-
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     mp.spawn(
         _cpu_worker,
@@ -121,8 +123,25 @@ def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids, **kwargs)
 
 
+@contextlib.contextmanager
+def cpu_ddp_in_default_trainer() -> Iterator[None]:
+    """While open, ``DefaultTrainer.__init__`` wraps the model with :func:`create_ddp_model`.
+
+    Detectron2 (v0.6 and main) calls its own ``create_ddp_model(model, broadcast_buffers=False)``
+    from ``DefaultTrainer.__init__``; it passes ``device_ids=[local_rank]``, which DDP rejects
+    for a CPU model. The two agree on CUDA models.
+    """
+    original = d2_defaults.create_ddp_model
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
+
+
 def replace_trainer_data_loader(trainer: SimpleTrainer, data_loader: Any) -> None:
-    """Swap the data loader of a ``SimpleTrainer`` (v0.6 builds its iterator eagerly, main lazily)."""
+    """Swap the data loader of a ``SimpleTrainer`` (v0.6 builds its iterator eagerly, main
+    lazily)."""
     trainer.data_loader = data_loader
     if hasattr(trainer, "_data_loader_iter_obj"):
         trainer._data_loader_iter_obj = None

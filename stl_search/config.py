@@ -46,9 +46,13 @@ def _add_backbone_config(cfg: CN) -> None:
 
 def _add_person_search_model_config(cfg: CN) -> None:
     cfg.MODEL.PERSON_SEARCH = CN()
-    # Number of labeled training identities (the ID classifier's classes). 0: read from the
-    # training set's metadata (``num_identities``) when the model is built.
+    # Number of labeled training identities (the ID classifier's classes). 0: the trainer reads it
+    # from the training set's metadata (``num_identities``), an inference model from the weights
+    # file's classifier (stl_search.engine.model), before the model is built.
     cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = 0
+    # CB_CE only: labeled boxes per training identity (person_id 0..NUM_IDENTITIES-1). Empty: the
+    # trainer counts them in DATASETS.TRAIN[0] before the model is built.
+    cfg.MODEL.PERSON_SEARCH.IDENTITY_COUNTS = []
     # ID loss L_id of Eq. 3: "CE" (paper), "CB_CE" (class-balanced, Table 4), "FOCAL" (Table 4),
     # "OIM" (look-up table + unlabeled queue, for the OIM rows of Table 3).
     cfg.MODEL.PERSON_SEARCH.ID_LOSS = "CE"

@@ -20,6 +20,11 @@ import cv2
 import numpy as np
 import torch
 
+from .data.mapper import PersonSearchDatasetMapper
+from .engine.model import build_inference_model
+from .engine.setup import load_config
+from .utils.io import atomic_open
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -60,8 +65,6 @@ def search(
     gallery_files: Sequence[str],
 ) -> List[Hit]:
     """All detections of ``gallery_files`` ranked by similarity to the query person."""
-    from .data.mapper import PersonSearchDatasetMapper
-
     model.eval()
     x1, y1, x2, y2 = (float(v) for v in query_box)
     query = _image_record(query_image)
@@ -107,8 +110,6 @@ def render(
     height: int = 240,
 ) -> None:
     """Save the query image (box in green) beside each hit's image (box in red), left to right."""
-    from .utils.io import atomic_open
-
     panels = [_crop_with_box(cv2.imread(query_image), query_box, (0, 255, 0), height, "query")]
     for rank, hit in enumerate(hits, 1):
         panels.append(
@@ -149,27 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] = None) -> List[Hit]:
     args = build_parser().parse_args(argv)
-    from detectron2.modeling import build_model
-
-    import stl_search  # noqa: F401  (registers the model)
-
-    from .engine.setup import load_config
-    from .utils.checkpoint import AtomicCheckpointer
-
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
-    model = build_model(cfg)
-    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = build_inference_model(cfg)  # needs no training set
     hits = search(model, cfg, args.query, args.box, list_gallery(args.gallery))
     top = hits[: args.topk]
     print(f"{'rank':>4}  {'similarity':>10}  {'det score':>9}  box (x1 y1 x2 y2)  image")
     for rank, hit in enumerate(top, 1):
         box = " ".join(f"{v:.0f}" for v in hit.box)
-        print(
-            f"{rank:>4}  {hit.similarity:>10.4f}  {hit.detection_score:>9.3f}  {box:<17}  {hit.file_name}"
-        )
+        score = f"{hit.similarity:>10.4f}  {hit.detection_score:>9.3f}"
+        print(f"{rank:>4}  {score}  {box:<17}  {hit.file_name}")
     render(args.query, args.box, top, args.out)
     print(f"saved {args.out}")
     return hits

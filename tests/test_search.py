@@ -12,6 +12,7 @@ from detectron2.utils.env import seed_all_rng
 from stl_search import search
 from stl_search.data.datasets.builtin import register_synthetic
 from stl_search.data.datasets.synthetic import PRESETS
+from stl_search.engine.model import resolve_training_metadata
 from stl_search.engine.setup import load_config
 from stl_search.utils.checkpoint import AtomicCheckpointer
 
@@ -37,7 +38,7 @@ def test_search_ranks_gallery_and_draws(repo_root, tiny, tmp_path, capsys):
     ]
     cfg = load_config(config, overrides)
     seed_all_rng(0)
-    model = build_model(cfg)
+    model = build_model(resolve_training_metadata(cfg))
     weights = str(tmp_path / "model.pth")
     AtomicCheckpointer(model, save_dir=str(tmp_path)).save("model")
 
@@ -63,7 +64,10 @@ def test_search_ranks_gallery_and_draws(repo_root, tiny, tmp_path, capsys):
             "3",
             "MODEL.WEIGHTS",
             weights,
-            *overrides,
+            *overrides[2:],
+            # Searching needs no training set: the classifier is sized from the weights file.
+            "DATASETS.TRAIN",
+            "('never_registered_train',)",
         ]
     )
 

@@ -1,21 +1,63 @@
-"""Person-search data loaders: Detectron2's loaders with :class:`PersonSearchDatasetMapper`.
+"""Person-search data loaders, all mapping with :class:`PersonSearchDatasetMapper`.
 
-(The trainer's resumable training stream, ``stl_search.data.resumable``, uses the same mapper.)
+- training: a resumable stream (``stl_search.data.resumable``): sample ``p`` of the stream is a
+  pure function of (seed, p), so a job resumed at iteration ``i`` sees exactly the batches an
+  uninterrupted job would have seen from ``i`` on. ``PersonSearchTrainer`` trains on it.
+- gallery and query splits: Detectron2's test loader, one image per batch, in data set order.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Optional
+
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    build_batch_data_loader,
+    build_detection_test_loader,
+    get_detection_dataset_dicts,
+)
 
 from .mapper import PersonSearchDatasetMapper
+from .resumable import PositionSampler, PositionSeededDataset
 
-__all__ = ["build_person_search_train_loader", "build_person_search_test_loader"]
+__all__ = [
+    "build_person_search_test_loader",
+    "build_person_search_train_loader",
+    "data_stream_seed",
+]
 
 
-def build_person_search_train_loader(cfg: CfgNode):
-    """Endless batches of ``SOLVER.IMS_PER_BATCH`` mapped training images of ``DATASETS.TRAIN``."""
-    return build_detection_train_loader(cfg, mapper=PersonSearchDatasetMapper(cfg, mode="train"))
+def data_stream_seed(cfg: CfgNode) -> int:
+    """The training stream's seed: ``cfg.SEED``, or a time-based one when that is negative."""
+    return cfg.SEED if cfg.SEED >= 0 else int(time.time()) % (2**31)
+
+
+def build_person_search_train_loader(cfg: CfgNode, seed: Optional[int] = None, start_iter: int = 0):
+    """Endless batches of ``SOLVER.IMS_PER_BATCH`` mapped training images of ``DATASETS.TRAIN``.
+
+    Args:
+        cfg: the config: ``DATASETS.TRAIN``, ``SOLVER.IMS_PER_BATCH``, ``DATALOADER.*``,
+            ``INPUT.*``.
+        seed: seed of the stream; ``None`` takes :func:`data_stream_seed` (the trainer resolves
+            it once, into its ``cfg.SEED``, and saves it in its checkpoints).
+        start_iter: the iteration the stream starts at: its first batch holds the samples at
+            positions ``start_iter * IMS_PER_BATCH`` onwards (split over the processes).
+    """
+    if seed is None:
+        seed = data_stream_seed(cfg)
+    dicts = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+    )
+    dataset = PositionSeededDataset(dicts, PersonSearchDatasetMapper(cfg, mode="train"), seed)
+    sampler = PositionSampler(start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
+    return build_batch_data_loader(
+        dataset,
+        sampler,
+        cfg.SOLVER.IMS_PER_BATCH,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
 
 
 def build_person_search_test_loader(cfg: CfgNode, dataset_name: str, mode: str = "test"):

@@ -26,21 +26,17 @@ __all__ = ["PersonSearchDatasetMapper", "build_person_search_augmentations"]
 MODES = ("train", "test", "query")
 
 
-def build_person_search_augmentations(cfg, mode: str) -> List[T.Augmentation]:
-    """Resize (the paper's rule, via ``INPUT.{MIN,MAX}_SIZE_{TRAIN,TEST}``), plus the horizontal
-    flip with probability ``INPUT.HFLIP_PROB`` in ``train`` mode."""
-    if mode == "train":
-        augs: List[T.Augmentation] = [
-            T.ResizeShortestEdge(
-                cfg.INPUT.MIN_SIZE_TRAIN,
-                cfg.INPUT.MAX_SIZE_TRAIN,
-                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
-            )
-        ]
+def build_person_search_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
+    """Detectron2's ``build_augmentation``: ``ResizeShortestEdge`` with ``INPUT.{MIN,MAX}_SIZE_*``
+    (the paper's resize rule) and, in training, ``RandomFlip`` (``INPUT.RANDOM_FLIP``) whose
+    probability is ``INPUT.HFLIP_PROB`` (Detectron2 fixes it at 0.5; 0 drops the flip)."""
+    augs = utils.build_augmentation(cfg, is_train)
+    if is_train and isinstance(augs[-1], T.RandomFlip):
         if cfg.INPUT.HFLIP_PROB > 0:
-            augs.append(T.RandomFlip(prob=cfg.INPUT.HFLIP_PROB, horizontal=True, vertical=False))
-        return augs
-    return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+            augs[-1].prob = cfg.INPUT.HFLIP_PROB
+        else:
+            augs.pop()
+    return augs
 
 
 class PersonSearchDatasetMapper:
@@ -65,6 +61,14 @@ class PersonSearchDatasetMapper:
         augmentations: Sequence[Union[T.Augmentation, T.Transform]],
         image_format: str = "BGR",
     ):
+        """
+        Args:
+            mode: ``"train"``, ``"test"`` (gallery) or ``"query"``: what the output holds (above).
+            augmentations: applied in order to the image, then to its boxes (training instances,
+                query box); :func:`build_person_search_augmentations` builds them from a config.
+            image_format: format :func:`detectron2.data.detection_utils.read_image` reads the
+                image into (``INPUT.FORMAT``).
+        """
         if mode not in MODES:
             raise ValueError(
                 f"PersonSearchDatasetMapper: mode must be one of {MODES}, got {mode!r}"
@@ -78,7 +82,7 @@ class PersonSearchDatasetMapper:
     def from_config(cls, cfg, mode: str = "train") -> Dict[str, Any]:
         return {
             "mode": mode,
-            "augmentations": build_person_search_augmentations(cfg, mode),
+            "augmentations": build_person_search_augmentations(cfg, is_train=mode == "train"),
             "image_format": cfg.INPUT.FORMAT,
         }
 

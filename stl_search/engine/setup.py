@@ -1,4 +1,5 @@
-"""Config set-up shared by every entry point (train_net.py, pretrain_reid.py, search, benchmarks)."""
+"""Config set-up shared by every entry point (train_net.py, pretrain_reid.py, search,
+benchmarks)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class ConfigKeyError(KeyError):
 
 
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
-    """Detectron2 defaults + stl-search keys, then ``config_file`` (with its ``_BASE_``), then ``opts``.
+    """Detectron2 defaults + stl-search keys, then ``config_file`` (with its ``_BASE_``), then
+    ``opts``.
 
     Raises:
         ConfigKeyError: naming the unknown key and where it came from.

@@ -1,36 +1,47 @@
 """``PersonSearchTrainer``: Detectron2's ``DefaultTrainer`` for the person-search model.
 
-What it changes from ``DefaultTrainer``, and why:
-- checkpoints are written atomically and hold the optimizer state on every Detectron2 version
-  (v0.6 does not save it), so ``--resume`` continues with the same momentum;
-- the training stream is a pure function of (seed, position) (``stl_search.data.resumable``):
-  a resumed run sees exactly the samples the killed run would have seen next;
-- DDP also wraps CPU models (``device_ids=None``);
+Detectron2's ``DefaultTrainer.__init__`` builds the trainer (model, optimizer, training loader,
+DDP, ``SimpleTrainer`` or ``AMPTrainer`` per ``SOLVER.AMP.ENABLED``, scheduler, checkpointer,
+hooks); this class overrides its builders only, and changes, with reasons:
+- ``build_model``: the identity metadata the ID loss needs is read from the training set here,
+  before the model is built (``stl_search.engine.model``); ``modeling`` reads no data set;
+- ``build_train_loader``: the training stream is a pure function of (seed, position)
+  (``stl_search.data.build``): a resumed run sees exactly the samples the killed run would have
+  seen next. The seed (``SEED``, or a time-based one when negative) is saved in checkpoints;
+- ``build_hooks``: checkpoints are written atomically, hold the optimizer state on every
+  Detectron2 version (v0.6 does not save it) and report on STL exports they load
+  (``stl_search.engine.checkpoint``);
+- DDP also wraps CPU models (``device_ids=None``, ``stl_search.compat``);
 - evaluation runs each gallery split (``DATASETS.TEST``) through detection and its query split
   (``DATASETS.QUERY``, same order) through the model's query mode, then the person-search
-  evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically; Detectron2's JSONWriter owns ``metrics.json``).
+  evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically;
+  Detectron2's JSONWriter owns ``metrics.json``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
 from detectron2.config import CfgNode
-from detectron2.data import build_batch_data_loader, get_detection_dataset_dicts
-from detectron2.engine import DefaultTrainer, SimpleTrainer
-from detectron2.engine.train_loop import TrainerBase
+from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import print_csv_format
+from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from ..compat import create_ddp_model, replace_trainer_data_loader
-from ..data.resumable import PositionSampler, PositionSeededDataset
-from ..utils.checkpoint import AtomicCheckpointer
+from ..compat import cpu_ddp_in_default_trainer, replace_trainer_data_loader
+from ..data.build import (
+    build_person_search_test_loader,
+    build_person_search_train_loader,
+    data_stream_seed,
+)
+from ..evaluation import PersonSearchEvaluator, inference_on_person_search
 from ..utils.io import atomic_write_json
+from .checkpoint import PersonSearchCheckpointer
+from .model import resolve_training_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +50,17 @@ class PersonSearchTrainer(DefaultTrainer):
     """Trains and evaluates ``PersonSearchRCNN`` (or any model with the same I/O) from a config."""
 
     def __init__(self, cfg: CfgNode):
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            from detectron2.utils.logger import setup_logger
-
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
             raise ValueError("SOLVER.AMP.ENABLED needs CUDA; set it to False with MODEL.DEVICE cpu")
-        self.cfg = cfg
-        self.data_seed = cfg.SEED if cfg.SEED >= 0 else int(time.time()) % (2**31)
-
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg, seed=self.data_seed, start_iter=0)
-        model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = SimpleTrainer(model, data_loader, optimizer)
-
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.register_hooks(self.build_hooks())
+        if cfg.SEED < 0:  # one seed for the stream, resolved once and saved in the checkpoints
+            frozen, cfg = cfg.is_frozen(), cfg.clone()
+            cfg.defrost()
+            cfg.SEED = data_stream_seed(cfg)
+            if frozen:
+                cfg.freeze()
+        with cpu_ddp_in_default_trainer():
+            super().__init__(cfg)
+        self.data_seed = self.cfg.SEED
 
     # ---- state: iteration, hooks (LR scheduler), optimizer, data stream seed -------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -88,30 +88,31 @@ class PersonSearchTrainer(DefaultTrainer):
                 "Resumed at iteration %d (data stream seed %d)", self.start_iter, self.data_seed
             )
 
+    def build_hooks(self) -> List[Any]:
+        # DefaultTrainer.__init__ has just built a plain DetectionCheckpointer; the atomic one
+        # replaces it before the checkpointing hook takes it.
+        self.checkpointer = PersonSearchCheckpointer(
+            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        return super().build_hooks()
+
     # ---- builders ---------------------------------------------------------------------------
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode, seed: int = 0, start_iter: int = 0):
-        """Batches of mapped training images; sample ``i * IMS_PER_BATCH + j`` is fixed by ``seed``."""
-        from ..data.mapper import PersonSearchDatasetMapper
+    def build_model(cls, cfg: CfgNode):
+        """The model of ``cfg``, its identity metadata read from the training set when not set."""
+        model = build_model(resolve_training_metadata(cfg))
+        logger.info("Model:\n%s", model)
+        return model
 
-        dicts = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
-        dataset = PositionSeededDataset(dicts, PersonSearchDatasetMapper(cfg, mode="train"), seed)
-        sampler = PositionSampler(start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
-        return build_batch_data_loader(
-            dataset,
-            sampler,
-            cfg.SOLVER.IMS_PER_BATCH,
-            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
-            num_workers=cfg.DATALOADER.NUM_WORKERS,
-        )
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode, seed: Optional[int] = None, start_iter: int = 0):
+        """Batches of mapped training images; sample ``i * IMS_PER_BATCH + j`` is fixed by ``seed``
+        (default ``cfg.SEED``)."""
+        return build_person_search_train_loader(cfg, seed=seed, start_iter=start_iter)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str, mode: str = "test"):
         """Gallery (``mode="test"``) or query (``mode="query"``) loader, one image per batch."""
-        from ..data.build import build_person_search_test_loader
-
         return build_person_search_test_loader(cfg, dataset_name, mode)
 
     @classmethod
@@ -122,8 +123,6 @@ class PersonSearchTrainer(DefaultTrainer):
         query_name: Optional[str] = None,
         output_folder: Optional[str] = None,
     ):
-        from ..evaluation import PersonSearchEvaluator
-
         if query_name is None:
             query_name = query_split_for(cfg, dataset_name)
         if output_folder is None:
@@ -134,9 +133,8 @@ class PersonSearchTrainer(DefaultTrainer):
     def test(
         cls, cfg: CfgNode, model, evaluators: Optional[List] = None
     ) -> "OrderedDict[str, Any]":
-        """Evaluate ``model`` on every (gallery, query) pair of ``DATASETS.TEST`` / ``DATASETS.QUERY``."""
-        from ..evaluation import inference_on_person_search
-
+        """Evaluate ``model`` on every (gallery, query) pair of ``DATASETS.TEST`` /
+        ``DATASETS.QUERY``."""
         results: "OrderedDict[str, Any]" = OrderedDict()
         for idx, gallery_name in enumerate(cfg.DATASETS.TEST):
             query_name = query_split_for(cfg, gallery_name)
@@ -145,7 +143,8 @@ class PersonSearchTrainer(DefaultTrainer):
                 if evaluators is not None
                 else cls.build_evaluator(cfg, gallery_name, query_name)
             )
-            # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size splits).
+            # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size
+            # splits).
             results_i = inference_on_person_search(
                 model,
                 cls.build_test_loader(cfg, gallery_name, "test"),

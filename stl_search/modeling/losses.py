@@ -36,17 +36,15 @@ __all__ = [
 
 
 def resolve_num_identities(cfg: CfgNode) -> int:
-    """``MODEL.PERSON_SEARCH.NUM_IDENTITIES``, or (when 0) the training set's identity count."""
+    """``MODEL.PERSON_SEARCH.NUM_IDENTITIES``; 0 is resolved before the model is built (from the
+    training set or the weights file: ``stl_search.engine.model``)."""
     n = cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES
-    if n > 0:
-        return n
-    if not cfg.DATASETS.TRAIN:
-        raise ValueError("MODEL.PERSON_SEARCH.NUM_IDENTITIES is 0 and DATASETS.TRAIN is empty")
-    from stl_search.data.datasets import num_training_identities  # the data part's public API
-
-    n = num_training_identities(cfg.DATASETS.TRAIN[0])
     if n <= 0:
-        raise ValueError(f"training set {cfg.DATASETS.TRAIN[0]} has no labeled identities")
+        raise ValueError(
+            "MODEL.PERSON_SEARCH.NUM_IDENTITIES is 0: set it, or build the model through "
+            "stl_search.engine (the trainer reads it from DATASETS.TRAIN, an inference model "
+            "from its weights file)"
+        )
     return n
 
 
@@ -161,20 +159,14 @@ class OIMLoss(nn.Module):
         self.queue_ptr.fill_(int((self.queue_ptr + unlabeled.shape[0]) % q))
 
 
-def _training_dicts(cfg: CfgNode) -> list:
-    from detectron2.data import DatasetCatalog
-
-    return DatasetCatalog.get(cfg.DATASETS.TRAIN[0])
-
-
 def build_id_loss(
     cfg: CfgNode, embedding_dim: int, identity_counts: Optional[torch.Tensor] = None
 ) -> nn.Module:
     """The ID loss module named by ``MODEL.PERSON_SEARCH.ID_LOSS``.
 
     ``identity_counts`` (per-identity labeled box counts) is only used by ``CB_CE``; when not
-    given it is counted from the training dicts of ``DATASETS.TRAIN[0]`` (the set that defines
-    the contiguous ``person_id`` labels).
+    given it is ``MODEL.PERSON_SEARCH.IDENTITY_COUNTS`` (the trainer counts them in the training
+    set).
     """
     ps = cfg.MODEL.PERSON_SEARCH
     num_ids = resolve_num_identities(cfg)
@@ -185,7 +177,7 @@ def build_id_loss(
         return SoftmaxIDLoss(embedding_dim, num_ids, gamma=ps.FOCAL_GAMMA)
     if kind == "CB_CE":
         if identity_counts is None:
-            identity_counts = identity_instance_counts(_training_dicts(cfg), num_ids)
+            identity_counts = torch.tensor(ps.IDENTITY_COUNTS, dtype=torch.float64)
         if len(identity_counts) != num_ids:
             raise ValueError(f"{len(identity_counts)} identity counts for {num_ids} identities")
         weights = class_balanced_weights(identity_counts, ps.CB_BETA)

@@ -166,20 +166,23 @@ def crop_size_mismatch(reid_input_size: Sequence[int], id_rois) -> Optional[str]
 
     The transferred identification nets learned on the res3 maps of ``reid_input_size`` crops
     (256x128 -> 32x16 at stride 8 in the paper); the person-search model feeds them RoIs of
-    ``id_rois.height x id_rois.width`` on its stride-``id_rois.stride`` map. When the two differ, the
-    nets see person features at another scale than they were trained on, and the transfer loses
-    much of its value. ``id_rois`` is the ID pooler's ``output_shape``. Returns ``None`` when they match.
+    ``id_rois.height x id_rois.width`` on its stride-``id_rois.stride`` map. When the two differ,
+    the nets see person features at another scale than they were trained on, and the transfer
+    loses much of its value. ``id_rois`` is the ID pooler's ``output_shape``. Returns ``None``
+    when they match.
     """
     h, w = (int(v) for v in reid_input_size)
     s = id_rois.stride
     if not s or (id_rois.height * s, id_rois.width * s) == (h, w):
         return None
+    roi_h, roi_w = id_rois.height, id_rois.width
     return (
-        f"The STL initialisation was pretrained on {h}x{w} crops (res3 maps {h // s}x{w // s}), but this "
-        f"model's identification RoIs are {id_rois.height}x{id_rois.width} on the stride-{s} map, i.e. crops of "
-        f"{id_rois.height * s}x{id_rois.width * s}: the transferred identification nets see features at another "
-        f"scale. Match them: REID.INPUT.SIZE ({id_rois.height * s}, {id_rois.width * s}) in step 1, or "
-        f"MODEL.ID_HEAD.POOLER_RESOLUTION ({h // s}, {w // s}) here (the paper: 256x128 crops, 32x16 RoIs)."
+        f"The STL initialisation was pretrained on {h}x{w} crops (res3 maps {h // s}x{w // s}), "
+        f"but this model's identification RoIs are {roi_h}x{roi_w} on the stride-{s} map, i.e. "
+        f"crops of {roi_h * s}x{roi_w * s}: the transferred identification nets see features at "
+        f"another scale. Match them: REID.INPUT.SIZE ({roi_h * s}, {roi_w * s}) in step 1, or "
+        f"MODEL.ID_HEAD.POOLER_RESOLUTION ({h // s}, {w // s}) here (the paper: 256x128 crops, "
+        "32x16 RoIs)."
     )
 
 
@@ -199,7 +202,10 @@ def describe_missing_keys(missing_keys: Iterable[str]) -> str:
         else:
             other.append(key)
     parts = ", ".join(f"{name} ({n} tensors)" for name, n in groups.items() if n)
-    msg = f"Initialised from the checkpoint except: {parts or 'nothing'} (expected: trained from scratch)."
+    msg = (
+        f"Initialised from the checkpoint except: {parts or 'nothing'} "
+        "(expected: trained from scratch)."
+    )
     if other:
         msg += f" UNEXPECTEDLY MISSING ({len(other)}): {sorted(other)[:20]}"
     return msg
@@ -208,7 +214,10 @@ def describe_missing_keys(missing_keys: Iterable[str]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.reid.export",
-        description="STL step 2: Re-ID pretraining checkpoint -> person-search initialisation (MODEL.WEIGHTS).",
+        description=(
+            "STL step 2: Re-ID pretraining checkpoint -> person-search initialisation "
+            "(MODEL.WEIGHTS)."
+        ),
     )
     parser.add_argument(
         "checkpoint", help="pretraining checkpoint (e.g. OUTPUT_DIR/model_final.pth)"

@@ -11,11 +11,13 @@ from .io import atomic_open, atomic_torch_save, safe_torch_load
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer with atomic ``save`` (temp file + rename) and ``weights_only`` loads.
+    """Detectron2's checkpointer with atomic ``save`` (temp file + rename) and ``weights_only``
+    loads.
 
     fvcore writes ``model_XXXX.pth`` and ``last_checkpoint`` in place; a kill during the write
     leaves a truncated file that ``--resume`` would then pick. Here both are renamed into place
-    only once complete.
+    only once complete. (``stl_search.engine.checkpoint.PersonSearchCheckpointer`` adds what
+    loading an STL export into a person-search model should report.)
     """
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -31,32 +33,6 @@ class AtomicCheckpointer(DetectionCheckpointer):
         atomic_torch_save(data, save_file)
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(basename)
-
-    def _load_model(self, checkpoint: Any) -> Any:
-        incompatible = super()._load_model(checkpoint)
-        if (
-            checkpoint.get("__author__") == "stl-search"
-            and incompatible is not None
-            and incompatible.missing_keys
-        ):
-            # An STL export or converted ImageNet file: say in one sentence what it left untouched
-            # (the export module is the one place that knows both key layouts).
-            from ..reid.export import describe_missing_keys
-
-            self.logger.info(describe_missing_keys(incompatible.missing_keys))
-        if "reid_input_size" in checkpoint:
-            self._check_crop_size(checkpoint["reid_input_size"])
-        return incompatible
-
-    def _check_crop_size(self, reid_input_size) -> None:
-        from ..reid.export import crop_size_mismatch
-
-        model = getattr(self.model, "module", self.model)
-        id_pooler = getattr(getattr(model, "roi_heads", None), "id_pooler", None)
-        if id_pooler is not None:
-            warning = crop_size_mismatch(reid_input_size, id_pooler.output_shape)
-            if warning:
-                self.logger.warning(warning)
 
     def _load_file(self, filename: str) -> dict:
         if filename.endswith(".pth") and os.path.isfile(filename):

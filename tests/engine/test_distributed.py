@@ -1,5 +1,5 @@
-"""Two CPU processes (gloo) started through ``stl_search.compat.launch`` (Detectron2's launch where it
-supports the machine) give the same person-search and Re-ID metrics as one process, and Re-ID
+"""Two CPU processes (gloo) started through ``stl_search.compat.launch`` (Detectron2's launch where
+it supports the machine) give the same person-search and Re-ID metrics as one process, and Re-ID
 pretraining runs its batches under DDP and exports."""
 
 import json
@@ -16,6 +16,14 @@ from detectron2.utils.env import seed_all_rng
 from stl_search.compat import launch
 from stl_search.data.datasets.builtin import register_synthetic
 from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
+from stl_search.engine.setup import load_config
+from stl_search.evaluation import PersonSearchEvaluator
+from stl_search.reid.trainer import (
+    build_reid_model,
+    evaluate_reid,
+    load_reid_train_set,
+    run_pretraining,
+)
 
 PREFIX = "dist_syn"
 DIM = 16
@@ -51,15 +59,6 @@ def _fake_gallery_output(record: dict, index: int) -> dict:
 
 
 def _worker(root: str, out_dir: str, repo_root: str) -> None:
-    from stl_search.engine.setup import load_config
-    from stl_search.evaluation import PersonSearchEvaluator
-    from stl_search.reid.trainer import (
-        build_reid_model,
-        evaluate_reid,
-        load_reid_train_set,
-        run_pretraining,
-    )
-
     if f"{PREFIX}_train" not in DatasetCatalog.list():
         register_synthetic(PREFIX, root, PRESETS["tiny"])
     rank, world = comm.get_rank(), comm.get_world_size()

@@ -19,7 +19,7 @@ class _Killed(RuntimeError):
 
 
 class _KillAfter(HookBase):
-    """Raises after iteration ``n`` (registered after the checkpointer, so its save has happened)."""
+    """Raises after iteration ``n`` (registered after the checkpointer: its save has happened)."""
 
     def __init__(self, n: int):
         self._n = n

@@ -6,6 +6,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from stl_search.engine.checkpoint import PersonSearchCheckpointer
 from stl_search.engine.setup import load_config
 from stl_search.reid.export import (
     PERSON_SEARCH_UNINITIALISED,
@@ -19,7 +20,6 @@ from stl_search.reid.export import (
     main as export_main,
 )
 from stl_search.reid.model import ReIDNet
-from stl_search.utils.checkpoint import AtomicCheckpointer
 
 from ..tiny_configs import tiny_person_search_cfg
 from .helpers import tiny_reid_cfg
@@ -36,7 +36,7 @@ def _randomised_reid_net():
 
 
 def _load(model, path):
-    ckpt = AtomicCheckpointer(model)
+    ckpt = PersonSearchCheckpointer(model)
     return ckpt._load_model(ckpt._load_file(path))
 
 
@@ -143,7 +143,7 @@ def test_loading_warns_when_pretraining_crops_do_not_match_the_id_rois(tmp_path,
         reid_input_size=crop,
     )
     model = build_model(tiny_person_search_cfg())
-    checkpointer = AtomicCheckpointer(model)
+    checkpointer = PersonSearchCheckpointer(model)
     records = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append
