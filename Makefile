@@ -9,8 +9,8 @@ env:
 demo: env
 	$(PY) projects/stl_search/run_pipeline.py $(ARGS)
 
-# Test suite (what CI runs).
-test: env
+# Test suite (what CI runs): the lint and format gate, then the tests.
+test: lint
 	$(PY) -m pytest -q tests $(ARGS)
 
 # The lint and format gate (ruff.toml).
@@ -18,6 +18,6 @@ lint: env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Speed and memory figures (see benchmarks/README.md).
+# Speed and memory figures (README.md, section "Benchmarks"; raw results in benchmarks/results/).
 bench: env
 	$(PY) benchmarks/run_all.py $(ARGS)

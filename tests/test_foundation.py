@@ -1,23 +1,25 @@
-"""Foundation: install, registries, config namespace, entry point, atomic writes, resumable stream."""
+"""Foundation: install, registries, config namespace, entry point, atomic writes, resumable
+stream."""
 
 import os
 import subprocess
 import sys
 
+import detectron2
 import pytest
 import torch
 import yaml
+from detectron2.config import get_cfg
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, ROI_HEADS_REGISTRY
 
 from stl_search.config import add_stl_search_config
 from stl_search.data.resumable import PositionSampler, PositionSeededDataset
 from stl_search.engine.setup import ConfigKeyError, load_config
+from stl_search.utils.checkpoint import AtomicCheckpointer
 from stl_search.utils.io import atomic_open, atomic_torch_save, atomic_write_json, safe_torch_load
 
 
 def test_detectron2_and_registries():
-    import detectron2
-    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, ROI_HEADS_REGISTRY
-
     assert detectron2.__version__.startswith("0.")
     assert META_ARCH_REGISTRY.get("PersonSearchRCNN") is not None
     assert ROI_HEADS_REGISTRY.get("PersonSearchROIHeads") is not None
@@ -41,8 +43,6 @@ def test_every_config_file_merges_and_round_trips(repo_root, tmp_path):
 
 
 def test_namespace_keys_exist():
-    from detectron2.config import get_cfg
-
     cfg = add_stl_search_config(get_cfg())
     assert cfg.MODEL.MRFP.LOW_RESOLUTION == (64, 32)
     assert cfg.MODEL.ID_HEAD.POOLER_RESOLUTION == (32, 16)
@@ -122,8 +122,6 @@ class _Evil:
 
 
 def test_atomic_checkpointer_round_trip(tmp_path):
-    from stl_search.utils.checkpoint import AtomicCheckpointer
-
     model = torch.nn.Linear(3, 2)
     ckpt = AtomicCheckpointer(model, save_dir=str(tmp_path))
     ckpt.save("model_0000001", iteration=1)
@@ -170,3 +168,17 @@ def test_bootstrap_is_idempotent(repo_root):
     assert proc.returncode == 0, proc.stderr
     assert "environment up to date" in proc.stdout
     assert "installing" not in proc.stdout
+
+
+def test_every_package_module_is_at_most_450_lines(repo_root):
+    """One concept per file: a module that outgrows 450 lines holds more than one."""
+    too_long = []
+    for folder, _, files in os.walk(os.path.join(repo_root, "stl_search")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    lines = sum(1 for _ in f)
+                if lines > 450:
+                    too_long.append(f"{os.path.relpath(path, repo_root)}: {lines} lines")
+    assert not too_long, "split these modules: " + ", ".join(too_long)

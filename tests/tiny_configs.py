@@ -1,4 +1,5 @@
-"""Tiny configs shared by the modeling and STL tests: narrow ResNet-IBN-a models that train in seconds on one CPU thread."""
+"""Tiny configs shared by the modeling and STL tests: narrow ResNet-IBN-a models that train in
+seconds on one CPU thread."""
 
 from __future__ import annotations
 
