@@ -61,7 +61,8 @@ class IdentificationNet(nn.Module):
         if cfg.MODEL.ID_HEAD.EMBEDDING_DIM != dim:
             raise ValueError(
                 f"MODEL.ID_HEAD.EMBEDDING_DIM={cfg.MODEL.ID_HEAD.EMBEDDING_DIM} but res5 of this "
-                f"ResNet has {dim} channels (the embedding is res5's pooled output)"
+                f"ResNet has {dim} channels (the embedding is res5's pooled output): set "
+                f"MODEL.ID_HEAD.EMBEDDING_DIM {dim}"
             )
         return {"res4": stages["res4"], "res5": stages["res5"], "embedding_dim": dim}
 

@@ -16,6 +16,9 @@ Names become Detectron2's ResNet names (``stem.conv1.*``, ``res2.0.conv1.norm.{I
 embedding BN then stays at its initialisation, as in the paper's ImageNet rows.
 
 torchvision-style ResNets put the stride in the 3x3 conv: use ``MODEL.RESNETS.STRIDE_IN_1X1 False``.
+The CLI prints the config keys the weights need (:func:`resnet_config_of`: depth, widths, IBN
+stages), e.g. ``MODEL.RESNETS.DEPTH 18 MODEL.RESNETS.RES2_OUT_CHANNELS 64
+MODEL.ID_HEAD.EMBEDDING_DIM 512`` for a ResNet-18: a model of other widths would not load them.
 
 CLI: ``python -m stl_search.tools.convert_imagenet IN.pth OUT.pth [--for person_search|reid]
 [--no-mrfp-neck]``.
@@ -32,10 +35,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..modeling.backbone.resnet_ibn import BLOCKS_PER_STAGE, STAGE_NAMES
 from ..reid.export import export_for_person_search, save_person_search_init
 from ..utils.io import safe_torch_load
 
-__all__ = ["convert_imagenet_resnet", "convert_for"]
+__all__ = ["convert_for", "convert_imagenet_resnet", "resnet_config_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +115,37 @@ def convert_imagenet_resnet(state_dict: Mapping[str, torch.Tensor]) -> Dict[str,
     return out
 
 
+def resnet_config_of(resnet: Mapping[str, torch.Tensor]) -> Dict[str, object]:
+    """The config keys under which converted weights ``resnet`` (Detectron2 names, no prefix, as
+    returned by :func:`convert_imagenet_resnet`) build a model they load into, as overrides:
+    depth (from the blocks per stage and the block type), stem and res2 widths, embedding size,
+    IBN stages.
+
+    Raises:
+        ValueError: if the blocks per stage match no ResNet depth.
+    """
+    blocks = tuple(
+        len({k.split(".")[1] for k in resnet if k.startswith(name + ".")}) for name in STAGE_NAMES
+    )
+    bottleneck = "res2.0.conv3.weight" in resnet
+    depths = [d for d, n in BLOCKS_PER_STAGE.items() if n == blocks and (d >= 50) == bottleneck]
+    if not depths:
+        raise ValueError(
+            f"blocks per stage {blocks} ({'bottleneck' if bottleneck else 'basic'} blocks) match "
+            f"no ResNet depth of {sorted(BLOCKS_PER_STAGE)}"
+        )
+    last_conv = "conv3" if bottleneck else "conv2"
+    res2 = int(resnet[f"res2.0.{last_conv}.weight"].shape[0])
+    ibn = [n for n in STAGE_NAMES if f"{n}.0.conv1.norm.IN.weight" in resnet]
+    return {
+        "MODEL.RESNETS.DEPTH": depths[0],
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": int(resnet["stem.conv1.weight"].shape[0]),
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": res2,
+        "MODEL.ID_HEAD.EMBEDDING_DIM": res2 * 8,
+        "MODEL.IBN.STAGES": ibn,
+    }
+
+
 def convert_for(
     state_dict: Mapping[str, torch.Tensor], target: str = "person_search", mrfp_neck: bool = True
 ) -> Dict[str, torch.Tensor]:
@@ -145,11 +180,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    converted = convert_for(
-        safe_torch_load(args.input), args.target, mrfp_neck=not args.no_mrfp_neck
-    )
+    state_dict = safe_torch_load(args.input)
+    converted = convert_for(state_dict, args.target, mrfp_neck=not args.no_mrfp_neck)
     save_person_search_init(converted, args.output)
     logger.info("Wrote %d tensors (%s layout) to %s", len(converted), args.target, args.output)
+    keys = resnet_config_of(convert_imagenet_resnet(state_dict))
+    logger.info(
+        "They load into a model built with: %s",
+        " ".join(f"{k} {list(v) if isinstance(v, list) else v}" for k, v in keys.items()),
+    )
     return 0
 
 

@@ -23,11 +23,13 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, Bottlenec
 from torch import nn
 
 __all__ = [
+    "BLOCKS_PER_STAGE",
     "IBN",
     "IBNBasicBlock",
     "IBNBottleneckBlock",
     "STAGE_NAMES",
     "build_resnet_ibn_backbone",
+    "imagenet_widths",
     "make_resnet_ibn_stages",
     "stage_out_channels",
 ]
@@ -35,7 +37,8 @@ __all__ = [
 #: Residual stages in order; index + 2 is the stage number (res2 has stride 4).
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
-_BLOCKS_PER_STAGE = {
+#: Residual blocks of res2..res5 per depth (18/34: basic blocks, 50 and deeper: bottlenecks).
+BLOCKS_PER_STAGE = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
     50: (3, 4, 6, 3),
@@ -84,11 +87,39 @@ class IBNBasicBlock(BasicBlock):
         self.conv1.norm = IBN(self.conv1.out_channels, ibn_ratio, kwargs.get("norm", "BN"))
 
 
+def imagenet_widths(depth: int) -> Dict[str, int]:
+    """The width keys of the ImageNet ResNet of ``depth``, as config overrides.
+
+    Basic blocks (ResNet-18/34) do not expand their channels: res2 is as wide as the stem (64) and
+    res5, the embedding, has 512 channels. Bottlenecks (ResNet-50 and deeper) expand 4x: res2 256,
+    res5 2048. Detectron2's ``build_resnet_backbone`` requires the same (``RES2_OUT_CHANNELS`` 64
+    for R18/R34); its defaults are the bottleneck widths.
+    """
+    if depth not in BLOCKS_PER_STAGE:
+        raise ValueError(
+            f"MODEL.RESNETS.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}"
+        )
+    res2 = 64 if depth < 50 else 256
+    return {
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": res2,
+        "MODEL.ID_HEAD.EMBEDDING_DIM": res2 * 8,
+    }
+
+
 def _check_cfg(cfg: CfgNode) -> None:
     r = cfg.MODEL.RESNETS
-    if r.DEPTH not in _BLOCKS_PER_STAGE:
+    widths = imagenet_widths(r.DEPTH)
+    if r.DEPTH < 50 and (r.RES2_OUT_CHANNELS != r.STEM_OUT_CHANNELS or r.RES5_DILATION != 1):
+        # Without this check DEPTH 18 alone keeps the bottleneck default res2 of 256 and builds a
+        # 178M-parameter basic-block network into which no ImageNet ResNet-18 weight fits.
+        overrides = " ".join(f"{k} {v}" for k, v in widths.items())
         raise ValueError(
-            f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}, got {r.DEPTH}"
+            f"MODEL.RESNETS.DEPTH {r.DEPTH} uses basic blocks, whose res2 is as wide as the stem "
+            f"and which have no dilation: MODEL.RESNETS.RES2_OUT_CHANNELS must equal "
+            f"STEM_OUT_CHANNELS and RES5_DILATION be 1, got RES2_OUT_CHANNELS "
+            f"{r.RES2_OUT_CHANNELS}, STEM_OUT_CHANNELS {r.STEM_OUT_CHANNELS}, RES5_DILATION "
+            f"{r.RES5_DILATION}. The ImageNet ResNet-{r.DEPTH} widths are: {overrides}"
         )
     if any(r.DEFORM_ON_PER_STAGE):
         raise ValueError(
@@ -113,7 +144,7 @@ def _stage_blocks(cfg: CfgNode, name: str, in_channels: int) -> List[CNNBlockBas
     r = cfg.MODEL.RESNETS
     idx = STAGE_NAMES.index(name)
     depth = r.DEPTH
-    num_blocks = _BLOCKS_PER_STAGE[depth][idx]
+    num_blocks = BLOCKS_PER_STAGE[depth][idx]
     if name == "res2":
         first_stride = 1
     elif name == "res5":
