@@ -8,6 +8,8 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
   1. STL step 1: Re-ID pretraining of ResNet-IBN-a on person crops
      (projects/stl_search/pretrain_reid.py);
   2. STL step 2: export of the pretrained backbone as the person-search initialisation;
+     then Fig. 6: the base nets' feature maps on a synthetic frame, random vs STL initialisation
+     (``stl_search.tools.visualize_features``; no training);
   3. person-search fine-tuning, STL + MRFP, then evaluation on the synthetic gallery and queries
      (train_net.py; writes eval_metrics.json);
   4. a search picture for one query.
@@ -113,6 +115,29 @@ def main(argv: Sequence[str] = None) -> None:
         init,
         args.force,
     )
+    fig6 = os.path.join(out, "feature_maps_random_vs_stl.png")
+    run(
+        "Fig. 6 feature maps, random vs STL init",
+        [
+            py,
+            "-m",
+            "stl_search.tools.visualize_features",
+            "--config-file",
+            PS_CONFIG,
+            "--weights",
+            "random",
+            init,
+            "--labels",
+            "random init",
+            "STL",
+            "--image",
+            DatasetCatalog.get("synthetic_query")[0]["file_name"],
+            "--out",
+            fig6,
+        ],
+        fig6,
+        args.force,
+    )
     run(
         "3/4 person-search fine-tuning (STL + MRFP) and evaluation",
         [
@@ -170,6 +195,7 @@ def main(argv: Sequence[str] = None) -> None:
         print(f"  {label:<22} {value:6.2f}")
     print(f"[pipeline] total {time.time() - t0:.0f} s")
     print(f"[pipeline] metrics: {metrics_path}")
+    print(f"[pipeline] Fig. 6 feature maps: {fig6}")
     print(f"[pipeline] output folder: {out}")
 
 
