@@ -127,6 +127,16 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.PERSON_SEARCH.FEATURE_DTYPE = "float32"
     # Top-k values reported (top1 is the paper's "top-1").
     cfg.TEST.PERSON_SEARCH.TOPK = [1, 5, 10]
+    # Search rule. "seqnet": SeqNet's eval_func.py (one true positive per gallery image, IoU >=
+    # min(0.5, wh / ((w + 10)(h + 10))) with the target's box), the literature's numbers.
+    # "authors": the same, plus the paper's authors' rule reported beside it as search_authors*
+    # (each detection takes the identity of its best-overlapping ground truth at IoU > 0.5, several
+    # true positives per image possible; stl_search/evaluation/search_authors.py).
+    cfg.TEST.PERSON_SEARCH.PROTOCOL = "seqnet"
+    # Retrieval grid of the evaluation report (OUTPUT_DIR/.../retrieval_<gallery>.png): this many
+    # queries (spread over the query list) x their top-k hits, true / false hits framed in green /
+    # red. (0, 0) draws none.
+    cfg.TEST.PERSON_SEARCH.RETRIEVAL_GRID = (8, 5)
 
 
 def _add_reid_config(cfg: CN) -> None:

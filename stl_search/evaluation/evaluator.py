@@ -27,11 +27,14 @@ from . import protocol_inputs as P
 from .detection import detection_metrics
 from .report import write_report
 from .search import SearchResult, search_metrics
+from .search_authors import authors_search_metrics, detection_identities
 
 logger = logging.getLogger(__name__)
 
 #: Protocol defaults of CBGM (SeqNet): top-k1 gallery detections, k2 query-side nodes.
 CBGM_DEFAULTS = {"cuhk_sysu": (10, 3), "prw": (30, 4)}
+#: Search rules: SeqNet's (the literature's numbers) alone, or with the paper's authors' beside it.
+SEARCH_PROTOCOLS = ("seqnet", "authors")
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -56,7 +59,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
     """Person-search evaluation of one gallery split (PRW or CUHK-SYSU protocol).
 
     Results (percentages): ``{"search": {"mAP", "top1", "top5", "top10"}, "search_<g>": ...,
-    "detection": {"AP", "recall", "AP_labeled", "recall_labeled"}}``.
+    "detection": {"AP", "recall", "AP_labeled", "recall_labeled"}}``; with ``search_protocol``
+    "authors" also ``"search_authors"`` (headline gallery) and ``"search_authors_<g>"``.
     """
 
     @configurable
@@ -77,6 +81,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         distributed: bool = True,
         feature_dtype: str = "float32",
+        search_protocol: str = "seqnet",
+        retrieval_grid: Sequence[int] = (0, 0),
     ) -> None:
         """
         Args:
@@ -105,7 +111,18 @@ class PersonSearchEvaluator(DatasetEvaluator):
             distributed: gather from all processes with ``comm.gather``; evaluate on the main one.
             feature_dtype: storage of gallery embeddings ("float32" reproduces the reference;
                 "float16" halves the memory).
+            search_protocol: "seqnet" (SeqNet's rule, :mod:`.search`) or "authors": SeqNet's
+                rule still gives ``search*``, the paper's authors' rule
+                (:mod:`.search_authors`) is reported beside it as ``search_authors*``.
+            retrieval_grid: (queries, top-k) of the report's retrieval grid; 0 draws none.
         """
+        if search_protocol not in SEARCH_PROTOCOLS:
+            raise ValueError(
+                f"TEST.PERSON_SEARCH.PROTOCOL must be one of {SEARCH_PROTOCOLS}, "
+                f"got {search_protocol!r}"
+            )
+        self._search_protocol = search_protocol
+        self._retrieval_grid = tuple(int(v) for v in retrieval_grid)
         self._gallery_name = gallery_dataset_name
         names = (
             [query_dataset_names]
@@ -164,6 +181,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
             "topk": list(t.TOPK),
             "output_dir": output_dir,
             "feature_dtype": t.FEATURE_DTYPE,
+            "search_protocol": t.PROTOCOL,
+            "retrieval_grid": list(t.RETRIEVAL_GRID),
         }
 
     @staticmethod
@@ -284,6 +303,17 @@ class PersonSearchEvaluator(DatasetEvaluator):
                     label,
                     res.num_queries_without_target,
                 )
+        if self._search_protocol == "authors":
+            ids = detection_identities(
+                gal, truth.boxes, truth.identities, truth.splits, self._det_iou_thresh
+            )
+            q_ids = np.array([d["identity"] for d in qdicts], dtype=np.int64)
+            authors = authors_search_metrics(
+                gal, ids, q_emb, q_ids, protocols, score_thresh=self._score_thresh, topk=self._topk
+            )
+            for label, res in zip(labels, authors):
+                key = "search_authors" if label == headline else f"search_authors_{label}"
+                results[key] = _search_dict(res)
         results["detection"] = {
             "AP": 100.0 * detection["all"].ap,
             "recall": 100.0 * detection["all"].recall,
@@ -303,6 +333,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
                     "det_iou_thresh": self._det_iou_thresh,
                     "cbgm": self._cbgm,
                     "topk": list(self._topk),
+                    "search_protocol": self._search_protocol,
                 },
                 results=results,
                 labels=labels,
@@ -311,6 +342,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 query_dicts=qdicts,
                 gallery_dicts=gallery_dicts,
                 gallery=gal,
+                retrieval_grid=self._retrieval_grid,
             )
         return results
 

@@ -1,5 +1,6 @@
-"""The evaluator's written report: a JSON file with the metrics and the per-query outcomes, and for
-CUHK-SYSU the gallery-size curve (paper, Fig. "gallery size") as a PNG.
+"""The evaluator's written report: a JSON file with the metrics and the per-query outcomes, the
+retrieval grid (queries beside their top-k hits, :mod:`.retrieval_grid`) and for CUHK-SYSU the
+gallery-size curve (paper, Fig. "gallery size") as PNGs.
 
 Writes are atomic (``stl_search.utils.io``). The figure uses Matplotlib's object API with the Agg
 canvas, so it never touches the global backend of the process (training may run with another one)
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from stl_search.utils.io import atomic_open, atomic_write_json
 
 from .detection import DetectionResult
 from .galleries import GalleryDetections
+from .retrieval_grid import draw_retrieval_grid
 from .search import SearchResult
 
 
@@ -36,9 +38,11 @@ def write_report(
     query_dicts: Sequence[dict],
     gallery_dicts: Sequence[dict],
     gallery: GalleryDetections,
+    retrieval_grid: Tuple[int, int] = (0, 0),
 ) -> None:
-    """Write ``person_search_<gallery_name>.json`` and, for CUHK-SYSU,
-    ``gallery_size_<gallery_name>.png`` into ``output_dir``.
+    """Write ``person_search_<gallery_name>.json``, ``retrieval_<gallery_name>.png`` (when
+    ``retrieval_grid`` = (queries, top-k) is not zero: the headline protocol's ranked lists) and,
+    for CUHK-SYSU, ``gallery_size_<gallery_name>.png`` into ``output_dir``.
 
     The JSON holds the metrics and, per protocol (``labels[i]`` scored as ``searches[i]``), each
     query's AP / hits; ``ranked`` (the top detections) only for the headline protocol and the PRW
@@ -95,6 +99,16 @@ def write_report(
     }
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_json(payload, os.path.join(output_dir, f"person_search_{gallery_name}.json"))
+    if min(retrieval_grid) > 0:
+        draw_retrieval_grid(
+            os.path.join(output_dir, f"retrieval_{gallery_name}.png"),
+            searches[list(labels).index(headline)],
+            gallery,
+            query_dicts,
+            gallery_dicts,
+            num_queries=int(retrieval_grid[0]),
+            topk=int(retrieval_grid[1]),
+        )
     if protocol == "cuhk_sysu":
         sizes = [len(gallery_dicts) if label == "gfull" else int(label[1:]) for label in labels]
         plot_gallery_size_curve(
