@@ -117,7 +117,7 @@ def test_training_settings(path):
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=_name)
 def test_input_sizes_and_flip(path):
     cfg = _load(path)
-    train = build_person_search_augmentations(cfg, "train")
+    train = build_person_search_augmentations(cfg, True)
     resize = [a for a in train if isinstance(a, T.ResizeShortestEdge)]
     assert len(resize) == 1 and tuple(resize[0].short_edge_length) == (640,), (
         "paper 4.3: shorter side 640 in training"
@@ -128,7 +128,7 @@ def test_input_sizes_and_flip(path):
         "paper 4.3: random horizontal flip (probability 0.5), the only training augmentation"
     )
     assert len(train) == 2, "paper 4.3: only the horizontal flip besides the resize"
-    (test,) = build_person_search_augmentations(cfg, "test")
+    (test,) = build_person_search_augmentations(cfg, False)
     assert (tuple(test.short_edge_length), test.max_size) == ((640, 640), 960), (
         "paper 4.3: shorter side 640, longer at most 960 at test"
     )

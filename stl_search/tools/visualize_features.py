@@ -81,7 +81,7 @@ def _network_input(cfg: CfgNode, path: str) -> np.ndarray:
     """The image of ``path`` in ``INPUT.FORMAT``, resized by the test-time rule (H, W, 3)."""
     image = read_image(path, format=cfg.INPUT.FORMAT)
     aug = T.AugInput(image)
-    T.AugmentationList(build_person_search_augmentations(cfg, "test"))(aug)
+    T.AugmentationList(build_person_search_augmentations(cfg, False))(aug)
     return aug.image
 
 
