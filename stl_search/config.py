@@ -7,6 +7,7 @@ meaning (e.g. ``INPUT.MIN_SIZE_TRAIN``/``MAX_SIZE_TRAIN`` implement the paper's 
 
 Namespaces:
     MODEL.IBN            ResNet-IBN-a backbone (shared by person search and STL pretraining)
+    MODEL.BATCH_NORM     BatchNorm under data-parallel training (warning, synchronised BN)
     MODEL.PERSON_SEARCH  identity classes and the ID loss of the person-search model
     MODEL.ID_HEAD        identification nets (res4 + res5 + GAP + BN) and their RoI pooling
     MODEL.MRFP           Multi-level RoI Fusion Pooling (paper section 3.2)
@@ -24,6 +25,7 @@ from detectron2.config import CfgNode as CN
 def add_stl_search_config(cfg: CN) -> CN:
     """Add every stl-search key, with its default, to a Detectron2 config (in place; returned)."""
     _add_backbone_config(cfg)
+    _add_batch_norm_config(cfg)
     _add_person_search_model_config(cfg)
     _add_data_config(cfg)
     _add_test_config(cfg)
@@ -42,6 +44,19 @@ def _add_backbone_config(cfg: CN) -> None:
     # Stride of the first block of res5 (paper 3.3: "we modify the convolution stride of conv5_x
     # to 1").
     cfg.MODEL.IBN.RES5_STRIDE = 1
+
+
+def _add_batch_norm_config(cfg: CN) -> None:
+    # BatchNorm under data-parallel training (stl_search/engine/batch_norm.py). The trainable BN
+    # layers (MODEL.RESNETS.NORM "BN", and the embedding BN) see SOLVER.IMS_PER_BATCH / #processes
+    # images each; the authors trained with 8 per GPU.
+    cfg.MODEL.BATCH_NORM = CN()
+    # Warn when a process gets fewer images than this and BN is neither synchronised nor frozen.
+    cfg.MODEL.BATCH_NORM.MIN_IMAGES_PER_PROCESS = 4
+    # Synchronised BN (torch.nn.SyncBatchNorm, CUDA only) for every trainable BatchNorm layer,
+    # embedding BN included, when training runs in more than one process; state-dict keys are
+    # unchanged, so checkpoints load with and without it. Recommended with 8 GPUs x 2 images.
+    cfg.MODEL.BATCH_NORM.SYNC = False
 
 
 def _add_person_search_model_config(cfg: CN) -> None:

@@ -11,7 +11,9 @@ hooks); this class overrides its builders only, and changes, with reasons:
 - ``build_hooks``: checkpoints are written atomically, hold the optimizer state on every
   Detectron2 version (v0.6 does not save it) and report on STL exports they load
   (``stl_search.engine.checkpoint``);
-- DDP also wraps CPU models (``device_ids=None``, ``stl_search.compat``);
+- DDP also wraps CPU models (``device_ids=None``, ``stl_search.compat``); BatchNorm is
+  synchronised over the processes with ``MODEL.BATCH_NORM.SYNC``, and too few images per process
+  are warned about (``stl_search.engine.batch_norm``);
 - evaluation runs each gallery split (``DATASETS.TEST``) through detection and its query split
   (``DATASETS.QUERY``, same order) through the model's query mode, then the person-search
   evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically;
@@ -40,6 +42,7 @@ from ..data.build import (
 )
 from ..evaluation import PersonSearchEvaluator, inference_on_person_search
 from ..utils.io import atomic_write_json
+from .batch_norm import maybe_sync_batchnorm
 from .checkpoint import PersonSearchCheckpointer
 from .model import resolve_training_metadata
 
@@ -101,6 +104,7 @@ class PersonSearchTrainer(DefaultTrainer):
     def build_model(cls, cfg: CfgNode):
         """The model of ``cfg``, its identity metadata read from the training set when not set."""
         model = build_model(resolve_training_metadata(cfg))
+        model = maybe_sync_batchnorm(cfg, model, comm.get_world_size())
         logger.info("Model:\n%s", model)
         return model
 
