@@ -5,17 +5,20 @@
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file ... --resume   # continue from OUTPUT_DIR/last_checkpoint
 
+One run per OUTPUT_DIR (a lock, OUTPUT_DIR/.lock); a fresh start where checkpoints exist needs
+--resume (continue) or --overwrite (delete them). --eval-only writes its config to
+config_eval.yaml, leaving the training run's config.yaml as it is.
+
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
 
-from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
 from stl_search.engine.model import build_inference_model
 from stl_search.engine.report import format_results_table
-from stl_search.engine.setup import setup
+from stl_search.engine.setup import argument_parser, setup
 from stl_search.engine.trainer import PersonSearchTrainer
 
 
@@ -34,7 +37,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

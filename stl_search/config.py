@@ -83,6 +83,13 @@ def _add_person_search_model_config(cfg: CN) -> None:
     # Which boxes train the identification branch: "gt" (ground-truth boxes only, as the authors'
     # code) or "proposals" (foreground proposals matched to a labeled ground truth).
     cfg.MODEL.PERSON_SEARCH.ID_TRAIN_BOXES = "gt"
+    # Loading MODEL.WEIGHTS to start training (not --resume), only the parts an STL or ImageNet
+    # initialisation leaves untrained may be missing or misshapen: RPN, box head and predictor, ID
+    # classifier, and the embedding BN when the file has none. Anything else (a ResNet-18 file for
+    # a ResNet-50 model, another width) is an error naming the keys; True makes it a warning and
+    # trains those weights from their initialisation. --eval-only, search, export and --resume
+    # always need every weight (stl_search.engine.checkpoint).
+    cfg.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 
     cfg.MODEL.ID_HEAD = CN()
     # Feature map for single-level RoI pooling (the baseline), and the high level of MRFP.

@@ -11,11 +11,9 @@ person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
 Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
 """
 
-from detectron2.engine import default_argument_parser
-
 import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
-from stl_search.engine.setup import setup
+from stl_search.engine.setup import argument_parser, setup
 from stl_search.reid.trainer import run_pretraining
 
 
@@ -25,7 +23,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

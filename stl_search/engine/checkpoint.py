@@ -1,24 +1,52 @@
-"""``PersonSearchCheckpointer``: the atomic checkpointer, aware of STL exports when it loads.
+"""``PersonSearchCheckpointer``: the atomic checkpointer, aware of STL exports when it loads, and
+strict about weights that do not fit the person-search model.
 
 An STL export (``stl_search.reid.export``) or a converted ImageNet file initialises only the
 backbone and identification net of a person-search model. Loading one, the checkpointer says in
 one sentence what it left untouched (instead of Detectron2's list of missing keys) and warns when
-the pretraining crops do not cover what the identification RoIs cover. This lives in ``engine``
-because it needs both the Re-ID export format and the person-search model.
+the pretraining crops do not cover what the identification RoIs cover. Which weights may be
+missing depends on why the file is loaded:
+
+- an initialisation (``MODEL.WEIGHTS`` of a training run that does not resume): only the parts
+  the STL initialisation leaves to their initialisers (``PERSON_SEARCH_UNINITIALISED``: RPN, box
+  head and predictor, ID classifier), and the embedding BN when the file holds none (ImageNet
+  conversions). Anything else missing or misshapen is an error, unless
+  ``MODEL.ALLOW_PARTIAL_WEIGHTS`` (then a warning);
+- a resume, and every plain :meth:`load` (``--eval-only``, search, export of a trained model):
+  nothing may be missing or misshapen.
+
+This lives in ``engine`` because it needs both the Re-ID export format and the person-search model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..reid.export import crop_size_mismatch, describe_missing_keys
-from ..utils.checkpoint import AtomicCheckpointer
+from ..reid.export import PERSON_SEARCH_UNINITIALISED, crop_size_mismatch, describe_missing_keys
+from ..utils.checkpoint import AtomicCheckpointer, mismatch_message
 
-__all__ = ["PersonSearchCheckpointer"]
+__all__ = ["EMBEDDING_BN_PREFIX", "PersonSearchCheckpointer"]
+
+#: The embedding BN (BNNeck) of the identification net: absent from ImageNet conversions, whose
+#: rows of Table 2 leave it at its initialisation.
+EMBEDDING_BN_PREFIX = "roi_heads.id_head.bnneck."
 
 
 class PersonSearchCheckpointer(AtomicCheckpointer):
-    """:class:`AtomicCheckpointer` that reports on STL exports it loads (module docstring)."""
+    """:class:`AtomicCheckpointer` that reports on STL exports it loads and refuses weights that
+    do not fit (module docstring).
+
+    Args:
+        model, save_dir, checkpointables: as ``DetectionCheckpointer``.
+        allow_partial_weights: ``MODEL.ALLOW_PARTIAL_WEIGHTS``: an initialisation may leave any
+            weight missing or misshapen (warned about, not an error).
+    """
+
+    def __init__(
+        self, model, save_dir: str = "", *, allow_partial_weights: bool = False, **checkpointables
+    ):
+        super().__init__(model, save_dir, **checkpointables)
+        self.allow_partial_weights = allow_partial_weights
 
     def _load_model(self, checkpoint: Any) -> Any:
         incompatible = super()._load_model(checkpoint)
@@ -31,6 +59,48 @@ class PersonSearchCheckpointer(AtomicCheckpointer):
         if "reid_input_size" in checkpoint:
             self._check_crop_size(checkpoint["reid_input_size"])
         return incompatible
+
+    def _check_fit(self, incompatible: Any, file_keys: set) -> None:
+        if self._load_mode != "init":
+            hint = (
+                "Resume with the config the run was started with, or start afresh."
+                if self._load_mode == "resume"
+                else "Use the config the weights were trained with (same depth, widths, "
+                "MODEL.MRFP.ENABLED, ID loss)."
+            )
+            self._require_exact_fit(incompatible, hint)
+            return
+        allowed = tuple(PERSON_SEARCH_UNINITIALISED)
+        if not any(k.startswith(EMBEDDING_BN_PREFIX) for k in file_keys):
+            allowed += (EMBEDDING_BN_PREFIX,)
+        if self.allow_partial_weights:
+            unexpected = [
+                k
+                for k in self._not_fitting(incompatible)
+                if not k.startswith(allowed) and not k.endswith("num_batches_tracked")
+            ]
+            if unexpected:
+                self.logger.warning(
+                    mismatch_message(
+                        self._loading_path,
+                        [k for k in incompatible.missing_keys if k in unexpected],
+                        [s for s in incompatible.incorrect_shapes if s[0] in unexpected],
+                        "MODEL.ALLOW_PARTIAL_WEIGHTS is set: they keep their initialisation.",
+                    )
+                )
+            return
+        self._require_exact_fit(
+            incompatible,
+            "An initialisation may leave only the RPN, box head and predictor, ID classifier "
+            "(and, from ImageNet weights, the embedding BN) uninitialised: check that the "
+            "weights were made for this model (MODEL.RESNETS.DEPTH and widths, MODEL.MRFP), or "
+            "set MODEL.ALLOW_PARTIAL_WEIGHTS True to train from them anyway.",
+            allowed=allowed,
+        )
+
+    @staticmethod
+    def _not_fitting(incompatible: Any) -> list:
+        return list(incompatible.missing_keys) + [s[0] for s in incompatible.incorrect_shapes]
 
     def _check_crop_size(self, reid_input_size) -> None:
         model = getattr(self.model, "module", self.model)

@@ -24,7 +24,7 @@ from detectron2.modeling import build_model
 
 from ..data.datasets import num_training_identities
 from ..modeling.losses import identity_instance_counts
-from ..utils.io import safe_torch_load
+from ..utils.checkpoint import newest_complete_checkpoint, read_weights_file
 from .checkpoint import PersonSearchCheckpointer
 
 __all__ = [
@@ -79,7 +79,7 @@ def resolve_training_metadata(cfg: CfgNode) -> CfgNode:
 def classifier_size_in_weights(weights_file: str) -> Optional[int]:
     """Number of identities of the classifier (or OIM look-up table) saved in ``weights_file``;
     ``None`` when the file holds none (an STL export, converted ImageNet weights)."""
-    loaded = safe_torch_load(weights_file)
+    loaded = read_weights_file(weights_file)
     state = loaded.get("model", loaded) if isinstance(loaded, dict) else {}
     for key in CLASSIFIER_KEYS:
         if isinstance(state.get(key), torch.Tensor):
@@ -111,20 +111,16 @@ def resolve_inference_metadata(cfg: CfgNode, weights_file: str) -> CfgNode:
     return _with(cfg, **resolved)
 
 
-def last_checkpoint_file(output_dir: str) -> Optional[str]:
-    """The checkpoint ``OUTPUT_DIR/last_checkpoint`` names (what ``--resume`` loads), if any."""
-    pointer = os.path.join(output_dir, "last_checkpoint")
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        return os.path.join(output_dir, f.read().strip())
-
-
 def build_inference_model(cfg: CfgNode, resume: bool = False) -> torch.nn.Module:
     """The model of ``cfg`` in eval mode with its weights loaded: ``MODEL.WEIGHTS``, or with
-    ``resume`` the last checkpoint of ``OUTPUT_DIR`` when there is one (as ``--eval-only``
-    ``--resume`` does). Needs no training set (:func:`resolve_inference_metadata`)."""
-    weights = (last_checkpoint_file(cfg.OUTPUT_DIR) if resume else None) or cfg.MODEL.WEIGHTS
+    ``resume`` the last complete checkpoint of ``OUTPUT_DIR`` when there is one (as
+    ``--eval-only --resume`` does). Needs no training set (:func:`resolve_inference_metadata`).
+
+    Raises:
+        WeightsMismatchError: when a model weight is missing from the file or has another shape
+            (a random or wrongly shaped model is never evaluated).
+    """
+    weights = (newest_complete_checkpoint(cfg.OUTPUT_DIR) if resume else None) or cfg.MODEL.WEIGHTS
     if not weights:
         raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
     model = build_model(resolve_inference_metadata(cfg, weights))

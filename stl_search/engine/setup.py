@@ -1,17 +1,30 @@
 """Config set-up shared by every entry point (train_net.py, pretrain_reid.py, search,
-benchmarks)."""
+benchmarks).
+
+A command's :func:`setup` first claims its ``OUTPUT_DIR`` (``stl_search.utils.output_dir``: one
+run per folder, no fresh start over an earlier run's checkpoints), then does what Detectron2's
+``default_setup`` does, except that an ``--eval-only`` run writes its config to
+``config_eval.yaml``: ``config.yaml`` stays the config of the training run that made the folder's
+checkpoints.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Optional, Sequence
 
+import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import default_setup
+from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
+from detectron2.utils.collect_env import collect_env_info
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_stl_search_config
+from ..utils.io import atomic_open
+from ..utils.output_dir import claim_output_dir
 
 
 class ConfigKeyError(KeyError):
@@ -48,16 +61,68 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
     return cfg
 
 
-def setup(args: argparse.Namespace) -> CfgNode:
-    """Build, freeze and log the config of a Detectron2-style command (``default_setup``).
+def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """Detectron2's ``default_argument_parser`` plus ``--overwrite``."""
+    parser = default_argument_parser(epilog)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run in an OUTPUT_DIR that holds checkpoints of an earlier run "
+        "(they are deleted); without it such a start is refused (use --resume to continue)",
+    )
+    return parser
 
-    ``default_setup`` configures the "detectron2" and "fvcore" loggers; this project's modules log
-    under "stl_search", set up here the same way (console on rank 0, ``OUTPUT_DIR/log.txt``).
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """Build and freeze the config of a Detectron2-style command, claim its ``OUTPUT_DIR`` (main
+    process) and set up logging, seeds and the config copy (module docstring).
+
+    Detectron2's "detectron2" and "fvcore" loggers and this project's "stl_search" one log to the
+    console (rank 0) and ``OUTPUT_DIR/log.txt``.
+
+    Raises:
+        stl_search.utils.output_dir.OutputDirInUseError: another run holds ``OUTPUT_DIR``.
+        stl_search.utils.output_dir.ExistingRunError: a fresh training start over checkpoints
+            without ``--resume`` or ``--overwrite``.
     """
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    default_setup(cfg, args)
+    eval_only = bool(getattr(args, "eval_only", False))
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        claim_output_dir(
+            cfg.OUTPUT_DIR,
+            resume=bool(getattr(args, "resume", False)),
+            eval_only=eval_only,
+            overwrite=bool(getattr(args, "overwrite", False)),
+        )
+    _default_setup(cfg, args, "config_eval.yaml" if eval_only else "config.yaml")
     setup_logger(
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl"
     )
     return cfg
+
+
+def _default_setup(cfg: CfgNode, args: argparse.Namespace, config_name: str) -> None:
+    """Detectron2's ``default_setup`` (v0.6 and main), with the config copy named
+    ``config_name`` (it always writes ``config.yaml``)."""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
+    logger = setup_logger(output_dir, distributed_rank=rank)
+    logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    logger.info("Environment info:\n%s", collect_env_info())
+    logger.info("Command line arguments: %s", args)
+    if getattr(args, "config_file", ""):
+        with open(args.config_file) as f:
+            logger.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, config_name)
+        logger.info("Running with full config:\n%s", cfg.dump())
+        with atomic_open(path, "w") as f:
+            f.write(cfg.dump())
+        logger.info("Full config saved to %s", path)
+    # each worker gets a different, yet deterministic seed when SEED >= 0
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    # cudnn benchmark has large overhead for the few images of an evaluation
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK

@@ -95,7 +95,10 @@ class PersonSearchTrainer(DefaultTrainer):
         # DefaultTrainer.__init__ has just built a plain DetectionCheckpointer; the atomic one
         # replaces it before the checkpointing hook takes it.
         self.checkpointer = PersonSearchCheckpointer(
-            self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self.model,
+            self.cfg.OUTPUT_DIR,
+            allow_partial_weights=self.cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
+            trainer=weakref.proxy(self),
         )
         return super().build_hooks()
 

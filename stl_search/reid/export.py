@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..utils.io import atomic_torch_save, safe_torch_load
+from ..utils.checkpoint import read_weights_file
+from ..utils.io import atomic_torch_save
 
 __all__ = [
     "NOT_EXPORTED_PREFIXES",
@@ -45,6 +47,7 @@ __all__ = [
     "describe_missing_keys",
     "export_for_person_search",
     "load_model_state_dict",
+    "refuse_same_file",
     "save_person_search_init",
 ]
 
@@ -132,7 +135,7 @@ def export_for_person_search(
 
 def load_model_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """The model weights of a checkpoint file: its ``model`` entry, or the file itself."""
-    loaded = safe_torch_load(path)
+    loaded = read_weights_file(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
     if not isinstance(loaded, dict) or not all(
@@ -142,6 +145,19 @@ def load_model_state_dict(path: str) -> Dict[str, torch.Tensor]:
             f"{path}: not a state dict of tensors (nor a checkpoint with a 'model' entry)"
         )
     return loaded
+
+
+def refuse_same_file(input_path: str, output_path: str) -> None:
+    """Raise ``ValueError`` when ``output_path`` is ``input_path`` (same file by real path, or the
+    same inode through a link): writing the output would replace the input."""
+    same = os.path.realpath(input_path) == os.path.realpath(output_path)
+    if not same and os.path.exists(input_path) and os.path.exists(output_path):
+        same = os.path.samefile(input_path, output_path)
+    if same:
+        raise ValueError(
+            f"the output {output_path} is the input {input_path}: writing it would replace the "
+            "input; choose another output file"
+        )
 
 
 def save_person_search_init(
@@ -230,6 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        refuse_same_file(args.checkpoint, args.output)
+    except ValueError as e:
+        parser.error(str(e))
     exported = export_for_person_search(
         load_model_state_dict(args.checkpoint), mrfp_neck=not args.no_mrfp_neck
     )

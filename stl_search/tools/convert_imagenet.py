@@ -36,8 +36,8 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 
 from ..modeling.backbone.resnet_ibn import BLOCKS_PER_STAGE, STAGE_NAMES
-from ..reid.export import export_for_person_search, save_person_search_init
-from ..utils.io import safe_torch_load
+from ..reid.export import export_for_person_search, refuse_same_file, save_person_search_init
+from ..utils.checkpoint import read_weights_file
 
 __all__ = ["convert_for", "convert_imagenet_resnet", "resnet_config_of"]
 
@@ -180,7 +180,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    state_dict = safe_torch_load(args.input)
+    try:
+        refuse_same_file(args.input, args.output)
+    except ValueError as e:
+        parser.error(str(e))
+    state_dict = read_weights_file(args.input)
     converted = convert_for(state_dict, args.target, mrfp_neck=not args.no_mrfp_neck)
     save_person_search_init(converted, args.output)
     logger.info("Wrote %d tensors (%s layout) to %s", len(converted), args.target, args.output)

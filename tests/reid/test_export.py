@@ -149,7 +149,7 @@ def test_loading_warns_when_pretraining_crops_do_not_match_the_id_rois(tmp_path,
     handler.emit = records.append
     checkpointer.logger.addHandler(handler)
     try:
-        checkpointer.load(str(tmp_path / "init.pth"))
+        checkpointer.resume_or_load(str(tmp_path / "init.pth"), resume=False)  # an initialisation
     finally:
         checkpointer.logger.removeHandler(handler)
     messages = [r.getMessage() for r in records if "pretrained on" in r.getMessage()]
