@@ -1,5 +1,6 @@
-"""train_net.py as a user runs it: trains and writes a checkpoint and metrics, --resume continues
-from the last checkpoint, --eval-only evaluates a checkpoint."""
+"""train_net.py as a user runs it: trains and writes a checkpoint and metrics, refuses a second
+run in its folder and a fresh start over its checkpoints, --resume continues from the last complete
+checkpoint, --eval-only evaluates a checkpoint without touching the training run's config.yaml."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
+from stl_search.utils.output_dir import lock_output_dir, release_output_dir
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +22,21 @@ def data_root(tmp_path_factory):
     return root
 
 
-def _train_net(repo_root, data_root, *argv):
+def _train_net(
+    repo_root,
+    data_root,
+    *argv,
+    script="train_net.py",
+    config="synthetic/person_search.yaml",
+    expect_failure=False,
+):
     env = dict(os.environ, DETECTRON2_DATASETS=data_root)
     proc = subprocess.run(
         [
             sys.executable,
-            os.path.join(repo_root, "train_net.py"),
+            os.path.join(repo_root, script),
             "--config-file",
-            os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
+            os.path.join(repo_root, "configs", config),
             *argv,
             "SOLVER.IMS_PER_BATCH",
             "2",
@@ -50,6 +59,9 @@ def _train_net(repo_root, data_root, *argv):
         cwd=repo_root,
         env=env,
     )
+    if expect_failure:
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        return proc.stderr
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -71,6 +83,20 @@ def test_train_resume_eval_only(repo_root, data_root, tmp_path):
         metrics = json.load(f)["metrics"]
     assert {"search", "detection"} <= set(metrics) and "mAP" in metrics["search"]
 
+    # A fresh start over the run's checkpoints is refused ...
+    err = _train_net(repo_root, data_root, "OUTPUT_DIR", out, expect_failure=True)
+    assert "holds checkpoints of an earlier run" in err and "--overwrite" in err
+    # ... and so is any run while another holds the folder (here: this test process).
+    lock_output_dir(out)
+    try:
+        err = _train_net(repo_root, data_root, "--resume", "OUTPUT_DIR", out, expect_failure=True)
+    finally:
+        release_output_dir(out)
+    assert f"is in use by another run (pid {os.getpid()}" in err
+
+    # --resume with a truncated last checkpoint continues from the newest complete one.
+    final = os.path.join(out, "model_final.pth")
+    os.truncate(final, os.path.getsize(final) // 2)
     log = _train_net(
         repo_root,
         data_root,
@@ -82,18 +108,42 @@ def test_train_resume_eval_only(repo_root, data_root, tmp_path):
         "SOLVER.CHECKPOINT_PERIOD",
         "1",
     )
+    assert "newest complete checkpoint" in log and "model_0000001.pth" in log
     assert "Resumed at iteration 2" in log
     assert os.path.isfile(os.path.join(out, "model_0000002.pth"))
+    with open(os.path.join(out, "config.yaml"), "rb") as f:
+        training_config = f.read()
 
-    eval_dir = str(tmp_path / "eval")
+    os.remove(os.path.join(out, "eval_metrics.json"))
     log = _train_net(
         repo_root,
         data_root,
         "--eval-only",
         "OUTPUT_DIR",
-        eval_dir,
+        out,
         "MODEL.WEIGHTS",
         os.path.join(out, "model_final.pth"),
+        "TEST.DETECTIONS_PER_IMAGE",
+        "7",
     )
-    assert os.path.isfile(os.path.join(eval_dir, "eval_metrics.json"))
+    assert os.path.isfile(os.path.join(out, "eval_metrics.json"))
     assert "search/mAP" in log
+    with open(os.path.join(out, "config.yaml"), "rb") as f:
+        assert f.read() == training_config  # the training run's config, untouched
+    with open(os.path.join(out, "config_eval.yaml")) as f:
+        assert "DETECTIONS_PER_IMAGE: 7" in f.read()
+
+
+def test_pretrain_reid_refuses_a_fresh_start_over_checkpoints(repo_root, data_root, tmp_path):
+    (tmp_path / "model_0000003.pth").write_bytes(b"")
+    err = _train_net(
+        repo_root,
+        data_root,
+        "OUTPUT_DIR",
+        str(tmp_path),
+        script="projects/stl_search/pretrain_reid.py",
+        config="STL/synthetic.yaml",
+        expect_failure=True,
+    )
+    assert "holds checkpoints of an earlier run (model_0000003.pth)" in err
+    assert not (tmp_path / "config.yaml").exists()

@@ -159,3 +159,14 @@ def test_loading_warns_when_pretraining_crops_do_not_match_the_id_rois(tmp_path,
         assert "POOLER_RESOLUTION (4, 2)" in messages[0]
     else:
         assert messages == []
+
+
+def test_export_refuses_to_overwrite_its_input(tmp_path):
+    pretrain = tmp_path / "model_final.pth"
+    torch.save({"model": _randomised_reid_net().state_dict(), "iteration": 3}, pretrain)
+    before = pretrain.read_bytes()
+    (tmp_path / "link.pth").symlink_to(pretrain)
+    for out in (pretrain, tmp_path / "." / "model_final.pth", tmp_path / "link.pth"):
+        with pytest.raises(SystemExit):
+            export_main([str(pretrain), str(out)])
+    assert pretrain.read_bytes() == before
