@@ -12,8 +12,9 @@ missing depends on why the file is loaded:
   head and predictor, ID classifier), and the embedding BN when the file holds none (ImageNet
   conversions). Anything else missing or misshapen is an error, unless
   ``MODEL.ALLOW_PARTIAL_WEIGHTS`` (then a warning);
-- a resume, and every plain :meth:`load` (``--eval-only``, search, export of a trained model):
-  nothing may be missing or misshapen.
+- a resume: nothing may be missing or misshapen;
+- a plain :meth:`load` (``--eval-only``, search, export of a trained model): nothing but the ID
+  classifier / OIM tables (unused at inference) may be missing or misshapen.
 
 This lives in ``engine`` because it needs both the Re-ID export format and the person-search model.
 """
@@ -25,11 +26,14 @@ from typing import Any
 from ..reid.export import PERSON_SEARCH_UNINITIALISED, crop_size_mismatch, describe_missing_keys
 from ..utils.checkpoint import AtomicCheckpointer, mismatch_message
 
-__all__ = ["EMBEDDING_BN_PREFIX", "PersonSearchCheckpointer"]
+__all__ = ["EMBEDDING_BN_PREFIX", "INFERENCE_UNUSED_PREFIX", "PersonSearchCheckpointer"]
 
 #: The embedding BN (BNNeck) of the identification net: absent from ImageNet conversions, whose
 #: rows of Table 2 leave it at its initialisation.
 EMBEDDING_BN_PREFIX = "roi_heads.id_head.bnneck."
+
+#: The ID classifier / OIM tables: training state only, unused by inference.
+INFERENCE_UNUSED_PREFIX = "roi_heads.id_loss."
 
 
 class PersonSearchCheckpointer(AtomicCheckpointer):
@@ -61,14 +65,16 @@ class PersonSearchCheckpointer(AtomicCheckpointer):
         return incompatible
 
     def _check_fit(self, incompatible: Any, file_keys: set) -> None:
-        if self._load_mode != "init":
-            hint = (
-                "Resume with the config the run was started with, or start afresh."
-                if self._load_mode == "resume"
-                else "Use the config the weights were trained with (same depth, widths, "
-                "MODEL.MRFP.ENABLED, ID loss)."
+        if self._load_mode == "resume":
+            super()._check_fit(incompatible, file_keys)
+            return
+        if self._load_mode is None:
+            self._require_exact_fit(
+                incompatible,
+                "Use a trained person-search model and the config it was trained with (same "
+                "depth, widths, MODEL.MRFP.ENABLED).",
+                allowed=(INFERENCE_UNUSED_PREFIX,),
             )
-            self._require_exact_fit(incompatible, hint)
             return
         allowed = tuple(PERSON_SEARCH_UNINITIALISED)
         if not any(k.startswith(EMBEDDING_BN_PREFIX) for k in file_keys):

@@ -25,7 +25,7 @@ from stl_search.engine.model import (
 from stl_search.engine.setup import load_config
 from stl_search.engine.trainer import PersonSearchTrainer
 from stl_search.modeling.losses import identity_instance_counts
-from stl_search.utils.checkpoint import AtomicCheckpointer
+from stl_search.utils.checkpoint import AtomicCheckpointer, WeightsMismatchError
 
 from ..tiny_configs import tiny_person_search_cfg
 
@@ -97,18 +97,26 @@ def test_inference_model_is_sized_from_its_weights_without_a_training_set(tmp_pa
 
 def test_inference_model_from_weights_without_a_classifier(tmp_path):
     cfg = tiny_person_search_cfg()
-    backbone_only = {
-        k: v for k, v in build_model(cfg).state_dict().items() if not k.startswith("roi_heads")
+    without_classifier = {
+        k: v
+        for k, v in build_model(cfg).state_dict().items()
+        if not k.startswith("roi_heads.id_loss.")
     }
-    torch.save({"model": backbone_only}, tmp_path / "init.pth")
+    torch.save({"model": without_classifier}, tmp_path / "init.pth")
     assert classifier_size_in_weights(str(tmp_path / "init.pth")) is None
     cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = 0
     cfg.DATASETS.TRAIN = ()
     cfg.MODEL.WEIGHTS = str(tmp_path / "init.pth")
     model = build_inference_model(cfg)
     assert model.roi_heads.id_loss.classifier.weight.shape[0] == 1
-    for name, tensor in backbone_only.items():
+    for name, tensor in without_classifier.items():
         assert torch.equal(model.state_dict()[name], tensor), name
+    # Weights of the backbone only would leave the detector random: refused.
+    backbone_only = {k: v for k, v in without_classifier.items() if k.startswith("backbone.")}
+    torch.save({"model": backbone_only}, tmp_path / "backbone.pth")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "backbone.pth")
+    with pytest.raises(WeightsMismatchError, match="backbone.pth does not fit.*proposal_generator"):
+        build_inference_model(cfg)
 
 
 def test_training_metadata_read_from_the_training_set(repo_root, tiny_root, tmp_path):
