@@ -30,6 +30,7 @@ from .safe_pickle import safe_pickle_load
 __all__ = [
     "AtomicCheckpointer",
     "CHECKPOINT_NAME",
+    "mismatch_message",
     "WeightsMismatchError",
     "newest_complete_checkpoint",
     "read_weights_file",
