@@ -85,10 +85,11 @@ def _add_person_search_model_config(cfg: CN) -> None:
     cfg.MODEL.PERSON_SEARCH.ID_TRAIN_BOXES = "gt"
     # Loading MODEL.WEIGHTS to start training (not --resume), only the parts an STL or ImageNet
     # initialisation leaves untrained may be missing or misshapen: RPN, box head and predictor, ID
-    # classifier, and the embedding BN when the file has none. Anything else (a ResNet-18 file for
-    # a ResNet-50 model, another width) is an error naming the keys; True makes it a warning and
-    # trains those weights from their initialisation. --eval-only, search, export and --resume
-    # always need every weight (stl_search.engine.checkpoint).
+    # classifier, and the embedding BN when the file has none (Re-ID pretraining: BN neck,
+    # classifier, centres). Anything else (a ResNet-18 file for a ResNet-50 model, another width)
+    # is an error naming the keys; True makes it a warning and trains those weights from their
+    # initialisation. --eval-only, search, export and --resume always need every weight they use
+    # (stl_search.engine.checkpoint, stl_search.utils.checkpoint).
     cfg.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 
     cfg.MODEL.ID_HEAD = CN()

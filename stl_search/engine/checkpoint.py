@@ -21,10 +21,10 @@ This lives in ``engine`` because it needs both the Re-ID export format and the p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Tuple
 
 from ..reid.export import PERSON_SEARCH_UNINITIALISED, crop_size_mismatch, describe_missing_keys
-from ..utils.checkpoint import AtomicCheckpointer, mismatch_message
+from ..utils.checkpoint import AtomicCheckpointer
 
 __all__ = ["EMBEDDING_BN_PREFIX", "INFERENCE_UNUSED_PREFIX", "PersonSearchCheckpointer"]
 
@@ -49,8 +49,14 @@ class PersonSearchCheckpointer(AtomicCheckpointer):
     def __init__(
         self, model, save_dir: str = "", *, allow_partial_weights: bool = False, **checkpointables
     ):
-        super().__init__(model, save_dir, **checkpointables)
-        self.allow_partial_weights = allow_partial_weights
+        super().__init__(
+            model,
+            save_dir,
+            init_may_miss=tuple(PERSON_SEARCH_UNINITIALISED),
+            load_may_miss=(INFERENCE_UNUSED_PREFIX,),
+            allow_partial_weights=allow_partial_weights,
+            **checkpointables,
+        )
 
     def _load_model(self, checkpoint: Any) -> Any:
         incompatible = super()._load_model(checkpoint)
@@ -64,49 +70,28 @@ class PersonSearchCheckpointer(AtomicCheckpointer):
             self._check_crop_size(checkpoint["reid_input_size"])
         return incompatible
 
-    def _check_fit(self, incompatible: Any, file_keys: set) -> None:
-        if self._load_mode == "resume":
-            super()._check_fit(incompatible, file_keys)
-            return
-        if self._load_mode is None:
-            self._require_exact_fit(
-                incompatible,
-                "Use a trained person-search model and the config it was trained with (same "
-                "depth, widths, MODEL.MRFP.ENABLED).",
-                allowed=(INFERENCE_UNUSED_PREFIX,),
-            )
-            return
-        allowed = tuple(PERSON_SEARCH_UNINITIALISED)
-        if not any(k.startswith(EMBEDDING_BN_PREFIX) for k in file_keys):
-            allowed += (EMBEDDING_BN_PREFIX,)
-        if self.allow_partial_weights:
-            unexpected = [
-                k
-                for k in self._not_fitting(incompatible)
-                if not k.startswith(allowed) and not k.endswith("num_batches_tracked")
-            ]
-            if unexpected:
-                self.logger.warning(
-                    mismatch_message(
-                        self._loading_path,
-                        [k for k in incompatible.missing_keys if k in unexpected],
-                        [s for s in incompatible.incorrect_shapes if s[0] in unexpected],
-                        "MODEL.ALLOW_PARTIAL_WEIGHTS is set: they keep their initialisation.",
-                    )
-                )
-            return
-        self._require_exact_fit(
-            incompatible,
-            "An initialisation may leave only the RPN, box head and predictor, ID classifier "
-            "(and, from ImageNet weights, the embedding BN) uninitialised: check that the "
-            "weights were made for this model (MODEL.RESNETS.DEPTH and widths, MODEL.MRFP), or "
-            "set MODEL.ALLOW_PARTIAL_WEIGHTS True to train from them anyway.",
-            allowed=allowed,
-        )
+    def _may_miss(self, file_keys: set) -> Optional[Tuple[str, ...]]:
+        allowed = super()._may_miss(file_keys)
+        if self._load_mode == "init" and not any(
+            k.startswith(EMBEDDING_BN_PREFIX) for k in file_keys
+        ):
+            allowed += (EMBEDDING_BN_PREFIX,)  # ImageNet weights: the embedding BN stays as built
+        return allowed
 
-    @staticmethod
-    def _not_fitting(incompatible: Any) -> list:
-        return list(incompatible.missing_keys) + [s[0] for s in incompatible.incorrect_shapes]
+    def _fit_hint(self) -> str:
+        if self._load_mode == "init":
+            return (
+                "An initialisation may leave only the RPN, box head and predictor, ID classifier "
+                "(and, from ImageNet weights, the embedding BN) uninitialised: check that the "
+                "weights were made for this model (MODEL.RESNETS.DEPTH and widths, MODEL.MRFP), "
+                "or set MODEL.ALLOW_PARTIAL_WEIGHTS True to train from them anyway."
+            )
+        if self._load_mode is None:
+            return (
+                "Use a trained person-search model and the config it was trained with (same "
+                "depth, widths, MODEL.MRFP.ENABLED)."
+            )
+        return super()._fit_hint()
 
     def _check_crop_size(self, reid_input_size) -> None:
         model = getattr(self.model, "module", self.model)

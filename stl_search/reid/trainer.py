@@ -53,6 +53,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: ReIDNet parts that are training state only (unused by Re-ID evaluation and by the export).
+REID_TRAINING_ONLY = ("classifier.", "center_loss.")
+#: ReIDNet parts an ImageNet initialisation (``convert_imagenet --for reid``) leaves as built.
+REID_UNINITIALISED = ("bnneck.",) + REID_TRAINING_ONLY
+
 
 class ReIDTrainer(SimpleTrainer):
     """``SimpleTrainer`` whose step also updates the centre-loss centres with their own SGD.
@@ -276,8 +281,20 @@ def run_pretraining(
     checkpointables = {"optimizer": optimizer, "scheduler": scheduler, "data": seed}
     if center_optimizer is not None:
         checkpointables["center_optimizer"] = center_optimizer
-    checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
-    checkpoint = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    checkpointer = AtomicCheckpointer(
+        model,
+        cfg.OUTPUT_DIR,
+        init_may_miss=REID_UNINITIALISED,
+        load_may_miss=REID_TRAINING_ONLY,
+        allow_partial_weights=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
+        **checkpointables,
+    )
+    if eval_only and not (resume and checkpointer.has_checkpoint()):
+        if not cfg.MODEL.WEIGHTS:
+            raise ValueError("--eval-only: set MODEL.WEIGHTS to a Re-ID checkpoint to evaluate")
+        checkpoint = checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])  # a trained model
+    else:
+        checkpoint = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     start_iter = (
         checkpoint.get("iteration", -1) + 1 if resume and checkpointer.has_checkpoint() else 0
     )

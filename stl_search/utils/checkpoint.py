@@ -9,8 +9,10 @@
 - ``--resume``: when the file ``last_checkpoint`` names is missing or incomplete (a zip archive
   whose directory or CRCs do not read: a truncated copy, a full disk), the newest complete
   ``model_<iteration>.pth`` is loaded instead, with a warning (:func:`newest_complete_checkpoint`).
-- A resumed checkpoint must fit the model: a missing or differently shaped model weight raises
-  :class:`WeightsMismatchError` before the optimizer or scheduler state is touched.
+- Weights must fit the model: a missing or differently shaped model weight raises
+  :class:`WeightsMismatchError` (naming the file and the first keys) when resuming (before the
+  optimizer or scheduler state is touched), and, where the owner says which weights may be
+  missing (``init_may_miss``, ``load_may_miss``), when initialising or loading a trained model.
 """
 
 from __future__ import annotations
@@ -162,12 +164,36 @@ class AtomicCheckpointer(DetectionCheckpointer):
     leaves a truncated file that ``--resume`` would then pick. Here both are renamed into place
     only once complete. (``stl_search.engine.checkpoint.PersonSearchCheckpointer`` adds what
     loading an STL export into a person-search model should report and check.)
+
+    Args:
+        model, save_dir, checkpointables: as ``DetectionCheckpointer``.
+        init_may_miss: key prefixes that weights loaded by ``resume_or_load(path, resume=False)``
+            (an initialisation) may leave missing or misshapen; ``None``: not checked (Detectron2's
+            warnings only).
+        load_may_miss: the same for a plain :meth:`load` (a trained model, for inference).
+        allow_partial_weights: ``MODEL.ALLOW_PARTIAL_WEIGHTS``: an initialisation that misses
+            more than ``init_may_miss`` is a warning, not an error.
     """
 
     #: "resume" while :meth:`resume_or_load` resumes, "init" while it loads initial weights,
     #: ``None`` for a plain :meth:`load`.
     _load_mode: Optional[str] = None
     _loading_path: str = ""
+
+    def __init__(
+        self,
+        model: Any,
+        save_dir: str = "",
+        *,
+        init_may_miss: Optional[Tuple[str, ...]] = None,
+        load_may_miss: Optional[Tuple[str, ...]] = None,
+        allow_partial_weights: bool = False,
+        **checkpointables: Any,
+    ):
+        super().__init__(model, save_dir, **checkpointables)
+        self.init_may_miss = init_may_miss
+        self.load_may_miss = load_may_miss
+        self.allow_partial_weights = allow_partial_weights
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -232,25 +258,42 @@ class AtomicCheckpointer(DetectionCheckpointer):
             self._check_fit(incompatible, file_keys)
         return incompatible
 
-    def _check_fit(self, incompatible: Any, file_keys: set) -> None:
-        """Raise :class:`WeightsMismatchError` when the weights being loaded do not fit the model.
-
-        Here: a resumed checkpoint must hold every model weight in its shape (BatchNorm's
-        ``num_batches_tracked`` counters excepted). Subclasses decide for the other loads.
-        """
+    def _may_miss(self, file_keys: set) -> Optional[Tuple[str, ...]]:
+        """Key prefixes the current load may leave missing or misshapen (``None``: unchecked)."""
         if self._load_mode == "resume":
-            self._require_exact_fit(
-                incompatible, "Resume with the config the run was started with, or start afresh."
-            )
+            return ()
+        return self.init_may_miss if self._load_mode == "init" else self.load_may_miss
 
-    def _require_exact_fit(self, incompatible: Any, hint: str, allowed: Tuple[str, ...] = ()):
+    def _check_fit(self, incompatible: Any, file_keys: set) -> None:
+        """Raise :class:`WeightsMismatchError` when the weights being loaded leave a model weight
+        outside :meth:`_may_miss` missing or misshapen (BatchNorm's ``num_batches_tracked``
+        counters excepted)."""
+        allowed = self._may_miss(file_keys)
+        if allowed is None:
+            return
         missing = [
             k
             for k in incompatible.missing_keys
             if not k.endswith("num_batches_tracked") and not k.startswith(allowed)
         ]
         wrong = [s for s in incompatible.incorrect_shapes if not s[0].startswith(allowed)]
-        if missing or wrong:
-            raise WeightsMismatchError(
-                mismatch_message(self._loading_path, sorted(missing), wrong, hint)
+        if not missing and not wrong:
+            return
+        if self._load_mode == "init" and self.allow_partial_weights:
+            hint = "MODEL.ALLOW_PARTIAL_WEIGHTS is set: they keep their initialisation."
+            self.logger.warning(mismatch_message(self._loading_path, sorted(missing), wrong, hint))
+            return
+        raise WeightsMismatchError(
+            mismatch_message(self._loading_path, sorted(missing), wrong, self._fit_hint())
+        )
+
+    def _fit_hint(self) -> str:
+        if self._load_mode == "resume":
+            return "Resume with the config the run was started with, or start afresh."
+        if self._load_mode == "init":
+            return (
+                f"An initialisation may leave only {', '.join(self.init_may_miss or ())} "
+                "uninitialised: check that the weights were made for this model (depth, widths), "
+                "or set MODEL.ALLOW_PARTIAL_WEIGHTS True to train from them anyway."
             )
+        return "Use weights trained with this config (same depth, widths and heads)."
