@@ -35,7 +35,8 @@ from torch import nn
 
 from ..data.mapper import build_person_search_augmentations
 from ..engine.setup import load_config
-from ..utils.io import atomic_open, safe_torch_load
+from ..utils.checkpoint import read_weights_file
+from ..utils.io import atomic_open
 
 __all__ = ["BASE_NET_STAGES", "RANDOM", "feature_maps", "load_base_nets", "render_feature_grid"]
 
@@ -62,7 +63,7 @@ def load_base_nets(cfg: CfgNode, weights: str, stages: Sequence[str], seed: int 
     torch.manual_seed(seed)
     backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
     if weights != RANDOM:
-        loaded = safe_torch_load(weights)
+        loaded = read_weights_file(weights)
         state = loaded.get("model", loaded) if isinstance(loaded, dict) else loaded
         base = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
         wanted = [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]
