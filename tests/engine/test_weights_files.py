@@ -16,8 +16,11 @@ import torch
 from stl_search.engine.model import classifier_size_in_weights
 from stl_search.reid.export import load_model_state_dict
 from stl_search.tools.convert_imagenet import main as convert_main
+from stl_search.tools.visualize_features import load_base_nets
 from stl_search.utils.checkpoint import AtomicCheckpointer, newest_complete_checkpoint
 from stl_search.utils.safe_pickle import ForbiddenPickleGlobal, safe_pickle_load
+
+from ..tiny_configs import tiny_person_search_cfg
 
 
 class _WritesMarker:
@@ -82,6 +85,8 @@ def test_every_other_load_path_refuses_code(tmp_path):
             classifier_size_in_weights(path)  # inference model sizing (--eval-only, search)
         with pytest.raises(pickle.UnpicklingError):
             convert_main([path, str(tmp_path / "converted.pth")])  # ImageNet conversion
+        with pytest.raises(pickle.UnpicklingError):
+            load_base_nets(tiny_person_search_cfg(), path, ["res2"])  # Fig. 6 tool
     assert not os.path.exists(marker)
 
 
