@@ -47,8 +47,10 @@ class PersonSearchDatasetMapper:
       clipping are removed);
     - ``test`` (gallery): ``image`` plus every field of the dict (``annotations`` untouched, in the
       original frame, for the evaluator);
-    - ``query``: ``image`` plus the dict's fields and ``query_boxes`` (``Boxes`` 1×4 in the resized
-      input frame).
+    - ``query``: ``image`` plus the dict's fields and ``query_boxes`` (``Boxes`` k×4 in the resized
+      input frame; ``query_box`` is one box, or k boxes of the same image).
+    A dict may carry its pixels as ``image`` (H×W×3 uint8 in ``INPUT.FORMAT``, e.g. a video frame)
+    instead of a file to read.
     ``height`` / ``width`` stay those of the original image (Detectron2's post-processing rescales
     the outputs to them).
     """
@@ -88,7 +90,9 @@ class PersonSearchDatasetMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = dataset_dict.get("image")
+        if image is None:
+            image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
@@ -108,11 +112,11 @@ class PersonSearchDatasetMapper:
             dataset_dict["instances"] = utils.filter_empty_instances(instances)
         elif self.mode == "query":
             box = BoxMode.convert(
-                list(dataset_dict["query_box"]),
+                np.asarray(dataset_dict["query_box"], dtype=np.float64).reshape(-1, 4),
                 dataset_dict.get("query_box_mode", BoxMode.XYXY_ABS),
                 BoxMode.XYXY_ABS,
             )
-            box = transforms.apply_box(np.asarray([box], dtype=np.float64))
+            box = transforms.apply_box(box)
             boxes = Boxes(torch.as_tensor(box, dtype=torch.float32))
             boxes.clip(image_shape)
             if not bool(boxes.nonempty().all()):

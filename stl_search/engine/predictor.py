@@ -1,0 +1,160 @@
+"""``PersonSearchPredictor``: Detectron2's ``DefaultPredictor`` for person search.
+
+Built from a config (``MODEL.WEIGHTS`` loaded by the project's checkpointer: atomic, no pickled
+code). Two calls, both through exactly the pieces the evaluation uses:
+
+- :meth:`PersonSearchPredictor.detect`: scene images -> per image the detected persons' boxes,
+  detection scores and L2-normalised embeddings (one forward per list of images);
+- :meth:`PersonSearchPredictor.embed_query`: one image and one or many person boxes -> their
+  embeddings, through the model's query mode (no detection).
+
+Pre-processing is :class:`~stl_search.data.mapper.PersonSearchDatasetMapper` in its ``test`` and
+``query`` modes (the evaluation's loaders use the same mapper), the forward is the model's own.
+Data loaders that already map their records (the index build) call :meth:`detect_mapped`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.data import detection_utils as utils
+from detectron2.modeling import build_model
+
+from ..data.mapper import PersonSearchDatasetMapper
+from ..utils.checkpoint import AtomicCheckpointer
+
+__all__ = ["Detections", "PersonSearchPredictor", "ImageLike", "read_image"]
+
+#: An image path, a BGR ``H x W x 3`` uint8 array (as ``cv2.imread`` returns), or a data set dict
+#: (``file_name``, optionally ``image`` already in ``INPUT.FORMAT``).
+ImageLike = Union[str, np.ndarray, Dict]
+
+
+def read_image(path: str, image_format: str) -> np.ndarray:
+    """The pixels of an image file as the evaluation reads them (Detectron2's ``read_image``).
+
+    Raises:
+        ValueError: naming the file when it is not a readable image.
+    """
+    try:
+        return utils.read_image(path, format=image_format)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+
+
+@dataclass
+class Detections:
+    """The persons detected in one image, in its own pixel frame.
+
+    Attributes:
+        boxes: ``(N, 4)`` float32, XYXY absolute.
+        scores: ``(N,)`` float32 detection scores.
+        embeddings: ``(N, D)`` float32, L2-normalised.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    embeddings: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class PersonSearchPredictor:
+    """Detect persons and embed query boxes with a trained person-search model.
+
+    Args:
+        cfg: a config with ``MODEL.WEIGHTS`` (cloned; the model is built with
+            ``build_model`` and put in eval mode).
+        model: an already built and loaded model to use instead (e.g. the trainer's); then
+            ``MODEL.WEIGHTS`` is not read.
+
+    Attributes:
+        gallery_mapper, query_mapper: the evaluation's mapper in ``test`` / ``query`` mode.
+        input_format: ``INPUT.FORMAT``, the channel order the model expects.
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module = None):
+        self.cfg = cfg.clone()
+        if model is None:
+            if not cfg.MODEL.WEIGHTS:
+                raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
+            if not os.path.isfile(cfg.MODEL.WEIGHTS):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")
+            model = build_model(self.cfg)
+            AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        self.model = model.eval()
+        self.gallery_mapper = PersonSearchDatasetMapper(self.cfg, mode="test")
+        self.query_mapper = PersonSearchDatasetMapper(self.cfg, mode="query")
+        self.input_format = self.cfg.INPUT.FORMAT
+
+    # ---------------------------------------------------------------- inputs
+    def as_record(self, image: ImageLike) -> Dict:
+        """A data set dict for ``image`` with its pixels (``image``, in ``INPUT.FORMAT``),
+        ``height`` and ``width``; a path is read as the evaluation reads it."""
+        if isinstance(image, dict):
+            record = dict(image)
+        elif isinstance(image, str):
+            record = {"file_name": image, "image_id": os.path.basename(image)}
+        elif isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"an image array must be H x W x 3 uint8 (BGR), got {image.shape} {image.dtype}"
+                )
+            pixels = image[:, :, ::-1] if self.input_format == "RGB" else image
+            record = {"file_name": "<array>", "image_id": "<array>", "image": pixels}
+        else:
+            raise TypeError(f"an image is a path, a BGR array or a dict, got {type(image)}")
+        if record.get("image") is None:
+            record["image"] = read_image(record["file_name"], self.input_format)
+        record["height"], record["width"] = record["image"].shape[:2]
+        return record
+
+    # ---------------------------------------------------------------- gallery
+    @torch.no_grad()
+    def detect_mapped(self, inputs: List[Dict]) -> List[Detections]:
+        """One forward over gallery-mapper outputs (a batch) -> their :class:`Detections`."""
+        if not inputs:
+            return []
+        return [_detections(out["instances"]) for out in self.model(inputs)]
+
+    def detect(self, images: Sequence[ImageLike]) -> List[Detections]:
+        """The persons of each image (one forward for the whole list; pass as many as fit)."""
+        return self.detect_mapped([self.gallery_mapper(self.as_record(im)) for im in images])
+
+    # ---------------------------------------------------------------- queries
+    @torch.no_grad()
+    def embed_query(self, image: ImageLike, boxes) -> np.ndarray:
+        """Embeddings ``(k, D)`` float32 of the person boxes ``boxes`` (``(4,)`` or ``(k, 4)``,
+        XYXY in the image's pixels) of ``image``; a single ``(4,)`` box gives ``(D,)``.
+
+        Raises:
+            ValueError: naming the box and the image when a box is not inside the image.
+        """
+        record = self.as_record(image)
+        single = np.ndim(boxes) == 1
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        width, height = record["width"], record["height"]
+        for x1, y1, x2, y2 in boxes:
+            if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+                raise ValueError(
+                    f"box {[float(x1), float(y1), float(x2), float(y2)]} is not a box inside "
+                    f"{record['file_name']} ({width}x{height})"
+                )
+        record.update(query_box=boxes, identity=-1, query_index=0)
+        out = self.model([self.query_mapper(record)])[0]["query_embedding"]
+        embeddings = out.detach().float().cpu().numpy().reshape(len(boxes), -1)
+        return embeddings[0] if single else embeddings
+
+
+def _detections(instances) -> Detections:
+    instances = instances.to("cpu")
+    return Detections(
+        boxes=instances.pred_boxes.tensor.numpy().astype(np.float32).reshape(-1, 4),
+        scores=instances.scores.numpy().astype(np.float32),
+        embeddings=instances.pred_embeddings.numpy().astype(np.float32),
+    )

@@ -1,0 +1,224 @@
+"""The on-disk gallery index: shards of detections plus one manifest, never pickled.
+
+A folder holds
+
+- ``shard_NNNNN.emb.npy``: the shard's embeddings, ``(B, D)`` float16, L2-normalised before the
+  cast (a plain ``.npy``, memory-mapped when read);
+- ``shard_NNNNN.npz``: everything else about its B boxes: ``boxes`` (B, 4) float32 XYXY,
+  ``scores`` (B,), ``record`` (B,) the row of the box's image in the shard's records, and the
+  records themselves (``file_name``, ``frame_index``, ``timestamp``), plus ``format``,
+  ``index_id``, ``shard`` and ``embeddings_sha256`` that tie the pair to its index. It is written
+  last: a shard whose ``.npz`` exists and names its build is finished;
+- ``manifest.json``: the config, the weights and their sha256, the embedding dimension, the
+  sources and the shard list (file hashes, box counts) in index order, written once all shards
+  are done (atomically, as every file here).
+
+Global box ids are positions in the concatenation of the shards in manifest order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from ..utils.io import atomic_open, atomic_write_json
+
+__all__ = [
+    "FORMAT",
+    "ShardError",
+    "GalleryIndex",
+    "shard_name",
+    "write_shard",
+    "shard_is_done",
+    "sha256_of",
+    "read_manifest",
+    "write_manifest",
+]
+
+FORMAT = "stl-search-index/1"
+MANIFEST = "manifest.json"
+
+
+class ShardError(ValueError):
+    """A shard that is missing, corrupt, or belongs to another index (the message names it)."""
+
+
+def shard_name(number: int) -> str:
+    return f"shard_{number:05d}"
+
+
+def sha256_of(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(
+    folder: str,
+    number: int,
+    index_id: str,
+    records: Sequence[Dict],
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    record_rows: np.ndarray,
+    embeddings: np.ndarray,
+) -> None:
+    """Write shard ``number`` of index ``index_id`` (embeddings first, the ``.npz`` last)."""
+    base = os.path.join(folder, shard_name(number))
+    with atomic_open(base + ".emb.npy", "wb") as f:
+        np.save(f, np.ascontiguousarray(embeddings, dtype=np.float16), allow_pickle=False)
+    with atomic_open(base + ".npz", "wb") as f:
+        np.savez(
+            f,
+            format=np.array(FORMAT),
+            index_id=np.array(index_id),
+            shard=np.array(number, dtype=np.int64),
+            embeddings_sha256=np.array(sha256_of(base + ".emb.npy")),
+            boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+            scores=np.asarray(scores, dtype=np.float32).ravel(),
+            record=np.asarray(record_rows, dtype=np.int64).ravel(),
+            file_name=np.array([r["file_name"] for r in records], dtype=str),
+            frame_index=np.array([r["frame_index"] for r in records], dtype=np.int64),
+            timestamp=np.array([r["timestamp"] for r in records], dtype=np.float64),
+        )
+
+
+def _load_npz(path: str) -> Dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # zip, header or dtype errors all mean the same to the user
+        raise ShardError(f"shard {path} is not a readable index shard ({e})") from None
+
+
+def shard_is_done(folder: str, number: int, index_id: str, records: Sequence[Dict]) -> bool:
+    """Whether shard ``number`` of index ``index_id`` holding ``records`` was finished (by an
+    interrupted run of the same build or add)."""
+    path = os.path.join(folder, shard_name(number) + ".npz")
+    if not os.path.isfile(path) or not os.path.isfile(path[: -len(".npz")] + ".emb.npy"):
+        return False
+    try:
+        meta = _load_npz(path)
+    except ShardError:
+        return False
+    if str(meta.get("index_id")) != index_id or int(meta.get("shard", -1)) != number:
+        return False
+    return meta["file_name"].tolist() == [r["file_name"] for r in records] and meta[
+        "frame_index"
+    ].tolist() == [int(r["frame_index"]) for r in records]
+
+
+def read_manifest(folder: str) -> Dict:
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{folder} is not a built index (no {MANIFEST})")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def write_manifest(folder: str, manifest: Dict) -> None:
+    atomic_write_json(manifest, os.path.join(folder, MANIFEST))
+
+
+@dataclass
+class GalleryIndex:
+    """The boxes of a built index, read and checked against its manifest.
+
+    Attributes:
+        manifest: the parsed ``manifest.json``.
+        embeddings: per shard, a read-only memory map ``(B_s, D)`` float16.
+        boxes, scores: ``(N, 4)``, ``(N,)`` float32 over all shards.
+        file_name, frame_index, timestamp: per box, its source (``frame_index`` -1 and
+            ``timestamp`` -1 for an image file).
+    """
+
+    folder: str
+    manifest: Dict
+    embeddings: List[np.ndarray]
+    boxes: np.ndarray
+    scores: np.ndarray
+    file_name: np.ndarray
+    frame_index: np.ndarray
+    timestamp: np.ndarray
+
+    @classmethod
+    def open(cls, folder: str, verify: bool = True) -> "GalleryIndex":
+        """Read ``folder``; with ``verify`` every shard file's sha256 is checked against the
+        manifest. Raises :class:`ShardError` naming the first bad shard."""
+        manifest = read_manifest(folder)
+        dim = int(manifest["embedding_dim"])
+        parts = {k: [] for k in ("boxes", "scores", "file_name", "frame_index", "timestamp")}
+        embeddings = []
+        for entry in manifest["shards"]:
+            base = os.path.join(folder, entry["name"])
+            for suffix, key in ((".npz", "sha256"), (".emb.npy", "embeddings_sha256")):
+                if not os.path.isfile(base + suffix):
+                    raise ShardError(f"shard {base + suffix} listed in the manifest is missing")
+                if verify and sha256_of(base + suffix) != entry[key]:
+                    raise ShardError(
+                        f"shard {base + suffix} does not match the manifest (sha256 differs): "
+                        "corrupt, or copied from another index"
+                    )
+            meta = _load_npz(base + ".npz")
+            if str(meta["format"]) != FORMAT or str(meta["index_id"]) != manifest["index_id"]:
+                raise ShardError(f"shard {base}.npz belongs to another index")
+            try:
+                emb = np.load(base + ".emb.npy", mmap_mode="r", allow_pickle=False)
+            except Exception as e:
+                raise ShardError(f"shard {base}.emb.npy is not a readable .npy ({e})") from None
+            if emb.dtype != np.float16 or emb.shape != (len(meta["scores"]), dim):
+                raise ShardError(
+                    f"shard {base}.emb.npy holds {emb.dtype} {emb.shape}, expected float16 "
+                    f"({len(meta['scores'])}, {dim})"
+                )
+            embeddings.append(emb)
+            rows = meta["record"]
+            parts["boxes"].append(meta["boxes"])
+            parts["scores"].append(meta["scores"])
+            for key in ("file_name", "frame_index", "timestamp"):
+                parts[key].append(meta[key][rows])
+        if not embeddings:
+            raise ValueError(f"{folder}: the index has no shards")
+        return cls(
+            folder=folder,
+            manifest=manifest,
+            embeddings=embeddings,
+            **{k: np.concatenate(v) for k, v in parts.items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["embedding_dim"])
+
+    def embeddings_float32(self) -> np.ndarray:
+        """All embeddings ``(N, D)`` float32 (the exact index's copy)."""
+        out = np.empty((len(self), self.dim), dtype=np.float32)
+        start = 0
+        for emb in self.embeddings:
+            out[start : start + len(emb)] = emb
+            start += len(emb)
+        return out
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Embeddings ``(len(ids), D)`` float32 of global box ``ids``, read from the memory maps."""
+        ids = np.asarray(ids, dtype=np.int64)
+        offsets = np.cumsum([0] + [len(e) for e in self.embeddings])
+        shard = np.searchsorted(offsets, ids, side="right") - 1
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = self.embeddings[s][ids[sel] - offsets[s]]
+        return out
