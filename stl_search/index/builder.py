@@ -67,6 +67,7 @@ def plan_index(
     images_per_shard: int = 256,
     backend: str = "exact",
     ann_params: Dict = None,
+    predictor: PersonSearchPredictor = None,
 ) -> Dict:
     """Write ``folder/build_plan.json`` for a new index (``cfg`` given) or for adding ``sources``
     to the index in ``folder`` (``cfg`` None: its manifest's config and weights are used).
@@ -74,6 +75,8 @@ def plan_index(
     Args:
         sources: ``{"input", "kind" ("images" or "video"), "sample_fps", "records"}`` each, the
             records from :mod:`stl_search.index.sources`.
+        predictor: the model will be given to :func:`extract_shards` (``MODEL.WEIGHTS`` may
+            then be empty: an in-memory model, not for an index kept on disk).
     """
     if images_per_shard < 1:
         raise ValueError(f"--images-per-shard must be >= 1, got {images_per_shard}")
@@ -85,15 +88,16 @@ def plan_index(
                 f"the weights {weights} of {folder} are missing or changed since it was built"
             )
     else:
-        if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} is not a file")
+        weights = cfg.MODEL.WEIGHTS
+        if not os.path.isfile(weights) and not (predictor is not None and not weights):
+            raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file")
         if os.path.isfile(os.path.join(folder, "manifest.json")):
             raise FileExistsError(f"{folder} already holds an index: use `add`, or a new folder")
         plan = {
             "format": FORMAT,
             "config": cfg.dump(),
             "weights": cfg.MODEL.WEIGHTS,
-            "weights_sha256": sha256_of(cfg.MODEL.WEIGHTS),
+            "weights_sha256": sha256_of(weights) if weights else None,
             "images_per_shard": int(images_per_shard),
             "score_thresh": float(cfg.TEST.PERSON_SEARCH.SCORE_THRESH),
             "backend": backend,
@@ -144,9 +148,15 @@ class _MapRecord:
         return self.mapper(load_record(record, self.image_format))
 
 
-def extract_shards(folder: str, batch_size: int = 4, num_workers: int = 0) -> int:
+def extract_shards(
+    folder: str,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    predictor: PersonSearchPredictor = None,
+) -> int:
     """This process's share of the unfinished shards of ``folder/build_plan.json``; returns how
-    many shards it wrote. Call it in every process (it synchronises them at the end)."""
+    many shards it wrote. Call it in every process (it synchronises them at the end). The
+    model is built from the plan's config and weights unless ``predictor`` is given."""
     plan = _read_plan(folder)
     pending = _pending(folder, plan)
     mine = [pending[i] for i in InferenceSampler(len(pending))] if pending else []
@@ -158,7 +168,7 @@ def extract_shards(folder: str, batch_size: int = 4, num_workers: int = 0) -> in
         len(mine),
     )
     if mine:
-        predictor = PersonSearchPredictor(config_of(plan))
+        predictor = predictor or PersonSearchPredictor(config_of(plan))
         _extract(predictor, folder, plan, mine, batch_size, num_workers)
     comm.synchronize()
     return len(mine)

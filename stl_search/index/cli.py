@@ -32,7 +32,7 @@ from ..engine.predictor import PersonSearchPredictor
 from ..engine.setup import load_config
 from .backends import BACKENDS, load_searcher
 from .builder import commit_index, config_of, extract_shards, plan_index
-from .query import Hit, search_index, write_hits
+from .query import Hit, format_hits, search_index, write_hits
 from .render import render
 from .shards import GalleryIndex
 from .sources import image_records, video_records
@@ -191,13 +191,7 @@ def run_query(args: argparse.Namespace) -> List[Hit]:
         meta.update(image=args.query, box=list(args.box))
     hits = search_index(gallery, load_searcher(gallery, args.backend), embedding, args.topk)
     write_hits(hits, args.out + ".json", args.out + ".csv", meta)
-    print(f"{'rank':>4}  {'similarity':>10}  {'det score':>9}  {'box (x1 y1 x2 y2)':<19}  source")
-    for rank, hit in enumerate(hits, 1):
-        box = " ".join(f"{v:.0f}" for v in hit.box)
-        where = hit.file_name + (f" @ {hit.timestamp:.2f} s" if hit.frame_index >= 0 else "")
-        print(
-            f"{rank:>4}  {hit.similarity:>10.4f}  {hit.detection_score:>9.3f}  {box:<19}  {where}"
-        )
+    print(format_hits(hits))
     if args.query:
         render(args.query, args.box, hits, args.out + ".png")
     print(f"saved {args.out}.json, {args.out}.csv" + (f", {args.out}.png" if args.query else ""))

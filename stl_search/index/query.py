@@ -17,7 +17,7 @@ import numpy as np
 from ..utils.io import atomic_open, atomic_write_json
 from .shards import GalleryIndex
 
-__all__ = ["Hit", "search_index", "write_hits", "normalized_query"]
+__all__ = ["Hit", "search_index", "write_hits", "normalized_query", "format_hits"]
 
 
 @dataclass
@@ -83,3 +83,17 @@ def write_hits(hits: Sequence[Hit], json_path: str, csv_path: str, meta: dict = 
         writer.writerow([row[f] for f in fields] + row["box"] + [row["box_id"]])
     with atomic_open(csv_path, "w") as f:
         f.write(text.getvalue())
+
+
+def format_hits(hits: Sequence[Hit]) -> str:
+    """A table of the hits for the terminal: rank, similarity, detection score, box, source."""
+    lines = [
+        f"{'rank':>4}  {'similarity':>10}  {'det score':>9}  {'box (x1 y1 x2 y2)':<19}  source"
+    ]
+    for rank, hit in enumerate(hits, 1):
+        box = " ".join(f"{v:.0f}" for v in hit.box)
+        where = hit.file_name + (f" @ {hit.timestamp:.2f} s" if hit.frame_index >= 0 else "")
+        lines.append(
+            f"{rank:>4}  {hit.similarity:>10.4f}  {hit.detection_score:>9.3f}  {box:<19}  {where}"
+        )
+    return "\n".join(lines)
