@@ -147,7 +147,7 @@ class PersonSearchPredictor:
             if not (x1 < x2 and y1 < y2 and inside >= 0.5 * (x2 - x1) * (y2 - y1)):
                 raise ValueError(
                     f"box {[float(x1), float(y1), float(x2), float(y2)]} is not a box inside "
-                    f"{record['file_name']} ({width}x{height}): less than half of it is in the image"
+                    f"{record['file_name']} ({width}x{height}): less than half of it lies in it"
                 )
         record.update(query_box=boxes, identity=-1, query_index=0)
         out = self.model([self.query_mapper(record)])[0]["query_embedding"]

@@ -96,7 +96,9 @@ def _train_ann(vectors: np.ndarray, params: Dict) -> "faiss.Index":
         index.hnsw.efConstruction = int(params["ef_construction"])
         return index
     nlist = int(params["nlist"])
-    index = faiss.index_factory(dim, f"IVF{nlist},PQ{int(params['m'])}", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(
+        dim, f"IVF{nlist},PQ{int(params['m'])}x{int(params['nbits'])}", faiss.METRIC_INNER_PRODUCT
+    )
     if len(vectors) < 39 * nlist:
         raise ValueError(
             f"IVF-PQ with nlist={nlist} needs at least {39 * nlist} boxes to train, the index has "
@@ -109,7 +111,14 @@ def _train_ann(vectors: np.ndarray, params: Dict) -> "faiss.Index":
 
 
 DEFAULT_PARAMS = {
-    "ivfpq": {"nlist": 1024, "m": 64, "nprobe": 32, "rerank": 1000, "train_size": 65536},
+    "ivfpq": {
+        "nlist": 1024,
+        "m": 64,
+        "nbits": 8,
+        "nprobe": 32,
+        "rerank": 1000,
+        "train_size": 65536,
+    },
     "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
 }
 

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="IVF-PQ: nlist, m, nprobe, rerank, train_size; HNSW: m, ef_construction, ef_search",
+        help="IVF-PQ: nlist, m, nbits, nprobe, rerank, train_size; HNSW: m, ef_construction, "
+        "ef_search (see docs/index.md)",
     )
     build.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     add = sub.add_parser("add", help="append images or video to an index")
