@@ -115,3 +115,17 @@ def test_an_index_folder_is_not_overwritten(gallery_index, tiny_model, synthetic
     shutil.copytree(gallery_index, folder)
     with pytest.raises(FileExistsError, match="already holds an index"):
         build_index(folder, tiny_model[0], synthetic[0])
+
+
+def test_embed_query_takes_many_boxes_at_once(tiny_model, synthetic):
+    predictor = PersonSearchPredictor(tiny_model[1])
+    query = synthetic[1][0]
+    boxes = np.array([query["query_box"], [10, 5, 40, 70], [100, 20, 150, 90]])
+    together = predictor.embed_query(query["file_name"], boxes)
+    assert together.shape == (3, 256)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1, rtol=1e-5)
+    for box, embedding in zip(boxes, together):
+        alone = predictor.embed_query(query["file_name"], box)
+        assert alone.shape == (256,)
+        np.testing.assert_allclose(alone, embedding, atol=1e-5)
+    assert not np.allclose(together[0], together[1], atol=1e-3)
