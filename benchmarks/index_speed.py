@@ -72,9 +72,9 @@ def predictor_for(weights: str, folder: str) -> PersonSearchPredictor:
 
 
 def extraction(predictor: PersonSearchPredictor, files: List[str], rounds: int) -> Dict:
-    """Seconds per round of: the model alone on mapped batches; decoding + mapping alone; the
-    index's extraction (:func:`extract_shards`: loader, mapper, model, shard writes); and the
-    fixed cost of a build (plan with the weights' sha256, commit with the shards' hashes)."""
+    """Wall and process-CPU seconds per round of: the model alone on mapped batches; decoding +
+    mapping alone; the index's extraction (:func:`extract_shards`: loader, mapper, model, shard
+    writes); and the fixed cost of a build (plan with the weights' sha256, commit with hashes)."""
     records = [{"file_name": f, "frame_index": -1, "timestamp": -1.0} for f in files]
     source = {"input": "bench", "kind": "images", "sample_fps": None, "records": records}
 
@@ -89,22 +89,19 @@ def extraction(predictor: PersonSearchPredictor, files: List[str], rounds: int) 
         for batch in batches:
             predictor.detect_mapped(batch)
 
+    def timed(name, fn) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+
     def index_build() -> None:
         with tempfile.TemporaryDirectory() as folder:
-            start = time.perf_counter()
-            plan_index(folder, [source], predictor.cfg, images_per_shard=8)
-            fixed = time.perf_counter() - start
-            start = time.perf_counter()
-            extract_shards(folder, batch_size=4, predictor=predictor)
-            times["extract"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            commit_index(folder)
-            times["plan_commit"].append(fixed + time.perf_counter() - start)
-
-    def timed(name, fn) -> None:
-        start = time.perf_counter()
-        fn()
-        times[name].append(time.perf_counter() - start)
+            timed(
+                "plan_commit",
+                lambda: plan_index(folder, [source], predictor.cfg, images_per_shard=8),
+            )
+            timed("extract", lambda: extract_shards(folder, batch_size=4, predictor=predictor))
+            timed("plan_commit", lambda: commit_index(folder))
 
     model_only()  # warm-up
     for r in range(rounds):
@@ -116,14 +113,21 @@ def extraction(predictor: PersonSearchPredictor, files: List[str], rounds: int) 
         for step in steps if r % 2 == 0 else steps[::-1]:
             step()
     n = len(files)
-    ratios = [e / m for e, m in zip(times["extract"], times["model"])]
-    return {
-        "model_img_s": n / statistics.median(times["model"]),
-        "extract_img_s": n / statistics.median(times["extract"]),
-        "decode_map_ms": 1e3 * statistics.median(times["decode_map"]) / n,
-        "plan_commit_s": statistics.median(times["plan_commit"]),
-        "overhead": statistics.median(ratios) - 1.0,
-    }
+    out = {"rounds": rounds, "per_round_wall_ratio": []}
+    for c, clock in enumerate(("wall", "cpu")):
+        model = [t[c] for t in times["model"]]
+        extract = [t[c] for t in times["extract"]]
+        ratios = [e / m for e, m in zip(extract, model)]
+        out[clock] = {
+            "model_img_s": n / statistics.median(model),
+            "extract_img_s": n / statistics.median(extract),
+            "overhead": statistics.median(ratios) - 1.0,
+            "decode_map_ms": 1e3 * statistics.median(t[c] for t in times["decode_map"]) / n,
+            "plan_commit_s": sum(t[c] for t in times["plan_commit"]) / rounds,
+        }
+        if clock == "wall":
+            out["per_round_wall_ratio"] = ratios
+    return out
 
 
 def real_embeddings(predictor: PersonSearchPredictor, max_frames: int):
@@ -272,7 +276,9 @@ def main() -> None:
     parser.add_argument(
         "--frames", type=int, default=200, help="gallery frames embedded for structure"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[100_000, 1_000_000], help="none: extraction only"
+    )
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -290,22 +296,27 @@ def run(args: argparse.Namespace, predictor: PersonSearchPredictor) -> None:
     files = [r["file_name"] for r in DatasetCatalog.get("synthetic_gallery")[: args.images]]
     ext = extraction(predictor, files, args.rounds)
     print(
-        f"\nextraction, {len(files)} frames 320x192, batches of 4, median of {args.rounds} rounds:"
-    )
-    print(f"  model alone (mapped batches): {ext['model_img_s']:.2f} img/s")
-    print(
-        f"  index extraction (loader + decode + mapper + model + shard writes): "
-        f"{ext['extract_img_s']:.2f} img/s"
+        f"\nextraction, {len(files)} frames 320x192, batches of 4, medians of {args.rounds} rounds"
     )
     print(
-        f"  index overhead over the model: {100 * ext['overhead']:+.1f}% (target < 10%); "
-        f"of which decoding + mapping alone {ext['decode_map_ms']:.1f} ms/img"
+        "| clock | model alone (mapped batches) | index extraction (loader, decode, mapper, model, "
+        "shard writes) | index over model (target < +10%) | decode + map alone | plan + commit |"
     )
+    print("|---|---|---|---|---|---|")
+    for clock in ("wall", "cpu"):
+        e = ext[clock]
+        print(
+            f"| {clock} | {e['model_img_s']:.2f} img/s | {e['extract_img_s']:.2f} img/s | "
+            f"{100 * e['overhead']:+.1f}% | {e['decode_map_ms']:.1f} ms/img | "
+            f"{e['plan_commit_s']:.2f} s per build |"
+        )
     print(
-        f"  fixed cost per build (plan with the weights' sha256, commit with shard hashes): "
-        f"{ext['plan_commit_s']:.2f} s"
+        "  per-round wall ratios index/model: "
+        + ", ".join(f"{r:.2f}" for r in ext["per_round_wall_ratio"])
     )
 
+    if not args.sizes:
+        return
     start = time.perf_counter()
     emb, labels = real_embeddings(predictor, args.frames)
     gen = Generator(emb, labels)
