@@ -270,7 +270,13 @@ def main() -> None:
     parser.add_argument(
         "--weights", default="", help="person-search checkpoint (default: random weights)"
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on an oversubscribed machine, 2 OpenMP threads spin-wait for "
+        "each other and a forward takes 10x the CPU time)",
+    )
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
