@@ -61,10 +61,11 @@ CONFIG = os.path.join(os.path.dirname(HERE), "configs", "synthetic", "person_sea
 
 
 def predictor_for(weights: str, folder: str) -> PersonSearchPredictor:
-    cfg = load_config(CONFIG, ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "100"])
+    cfg = load_config(CONFIG)
     if not weights:
         seed_all_rng(0)
-        AtomicCheckpointer(build_model(cfg), save_dir=folder).save("random")
+        random_cfg = load_config(CONFIG, ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "100"])
+        AtomicCheckpointer(build_model(random_cfg), save_dir=folder).save("random")
         weights = os.path.join(folder, "random.pth")
     cfg.MODEL.WEIGHTS = weights
     cfg.freeze()

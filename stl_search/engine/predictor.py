@@ -1,7 +1,8 @@
 """``PersonSearchPredictor``: Detectron2's ``DefaultPredictor`` for person search.
 
-Built from a config (``MODEL.WEIGHTS`` loaded by the project's checkpointer: atomic, no pickled
-code). Two calls, both through exactly the pieces the evaluation uses:
+Built from a config: :func:`~stl_search.engine.model.build_inference_model` loads
+``MODEL.WEIGHTS`` (the project's checkpointer, no pickled code, no training set needed). Two
+calls, both through exactly the pieces the evaluation uses:
 
 - :meth:`PersonSearchPredictor.detect`: scene images -> per image the detected persons' boxes,
   detection scores and L2-normalised embeddings (one forward per list of images);
@@ -22,10 +23,9 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
-from detectron2.modeling import build_model
 
 from ..data.mapper import PersonSearchDatasetMapper
-from ..utils.checkpoint import AtomicCheckpointer
+from .model import build_inference_model
 
 __all__ = ["Detections", "PersonSearchPredictor", "ImageLike", "read_image"]
 
@@ -68,8 +68,8 @@ class PersonSearchPredictor:
     """Detect persons and embed query boxes with a trained person-search model.
 
     Args:
-        cfg: a config with ``MODEL.WEIGHTS`` (cloned; the model is built with
-            ``build_model`` and put in eval mode).
+        cfg: a config with ``MODEL.WEIGHTS`` (cloned; the model is built and loaded by
+            ``build_inference_model``, in eval mode).
         model: an already built and loaded model to use instead (e.g. the trainer's); then
             ``MODEL.WEIGHTS`` is not read.
 
@@ -81,12 +81,9 @@ class PersonSearchPredictor:
     def __init__(self, cfg, model: torch.nn.Module = None):
         self.cfg = cfg.clone()
         if model is None:
-            if not cfg.MODEL.WEIGHTS:
-                raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
-            if not os.path.isfile(cfg.MODEL.WEIGHTS):
-                raise FileNotFoundError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")
-            model = build_model(self.cfg)
-            AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+            if self.cfg.MODEL.WEIGHTS and not os.path.isfile(self.cfg.MODEL.WEIGHTS):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS} does not exist")
+            model = build_inference_model(self.cfg)  # needs no training set
         self.model = model.eval()
         self.gallery_mapper = PersonSearchDatasetMapper(self.cfg, mode="test")
         self.query_mapper = PersonSearchDatasetMapper(self.cfg, mode="query")
