@@ -12,7 +12,8 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
      (``stl_search.tools.visualize_features``; no training);
   3. person-search fine-tuning, STL + MRFP, then evaluation on the synthetic gallery and queries
      (train_net.py; writes eval_metrics.json);
-  4. a search picture for one query.
+  4. a gallery index of the synthetic gallery (``python -m stl_search.index build``);
+  5. one query against that index: its top hits (JSON, CSV) and the search picture.
 A finished step is skipped when run again (``--force`` reruns all). The last lines name the
 output folder; the printed table is read back from the evaluation's JSON file.
 """
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] = None) -> None:
     search_dir = os.path.join(out, "2_person_search")
 
     run(
-        "0/4 synthetic data + long-tail plot",
+        "0/5 synthetic data + long-tail plot",
         [
             py,
             "-m",
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] = None) -> None:
         args.force,
     )
     run(
-        "1-2/4 STL Re-ID pretraining + export",
+        "1-2/5 STL Re-ID pretraining + export",
         [
             py,
             "projects/stl_search/pretrain_reid.py",
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] = None) -> None:
         args.force,
     )
     run(
-        "3/4 person-search fine-tuning (STL + MRFP) and evaluation",
+        "3/5 person-search fine-tuning (STL + MRFP) and evaluation",
         [
             py,
             "train_net.py",
@@ -161,32 +162,49 @@ def main(argv: Sequence[str] = None) -> None:
     with open(metrics_path) as f:
         metrics = json.load(f)["metrics"]
 
-    demo = os.path.join(out, "search_demo.png")
-    query = _first_query(os.path.join(out, "gallery_demo"))
+    index_dir = os.path.join(out, "3_gallery_index")
+    query = _query_and_gallery(os.path.join(out, "gallery_demo"))
     run(
-        "4/4 search picture",
+        "4/5 gallery index of the synthetic gallery",
         [
             py,
             "-m",
-            "stl_search.search",
+            "stl_search.index",
+            "build",
+            "--index",
+            index_dir,
             "--config-file",
             PS_CONFIG,
-            "--query",
-            query["file_name"],
-            "--box",
-            *[f"{v:.1f}" for v in query["query_box"]],
-            "--gallery",
+            "--input",
             query["gallery_folder"],
-            "--out",
-            demo,
-            "--topk",
-            "5",
             "MODEL.WEIGHTS",
             os.path.join(search_dir, "model_final.pth"),
             "MODEL.MRFP.ENABLED",
             "True",
         ],
-        demo,
+        os.path.join(index_dir, "manifest.json"),
+        args.force,
+    )
+    demo = os.path.join(out, "search_demo")
+    run(
+        "5/5 query the index: search picture",
+        [
+            py,
+            "-m",
+            "stl_search.index",
+            "query",
+            "--index",
+            index_dir,
+            "--query",
+            query["file_name"],
+            "--box",
+            *[f"{v:.1f}" for v in query["query_box"]],
+            "--topk",
+            "5",
+            "--out",
+            demo,
+        ],
+        demo + ".png",
         args.force,
     )
 
@@ -199,23 +217,14 @@ def main(argv: Sequence[str] = None) -> None:
     print(f"[pipeline] output folder: {out}")
 
 
-def _first_query(folder: str, size: int = 12) -> dict:
-    """The first synthetic query, and ``folder`` filled with links to ``size`` gallery frames:
-    every frame where the query's person appears, then other frames as distractors."""
+def _query_and_gallery(folder: str) -> dict:
+    """The first synthetic query, and ``folder`` filled with links to every gallery frame but the
+    query's own (the evaluation's PRW "all" gallery of that query)."""
     query = dict(DatasetCatalog.get("synthetic_query")[0])
-    gallery = [
-        r for r in DatasetCatalog.get("synthetic_gallery") if r["image_id"] != query["image_id"]
-    ]
-    has_target = [
-        any(a["identity"] == query["identity"] for a in r["annotations"]) for r in gallery
-    ]
-    chosen = [r for r, t in zip(gallery, has_target) if t] + [
-        r for r, t in zip(gallery, has_target) if not t
-    ]
     os.makedirs(folder, exist_ok=True)
-    for record in chosen[:size]:
+    for record in DatasetCatalog.get("synthetic_gallery"):
         link = os.path.join(folder, os.path.basename(record["file_name"]))
-        if not os.path.exists(link):
+        if record["image_id"] != query["image_id"] and not os.path.exists(link):
             os.symlink(record["file_name"], link)
     query["gallery_folder"] = folder
     return query
