@@ -68,6 +68,7 @@ def plan_index(
     backend: str = "exact",
     ann_params: Dict = None,
     predictor: PersonSearchPredictor = None,
+    embedding_dtype: str = "float16",
 ) -> Dict:
     """Write ``folder/build_plan.json`` for a new index (``cfg`` given) or for adding ``sources``
     to the index in ``folder`` (``cfg`` None: its manifest's config and weights are used).
@@ -77,7 +78,11 @@ def plan_index(
             records from :mod:`stl_search.index.sources`.
         predictor: the model will be given to :func:`extract_shards` (``MODEL.WEIGHTS`` may
             then be empty: an in-memory model, not for an index kept on disk).
+        embedding_dtype: "float16" (half the disk and memory) or "float32" (the similarities,
+            hence the ranking, of the evaluator's default float32 storage, bit for bit).
     """
+    if str(np.dtype(embedding_dtype)) not in ("float16", "float32"):
+        raise ValueError(f"embedding dtype must be float16 or float32, got {embedding_dtype}")
     if images_per_shard < 1:
         raise ValueError(f"--images-per-shard must be >= 1, got {images_per_shard}")
     if cfg is None:
@@ -100,6 +105,7 @@ def plan_index(
             "weights_sha256": sha256_of(weights) if weights else None,
             "images_per_shard": int(images_per_shard),
             "score_thresh": float(cfg.TEST.PERSON_SEARCH.SCORE_THRESH),
+            "embedding_dtype": str(np.dtype(embedding_dtype)),
             "backend": backend,
             "ann_params": dict(ann_params or {}),
             "ann": None,
@@ -211,6 +217,7 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
                     [np.full(int(k.sum()), row) for row, k in enumerate(keeps)]
                 ),
                 embeddings=np.concatenate([d.embeddings[k] for d, k in zip(dets, keeps)]),
+                embedding_dtype=plan.get("embedding_dtype", "float16"),
             )
             logger.info("Index %s: wrote %s", folder, shard["name"])
 

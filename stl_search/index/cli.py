@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--images-per-shard", type=int, default=256)
     build.add_argument("--backend", choices=BACKENDS, default="exact")
     build.add_argument(
+        "--embedding-dtype",
+        choices=("float16", "float32"),
+        default="float16",
+        help="stored embeddings (float32: the evaluator's default similarities, bit for bit)",
+    )
+    build.add_argument(
         "--ann-param",
         action="append",
         default=[],
@@ -150,6 +156,7 @@ def run_build(args: argparse.Namespace) -> dict:
                 images_per_shard=args.images_per_shard,
                 backend=args.backend,
                 ann_params=_ann_params(args.ann_param),
+                embedding_dtype=args.embedding_dtype,
             )
         else:
             plan_index(args.index, sources_from_args(args))

@@ -2,8 +2,9 @@
 
 A folder holds
 
-- ``shard_NNNNN.emb.npy``: the shard's embeddings, ``(B, D)`` float16, L2-normalised before the
-  cast (a plain ``.npy``, memory-mapped when read);
+- ``shard_NNNNN.emb.npy``: the shard's embeddings, ``(B, D)`` float16 (or float32, the
+  manifest's ``embedding_dtype``), L2-normalised before the cast (a plain ``.npy``, memory-mapped
+  when read);
 - ``shard_NNNNN.npz``: everything else about its B boxes: ``boxes`` (B, 4) float32 XYXY,
   ``scores`` (B,), ``record`` (B,) the row of the box's image in the shard's records, and the
   records themselves (``file_name``, ``frame_index``, ``timestamp``), plus ``format``,
@@ -69,11 +70,12 @@ def write_shard(
     scores: np.ndarray,
     record_rows: np.ndarray,
     embeddings: np.ndarray,
+    embedding_dtype: str = "float16",
 ) -> None:
     """Write shard ``number`` of index ``index_id`` (embeddings first, the ``.npz`` last)."""
     base = os.path.join(folder, shard_name(number))
     with atomic_open(base + ".emb.npy", "wb") as f:
-        np.save(f, np.ascontiguousarray(embeddings, dtype=np.float16), allow_pickle=False)
+        np.save(f, np.ascontiguousarray(embeddings, dtype=embedding_dtype), allow_pickle=False)
     with atomic_open(base + ".npz", "wb") as f:
         np.savez(
             f,
@@ -136,7 +138,7 @@ class GalleryIndex:
 
     Attributes:
         manifest: the parsed ``manifest.json``.
-        embeddings: per shard, a read-only memory map ``(B_s, D)`` float16.
+        embeddings: per shard, a read-only memory map ``(B_s, D)`` (``embedding_dtype``).
         boxes, scores: ``(N, 4)``, ``(N,)`` float32 over all shards.
         file_name, frame_index, timestamp: per box, its source (``frame_index`` -1 and
             ``timestamp`` -1 for an image file).
@@ -157,6 +159,7 @@ class GalleryIndex:
         manifest. Raises :class:`ShardError` naming the first bad shard."""
         manifest = read_manifest(folder)
         dim = int(manifest["embedding_dim"])
+        dtype = np.dtype(manifest.get("embedding_dtype", "float16"))
         parts = {k: [] for k in ("boxes", "scores", "file_name", "frame_index", "timestamp")}
         embeddings = []
         for entry in manifest["shards"]:
@@ -176,9 +179,9 @@ class GalleryIndex:
                 emb = np.load(base + ".emb.npy", mmap_mode="r", allow_pickle=False)
             except Exception as e:
                 raise ShardError(f"shard {base}.emb.npy is not a readable .npy ({e})") from None
-            if emb.dtype != np.float16 or emb.shape != (len(meta["scores"]), dim):
+            if emb.dtype != dtype or emb.shape != (len(meta["scores"]), dim):
                 raise ShardError(
-                    f"shard {base}.emb.npy holds {emb.dtype} {emb.shape}, expected float16 "
+                    f"shard {base}.emb.npy holds {emb.dtype} {emb.shape}, expected {dtype} "
                     f"({len(meta['scores'])}, {dim})"
                 )
             embeddings.append(emb)
