@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import List, Sequence
 
 import numpy as np
@@ -208,11 +207,11 @@ def run_query(args: argparse.Namespace) -> List[Hit]:
 
 def main(argv: Sequence[str] = None):
     args = build_parser().parse_args(argv)
-    setup_logger(name="stl_search", abbrev_name="stl")
+    setup_logger(name="stl_search", distributed_rank=comm.get_rank(), abbrev_name="stl")
     if args.command == "query":
         return run_query(args)
     return run_build(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()
