@@ -49,27 +49,33 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 
 import stl_search  # noqa: E402,F401  (registers the model and the synthetic data set)
+from stl_search.engine.checkpoint import PersonSearchCheckpointer  # noqa: E402
+from stl_search.engine.model import resolve_inference_metadata  # noqa: E402
 from stl_search.engine.predictor import PersonSearchPredictor  # noqa: E402
 from stl_search.engine.setup import load_config  # noqa: E402
 from stl_search.index.backends import ANNSearcher, ExactSearcher, build_ann  # noqa: E402
 from stl_search.index.builder import commit_index, extract_shards, plan_index  # noqa: E402
 from stl_search.index.shards import GalleryIndex  # noqa: E402
 from stl_search.index.sources import load_record  # noqa: E402
-from stl_search.utils.checkpoint import AtomicCheckpointer  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(HERE), "configs", "synthetic", "person_search.yaml")
 
 
-def predictor_for(weights: str, folder: str) -> PersonSearchPredictor:
-    cfg = load_config(CONFIG)
-    if not weights:
-        seed_all_rng(0)
-        random_cfg = load_config(CONFIG, ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "100"])
-        AtomicCheckpointer(build_model(random_cfg), save_dir=folder).save("random")
-        weights = os.path.join(folder, "random.pth")
+def predictor_for(weights: str) -> PersonSearchPredictor:
+    """The synthetic model with ``weights`` loaded as an initialisation loads them (a trained model,
+    or an STL export whose RPN and box head stay random: the embeddings need only its
+    identification path); random weights without a file."""
+    if weights:
+        cfg = resolve_inference_metadata(load_config(CONFIG), weights)
+    else:
+        cfg = load_config(CONFIG, ["MODEL.PERSON_SEARCH.NUM_IDENTITIES", "100"])
+    seed_all_rng(0)
+    model = build_model(cfg)
+    if weights:
+        PersonSearchCheckpointer(model).resume_or_load(weights, resume=False)
     cfg.MODEL.WEIGHTS = weights
     cfg.freeze()
-    return PersonSearchPredictor(cfg)
+    return PersonSearchPredictor(cfg, model=model)
 
 
 def extraction(predictor: PersonSearchPredictor, files: List[str], rounds: int) -> Dict:
@@ -99,7 +105,9 @@ def extraction(predictor: PersonSearchPredictor, files: List[str], rounds: int) 
         with tempfile.TemporaryDirectory() as folder:
             timed(
                 "plan_commit",
-                lambda: plan_index(folder, [source], predictor.cfg, images_per_shard=8),
+                lambda: plan_index(
+                    folder, [source], predictor.cfg, images_per_shard=8, predictor=predictor
+                ),
             )
             timed("extract", lambda: extract_shards(folder, batch_size=4, predictor=predictor))
             timed("plan_commit", lambda: commit_index(folder))
@@ -300,7 +308,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--weights", default="", help="person-search checkpoint (default: random weights)"
+        "--weights",
+        default="",
+        help="a person-search checkpoint or an STL export, loaded as an initialisation (default: "
+        "random weights)",
     )
     parser.add_argument(
         "--threads",
@@ -321,8 +332,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(1)  # single queries gain nothing from threads on a shared machine
-    with tempfile.TemporaryDirectory() as folder:
-        run(args, predictor_for(args.weights, folder))
+    run(args, predictor_for(args.weights))
 
 
 def run(args: argparse.Namespace, predictor: PersonSearchPredictor) -> None:
