@@ -1,0 +1,77 @@
+"""``python -m stl_search.export``: export a trained person-search model (package docstring).
+
+    python -m stl_search.export --config-file configs/synthetic/person_search.yaml \
+        --format onnx --out output/export/onnx MODEL.WEIGHTS output/.../model_final.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Optional, Sequence
+
+import cv2
+import torch
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+from ..engine.setup import load_config
+from ..utils.checkpoint import AtomicCheckpointer
+from .exporter import FORMATS, export_person_search
+from .graphs import check_exportable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m stl_search.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--sample-image",
+        metavar="IMAGE",
+        help="example image to trace with (default: random pixels; the content does not matter)",
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser
+
+
+def _read_example(path: str, cfg) -> torch.Tensor:
+    image = cv2.imread(path)
+    if image is None:
+        raise FileNotFoundError(f"--sample-image {path}: cannot read the image")
+    if cfg.INPUT.FORMAT == "RGB":
+        image = image[:, :, ::-1]
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    image = resize.get_transform(image).apply_image(image.copy())
+    return torch.as_tensor(image.transpose(2, 0, 1).copy())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = build_parser().parse_args(argv)
+    setup_logger(name="stl_search", abbrev_name="stl")
+    cfg = load_config(args.config_file, args.opts)
+    cfg.MODEL.DEVICE = "cpu"  # the graphs are traced on the CPU
+    cfg.freeze()
+    check_exportable(cfg)  # before the (slow) model build
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
+    model = build_model(cfg)
+    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    image = _read_example(args.sample_image, cfg) if args.sample_image else None
+    description = export_person_search(model, cfg, args.out, args.format, image)
+    logging.getLogger("stl_search").info(
+        "exported %s graphs to %s (%s)",
+        args.format,
+        args.out,
+        ", ".join(g["file"] for g in description["graphs"].values()),
+    )
+    return description
+
+
+if __name__ == "__main__":
+    main()
