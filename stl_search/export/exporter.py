@@ -78,8 +78,8 @@ def _example_query_boxes(image: torch.Tensor) -> torch.Tensor:
 def _write_graph(graph: torch.nn.Module, args: tuple, fmt: str, name: str, path: str) -> None:
     spec = _IO[name]
     with torch.no_grad(), warnings.catch_warnings():
-        # Expected: shape checks and asserts become constants; the graphs hold no data-dependent
-        # branch other than the identification nets' "no RoI" shortcut (see graphs.py).
+        # Expected: shape checks and asserts become constants; the one data-dependent branch that
+        # matters, the identification nets' "no RoI" shortcut, is never taken (graphs.py).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -181,7 +181,7 @@ def export_person_search(
         out_dir: folder for ``gallery.<ext>``, ``query.<ext>`` and ``export.json``.
         fmt: ``"torchscript"`` or ``"onnx"``.
         image: the example (uint8, 3 x H x W, input frame); by default :func:`example_image`.
-            Any content works (the trace runs with the score threshold at -1).
+            Any content works.
 
     Returns:
         the ``export.json`` dict.
@@ -195,7 +195,7 @@ def export_person_search(
     model = prepare_for_export(model)
     image = example_image(cfg) if image is None else image
     os.makedirs(out_dir, exist_ok=True)
-    gallery_args = (image, torch.tensor(-1.0))
+    gallery_args = (image, torch.tensor(float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)))
     query_args = (image, _example_query_boxes(image))
     for name, graph, args in (
         ("gallery", GalleryGraph(model), gallery_args),

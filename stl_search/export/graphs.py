@@ -13,9 +13,11 @@ the exporting process; a deployed graph needs fixed, documented outputs instead)
 - :class:`QueryGraph`: ``image`` as above, ``boxes`` (K x 4, input frame, K >= 1) ->
   ``embeddings`` (K x D, L2-normalised).
 
-The score threshold is an input, not a constant, for a tracing reason: tracing runs the example
-with the threshold at -1 so that it always yields detections. Otherwise an example without one
-would record the identification nets' "no RoI" shortcut as the whole graph.
+The identification nets return early on zero RoIs; a trace records one side of that branch
+only, and the traced ops fail on an empty batch (TorchScript's instance norm does). So the gallery
+graph embeds one constant extra RoI and drops its row: the embedding of N detections costs N + 1
+RoIs, and an image without detections gives empty outputs in every runtime. The score threshold is
+an input (``export.json`` holds the model's), so a deployment can change it without re-exporting.
 
 :func:`prepare_for_export` copies the model to the CPU in eval mode and replaces the CPU-only
 :class:`~stl_search.modeling.separable_roi_align.SeparableRoIAlign` (a Python loop over RoIs,
@@ -46,13 +48,15 @@ __all__ = [
     "prepare_for_export",
 ]
 
-#: ``(config key, supported values)``: what the two graphs reproduce exactly.
+#: ``(config key, supported values)``: what the two graphs reproduce exactly. Test-time
+#: augmentation is not part of the model; other meta architectures, proposal generators and ROI
+#: heads are not the modules these graphs call.
 SUPPORTED_SETTINGS = (
     ("MODEL.META_ARCHITECTURE", ("PersonSearchRCNN",)),
     ("MODEL.PROPOSAL_GENERATOR.NAME", ("RPN",)),
     ("MODEL.ROI_HEADS.NAME", ("PersonSearchROIHeads",)),
-    ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", ("ROIAlignV2", "ROIAlign")),
-    ("MODEL.ID_HEAD.POOLER_TYPE", ("ROIAlignV2", "ROIAlign")),
+    ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", ("ROIAlignV2", "ROIAlign", "ROIPool")),
+    ("MODEL.ID_HEAD.POOLER_TYPE", ("ROIAlignV2", "ROIAlign", "ROIPool")),
     ("MODEL.MASK_ON", (False,)),
     ("MODEL.KEYPOINT_ON", (False,)),
     ("TEST.AUG.ENABLED", (False,)),
@@ -142,8 +146,12 @@ class GalleryGraph(_ModelGraph):
             predictor.test_nms_thresh,
             predictor.test_topk_per_image,
         )
-        embeddings = heads.embed(features, [detections.pred_boxes])
-        return detections.pred_boxes.tensor, detections.scores, embeddings
+        boxes = detections.pred_boxes.tensor
+        # One extra RoI, dropped from the output: the identification nets never see an empty
+        # batch, which the traced graph could not run (see the module docstring).
+        padded = torch.cat([boxes, boxes.new_tensor([[0.0, 0.0, 1.0, 1.0]])])
+        embeddings = heads.embed(features, [Boxes(padded)])[:-1]
+        return boxes, detections.scores, embeddings
 
 
 class QueryGraph(_ModelGraph):

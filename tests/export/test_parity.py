@@ -1,0 +1,116 @@
+"""Exported graphs (TorchScript, ONNX) against the PyTorch model: boxes, embeddings, rankings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import transforms as T
+
+from stl_search.export import ExportedPersonSearch
+from stl_search.export.parity import compare_detections, compare_rankings
+
+from ..modeling.helpers import synthetic_input
+
+CASES = [(mrfp, fmt) for mrfp in (True, False) for fmt in ("torchscript", "onnx")]
+IDS = [f"{'mrfp' if m else 'baseline'}-{f}" for m, f in CASES]
+# Several sizes (the exported graphs take any) and original frames twice the input size.
+SIZES = [(96, 64), (128, 160), (100, 150)]
+
+
+def _gallery_inputs():
+    inputs = []
+    for seed, (h, w) in enumerate(SIZES):
+        x = synthetic_input(h, w, seed=seed)
+        x.update(height=2 * h, width=2 * w)
+        del x["instances"]
+        inputs.append(x)
+    return inputs
+
+
+@pytest.mark.parametrize("mrfp, fmt", CASES, ids=IDS)
+def test_gallery_and_query_parity(exported, mrfp, fmt):
+    _, model, out = exported(mrfp, fmt)
+    runtime = ExportedPersonSearch(out, num_threads=1)
+    gallery = _gallery_inputs()
+    with torch.no_grad():
+        reference = [model([x])[0]["instances"] for x in gallery]
+    outputs = [runtime([x])[0]["instances"] for x in gallery]
+
+    totals = None
+    for ref, got in zip(reference, outputs):
+        assert len(got) == len(ref) > 0
+        totals = compare_detections(ref, got, totals)
+        torch.testing.assert_close(got.scores, ref.scores, atol=1e-4, rtol=0)
+        assert got.image_size == ref.image_size
+    assert totals.unmatched == 0
+    assert totals.max_box_diff <= 1.0
+    assert totals.min_cosine >= 0.999
+
+    # Queries: the first three detections of every image, embedded through the query graph,
+    # ranked against the whole gallery (same top-5 detections, same order).
+    queries = [
+        dict(x, query_boxes=ref.pred_boxes.tensor[:3] / 2) for x, ref in zip(gallery, reference)
+    ]
+    with torch.no_grad():
+        ref_q = torch.cat([model([q])[0]["query_embedding"] for q in queries])
+    got_q = torch.cat([runtime([q])[0]["query_embedding"] for q in queries])
+    assert got_q.shape == ref_q.shape == (9, model.roi_heads.id_head.embedding_dim)
+    assert float((ref_q * got_q).sum(dim=1).min()) >= 0.999
+    # compare_detections paired detection i with i (same order): identity mapping.
+    n = sum(len(r) for r in reference)
+    assert all(torch.equal(m, torch.arange(len(m))) for m in totals.matches)
+    same = compare_rankings(
+        ref_q,
+        torch.cat([r.pred_embeddings for r in reference]),
+        got_q,
+        torch.cat([o.pred_embeddings for o in outputs]),
+        torch.arange(n),
+        k=5,
+    )
+    assert same == len(queries) * 3
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_predictor_interface_matches_model(exported, fmt):
+    """``detect`` / ``embed_query`` on a BGR original image (resize, RGB flip done by the
+    runtime) equal the model on the input a mapper would build."""
+    cfg, model, out = exported(True, fmt)
+    assert cfg.INPUT.FORMAT == "RGB"
+    runtime = ExportedPersonSearch(out, num_threads=1)
+    bgr = synthetic_input(240, 180, seed=5)["image"].permute(1, 2, 0).numpy().copy()
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    transform = resize.get_transform(bgr)
+    rgb_resized = transform.apply_image(np.ascontiguousarray(bgr[:, :, ::-1]))
+    x = {
+        "image": torch.as_tensor(rgb_resized.transpose(2, 0, 1).copy()),
+        "height": 240,
+        "width": 180,
+    }
+    with torch.no_grad():
+        ref = model([x])[0]["instances"]
+    got = runtime.detect(bgr)
+    assert len(got) == len(ref) > 0
+    parity = compare_detections(ref, got)
+    assert parity.max_box_diff <= 1.0 and parity.min_cosine >= 0.999
+
+    boxes = ref.pred_boxes.tensor[:2].numpy()
+    resized_boxes = torch.as_tensor(transform.apply_box(boxes), dtype=torch.float32)
+    with torch.no_grad():
+        ref_q = model([dict(x, query_boxes=resized_boxes)])[0]["query_embedding"]
+    got_q = runtime.embed_query(bgr, boxes)
+    assert float((ref_q * got_q).sum(dim=1).min()) >= 0.999
+    # A query box embeds like the same detection in the gallery graph.
+    assert float((got_q * got.pred_embeddings[:2]).sum(dim=1).min()) >= 0.99
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_no_detection_gives_empty_outputs(exported, fmt):
+    _, model, out = exported(True, fmt)
+    runtime = ExportedPersonSearch(out, num_threads=1, score_thresh=1.1)
+    x = _gallery_inputs()[0]
+    instances = runtime([x])[0]["instances"]
+    assert len(instances) == 0
+    assert instances.pred_embeddings.shape == (0, model.roi_heads.id_head.embedding_dim)
+    with pytest.raises(ValueError, match="at least one box"):
+        runtime.embed_query(x["image"].permute(1, 2, 0).numpy(), np.zeros((0, 4)))
