@@ -28,7 +28,11 @@ setup(
         "opencv-python",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # python -m stl_search.export --format onnx and its runtime (stl_search.export).
+        "export": ["onnx", "onnxruntime"],
+    },
     entry_points={
         "console_scripts": [
             "stl-search-export=stl_search.reid.export:main",
