@@ -13,6 +13,7 @@ trace: one image per call, the RPN's top-k and NMS thresholds, the box NMS thres
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import logging
@@ -28,7 +29,7 @@ from detectron2.config import CfgNode
 from ..utils.io import atomic_open, atomic_write_json
 from .graphs import GalleryGraph, QueryGraph, check_exportable, prepare_for_export
 
-__all__ = ["FORMATS", "ONNX_OPSET", "export_person_search", "example_image"]
+__all__ = ["FORMATS", "ONNX_OPSET", "describe", "example_image", "export_person_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ def _write_graph(graph: torch.nn.Module, args: tuple, fmt: str, name: str, path:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
         if fmt == "torchscript":
             traced = torch.jit.trace(graph, args, check_trace=False)
             with atomic_open(path, "wb") as f:
@@ -127,6 +127,17 @@ def _versions(fmt: str) -> Dict[str, object]:
     return versions
 
 
+def _sha256(path: str) -> Optional[str]:
+    """Of the weights file, so that a runtime can tell whether an export matches a checkpoint."""
+    if not path or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
     """The ``export.json`` content (docs/interfaces.md, "Export")."""
     rpn = cfg.MODEL.RPN
@@ -161,7 +172,11 @@ def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
             "rpn_post_nms_topk": rpn.POST_NMS_TOPK_TEST,
             "rpn_nms_thresh": rpn.NMS_THRESH,
         },
-        "model": {"mrfp": bool(cfg.MODEL.MRFP.ENABLED), "weights": cfg.MODEL.WEIGHTS},
+        "model": {
+            "mrfp": bool(cfg.MODEL.MRFP.ENABLED),
+            "weights": cfg.MODEL.WEIGHTS,
+            "weights_sha256": _sha256(cfg.MODEL.WEIGHTS),
+        },
         "versions": _versions(fmt),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -60,7 +61,8 @@ def test_cli_exports_a_checkpoint(tmp_path):
         ["--config-file", str(config), "--format", "torchscript", "--out", str(out)]
         + ["MODEL.WEIGHTS", str(weights)]
     )
-    assert desc["model"] == {"mrfp": False, "weights": str(weights)}
+    sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert desc["model"] == {"mrfp": False, "weights": str(weights), "weights_sha256": sha256}
     x = synthetic_input(96, 64, seed=2)
     del x["instances"]
     with torch.no_grad():
