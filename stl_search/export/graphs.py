@@ -14,10 +14,11 @@ the exporting process; a deployed graph needs fixed, documented outputs instead)
   ``embeddings`` (K x D, L2-normalised).
 
 The identification nets return early on zero RoIs; a trace records one side of that branch
-only, and the traced ops fail on an empty batch (TorchScript's instance norm does). So the gallery
-graph embeds one constant extra RoI and drops its row: the embedding of N detections costs N + 1
-RoIs, and an image without detections gives empty outputs in every runtime. The score threshold is
-an input (``export.json`` holds the model's), so a deployment can change it without re-exporting.
+only, and the traced ops fail on an empty batch (torch's instance norm, in IBN, does). So the
+gallery graph embeds one constant extra RoI and drops its row: the embedding of N detections costs
+N + 1 RoIs, and an image without detections gives empty outputs in every runtime. The score
+threshold is an input (``export.json`` holds the model's): a deployment can change it without
+re-exporting.
 
 :func:`prepare_for_export` copies the model to the CPU in eval mode and replaces the CPU-only
 :class:`~stl_search.modeling.separable_roi_align.SeparableRoIAlign` (a Python loop over RoIs,
