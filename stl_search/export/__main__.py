@@ -13,11 +13,10 @@ from typing import Optional, Sequence
 import cv2
 import torch
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
+from ..engine.model import build_inference_model
 from ..engine.setup import load_config
-from ..utils.checkpoint import AtomicCheckpointer
 from .exporter import FORMATS, export_person_search
 from .graphs import check_exportable
 
@@ -58,10 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg.MODEL.DEVICE = "cpu"  # the graphs are traced on the CPU
     cfg.freeze()
     check_exportable(cfg)  # before the (slow) model build
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("set MODEL.WEIGHTS to a trained person-search checkpoint")
-    model = build_model(cfg)
-    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = build_inference_model(cfg)  # needs no training set
     image = _read_example(args.sample_image, cfg) if args.sample_image else None
     description = export_person_search(model, cfg, args.out, args.format, image)
     logging.getLogger("stl_search").info(

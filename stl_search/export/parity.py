@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import torch
-from detectron2.modeling import build_model
 from detectron2.structures import Instances, pairwise_iou
 
 from ..data.build import build_person_search_test_loader
+from ..engine.model import build_inference_model
 from ..engine.setup import load_config
-from ..utils.checkpoint import AtomicCheckpointer
 from .runtime import ExportedPersonSearch
 
 __all__ = ["GalleryParity", "compare_detections", "compare_rankings", "top_k"]
@@ -171,8 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg = load_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    model = build_model(cfg)
-    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = build_inference_model(cfg)
     exported = ExportedPersonSearch(args.export_dir, num_threads=args.threads)
     result = run_parity(model, exported, cfg, args.topk)
     for key, value in result.items():
