@@ -29,7 +29,14 @@ from detectron2.config import CfgNode
 from ..utils.io import atomic_open, atomic_write_json
 from .graphs import GalleryGraph, QueryGraph, check_exportable, prepare_for_export
 
-__all__ = ["FORMATS", "ONNX_OPSET", "describe", "example_image", "export_person_search"]
+__all__ = [
+    "FORMATS",
+    "ONNX_OPSET",
+    "describe",
+    "example_image",
+    "export_person_search",
+    "fixed_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +145,21 @@ def _sha256(path: str) -> Optional[str]:
     return digest.hexdigest()
 
 
+def fixed_settings(cfg: CfgNode) -> Dict[str, object]:
+    """The settings a trace turns into constants (``export.json`` ``"fixed"``)."""
+    rpn = cfg.MODEL.RPN
+    return {
+        "images_per_call": 1,
+        "box_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+        "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        "rpn_pre_nms_topk": rpn.PRE_NMS_TOPK_TEST,
+        "rpn_post_nms_topk": rpn.POST_NMS_TOPK_TEST,
+        "rpn_nms_thresh": rpn.NMS_THRESH,
+    }
+
+
 def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
     """The ``export.json`` content (docs/interfaces.md, "Export")."""
-    rpn = cfg.MODEL.RPN
     return {
         "format": fmt,
         "graphs": {name: {"file": name + FORMATS[fmt], **spec} for name, spec in _IO.items()},
@@ -164,14 +183,7 @@ def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
         "width and y by height / input height, clip, drop empty boxes (Detectron2's "
         "detector_postprocess); query boxes go in in the input frame too",
         "score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-        "fixed": {
-            "images_per_call": 1,
-            "box_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "rpn_pre_nms_topk": rpn.PRE_NMS_TOPK_TEST,
-            "rpn_post_nms_topk": rpn.POST_NMS_TOPK_TEST,
-            "rpn_nms_thresh": rpn.NMS_THRESH,
-        },
+        "fixed": fixed_settings(cfg),
         "model": {
             "mrfp": bool(cfg.MODEL.MRFP.ENABLED),
             "weights": cfg.MODEL.WEIGHTS,

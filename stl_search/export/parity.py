@@ -23,9 +23,17 @@ from detectron2.structures import Instances, pairwise_iou
 from ..data.build import build_person_search_test_loader
 from ..engine.model import build_inference_model
 from ..engine.setup import load_config
+from .exporter import fixed_settings
 from .runtime import ExportedPersonSearch
 
-__all__ = ["GalleryParity", "compare_detections", "compare_rankings", "top_k"]
+__all__ = [
+    "GalleryParity",
+    "check_same_settings",
+    "compare_detections",
+    "compare_rankings",
+    "run_parity",
+    "top_k",
+]
 
 
 @dataclass
@@ -115,6 +123,23 @@ def _inverse(matches: Sequence[torch.Tensor], exported_counts: Sequence[int]) ->
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
+def check_same_settings(exported: ExportedPersonSearch, cfg) -> None:
+    """Raise ``ValueError`` naming each setting fixed in the export that ``cfg`` sets otherwise."""
+    fixed = exported.description["fixed"]
+    wanted = dict(fixed_settings(cfg), score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+    fixed = dict(fixed, score_thresh=exported.score_thresh)
+    differ = [
+        f"{k}: export {fixed.get(k)!r}, config {v!r}"
+        for k, v in wanted.items()
+        if fixed.get(k) != v
+    ]
+    if differ:
+        raise ValueError(
+            "the export was made with other settings than this config (export again with the "
+            "same overrides): " + "; ".join(differ)
+        )
+
+
 @torch.no_grad()
 def run_parity(model, exported: ExportedPersonSearch, cfg, k: int = 5) -> dict:
     """Parity of ``exported`` with ``model`` on ``DATASETS.TEST[0]`` and ``DATASETS.QUERY[0]``."""
@@ -170,8 +195,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg = load_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    model = build_inference_model(cfg)
     exported = ExportedPersonSearch(args.export_dir, num_threads=args.threads)
+    check_same_settings(exported, cfg)
+    model = build_inference_model(cfg)
     result = run_parity(model, exported, cfg, args.topk)
     for key, value in result.items():
         print(f"{key}: {value}")

@@ -14,7 +14,7 @@ from detectron2.modeling import GeneralizedRCNN, build_model
 from stl_search.export import ExportNotSupportedError, check_exportable, export_person_search
 from stl_search.export.__main__ import main as export_main
 from stl_search.export.graphs import prepare_for_export
-from stl_search.export.parity import compare_detections
+from stl_search.export.parity import check_same_settings, compare_detections
 from stl_search.export.runtime import ExportedPersonSearch
 
 from ..modeling.helpers import synthetic_input
@@ -100,3 +100,13 @@ def test_unsupported_model_and_format_fail_clearly(exported, tmp_path):
         prepare_for_export(plain)
     with pytest.raises(FileNotFoundError, match="export.json"):
         ExportedPersonSearch(str(tmp_path))
+
+
+def test_parity_refuses_an_export_made_with_other_settings(exported):
+    cfg, _, out = exported(True, "onnx")
+    runtime = ExportedPersonSearch(out)
+    check_same_settings(runtime, cfg)  # the export's own config: no error
+    other = cfg.clone()
+    other.TEST.DETECTIONS_PER_IMAGE = cfg.TEST.DETECTIONS_PER_IMAGE + 1
+    with pytest.raises(ValueError, match="detections_per_image"):
+        check_same_settings(runtime, other)
