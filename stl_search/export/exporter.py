@@ -35,6 +35,7 @@ __all__ = [
     "describe",
     "example_image",
     "export_person_search",
+    "file_sha256",
     "fixed_settings",
 ]
 
@@ -134,7 +135,7 @@ def _versions(fmt: str) -> Dict[str, object]:
     return versions
 
 
-def _sha256(path: str) -> Optional[str]:
+def file_sha256(path: str) -> Optional[str]:
     """Of the weights file, so that a runtime can tell whether an export matches a checkpoint."""
     if not path or not os.path.isfile(path):
         return None
@@ -187,7 +188,7 @@ def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
         "model": {
             "mrfp": bool(cfg.MODEL.MRFP.ENABLED),
             "weights": cfg.MODEL.WEIGHTS,
-            "weights_sha256": _sha256(cfg.MODEL.WEIGHTS),
+            "weights_sha256": file_sha256(cfg.MODEL.WEIGHTS),
         },
         "versions": _versions(fmt),
     }

@@ -26,7 +26,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from .exporter import DESCRIPTION_FILE, FORMATS
+from .exporter import DESCRIPTION_FILE, FORMATS, file_sha256
 
 __all__ = ["ExportedPersonSearch"]
 
@@ -102,6 +102,11 @@ class ExportedPersonSearch:
         self.score_thresh = (
             self.description["score_thresh"] if score_thresh is None else float(score_thresh)
         )
+
+    def made_from(self, weights_file: str) -> bool:
+        """Whether this export was made from ``weights_file`` (its sha256 in ``export.json``)."""
+        recorded = self.description.get("model", {}).get("weights_sha256")
+        return recorded is not None and recorded == file_sha256(weights_file)
 
     # ------------------------------------------------------------ model contract
     def __call__(self, batched_inputs: Sequence[Dict]) -> List[Dict]:

@@ -67,7 +67,9 @@ def test_cli_exports_a_checkpoint(tmp_path):
     del x["instances"]
     with torch.no_grad():
         ref = model([x])[0]["instances"]
-    got = ExportedPersonSearch(str(out))([x])[0]["instances"]
+    runtime = ExportedPersonSearch(str(out))
+    assert runtime.made_from(str(weights)) and not runtime.made_from(str(config))
+    got = runtime([x])[0]["instances"]
     parity = compare_detections(ref, got)
     assert len(got) == len(ref) > 0 and parity.unmatched == 0
     assert parity.max_box_diff <= 1.0 and parity.min_cosine >= 0.999
