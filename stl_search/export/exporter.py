@@ -92,6 +92,10 @@ def _write_graph(graph: torch.nn.Module, args: tuple, fmt: str, name: str, path:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # IBN's InstanceNorm keeps no running statistics: "train" mode is its eval behaviour.
+        warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True")
+        # The graphs index with nonzero / top-k results, never with negative indices.
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         if fmt == "torchscript":
             traced = torch.jit.trace(graph, args, check_trace=False)
             with atomic_open(path, "wb") as f:
