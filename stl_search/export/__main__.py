@@ -10,9 +10,6 @@ import argparse
 import logging
 from typing import Optional, Sequence
 
-import cv2
-import torch
-from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 
 from ..engine.model import build_inference_model
@@ -30,24 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument(
-        "--sample-image",
-        metavar="IMAGE",
-        help="example image to trace with (default: random pixels; the content does not matter)",
-    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
-
-
-def _read_example(path: str, cfg) -> torch.Tensor:
-    image = cv2.imread(path)
-    if image is None:
-        raise FileNotFoundError(f"--sample-image {path}: cannot read the image")
-    if cfg.INPUT.FORMAT == "RGB":
-        image = image[:, :, ::-1]
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    image = resize.get_transform(image).apply_image(image.copy())
-    return torch.as_tensor(image.transpose(2, 0, 1).copy())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -58,8 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg.freeze()
     check_exportable(cfg)  # before the (slow) model build
     model = build_inference_model(cfg)  # needs no training set
-    image = _read_example(args.sample_image, cfg) if args.sample_image else None
-    description = export_person_search(model, cfg, args.out, args.format, image)
+    description = export_person_search(model, cfg, args.out, args.format)
     logging.getLogger("stl_search").info(
         "exported %s graphs to %s (%s)",
         args.format,
