@@ -1,16 +1,14 @@
 """``ExportedPersonSearch``: run an exported person-search model like the PyTorch one.
 
 Loads a folder written by ``python -m stl_search.export`` (``export.json`` says the format) and
-runs its graphs with onnxruntime (ONNX) or ``torch.jit.load`` (TorchScript). Two interfaces:
-
-- ``model(batched_inputs)``: the ``PersonSearchRCNN`` inference contract (docs/interfaces.md):
-  mapper dicts in (``image`` resized, ``height``, ``width``; ``query_boxes`` for queries), the
-  same ``[{"instances": Instances(...)}]`` / ``[{"query_embedding": ...}]`` out. Evaluation and
-  the parity checks call it in place of the model.
-- ``detect(image)`` and ``embed_query(image, boxes)``: one original image (H x W x 3, BGR as
-  ``cv2.imread`` gives it, like ``DefaultPredictor``); resizing, channel order and rescaling
-  of the boxes are done here, from ``export.json``. This is what a ``--backend onnx`` predictor
-  calls.
+runs its graphs with onnxruntime (ONNX) or ``torch.jit.load`` (TorchScript), with the
+``PersonSearchRCNN`` inference contract (docs/interfaces.md): mapper dicts in (``image``
+resized, ``height``, ``width``; ``query_boxes`` for queries), the same
+``[{"instances": Instances(...)}]`` / ``[{"query_embedding": ...}]`` out. So it stands in for the
+model wherever the model is called: evaluation, the parity checks, and the predictor,
+``PersonSearchPredictor(cfg, model=ExportedPersonSearch(folder))`` (its ``detect`` /
+``embed_query``: a ``--backend onnx``). The config must be the exported model's (the predictor's
+mapper resizes and orders channels as ``export.json`` says).
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torchvision  # noqa: F401  (registers torchvision::nms / roi_align for TorchScript graphs)
-from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
@@ -94,11 +91,6 @@ class ExportedPersonSearch:
                 _OnnxGraph(file, num_threads) if fmt == "onnx" else _TorchScriptGraph(file)
             )
         self._gallery, self._query = graphs["gallery"], graphs["query"]
-        pre = self.description["preprocessing"]
-        self.input_format = pre["channel_order"]
-        self.resize = T.ResizeShortestEdge(
-            [pre["resize"]["short_edge"]] * 2, pre["resize"]["max_size"]
-        )
         self.score_thresh = (
             self.description["score_thresh"] if score_thresh is None else float(score_thresh)
         )
@@ -107,6 +99,10 @@ class ExportedPersonSearch:
         """Whether this export was made from ``weights_file`` (its sha256 in ``export.json``)."""
         recorded = self.description.get("model", {}).get("weights_sha256")
         return recorded is not None and recorded == file_sha256(weights_file)
+
+    def eval(self) -> "ExportedPersonSearch":
+        """Nothing to switch (the graphs are inference-only); lets it stand in for the model."""
+        return self
 
     # ------------------------------------------------------------ model contract
     def __call__(self, batched_inputs: Sequence[Dict]) -> List[Dict]:
@@ -143,31 +139,6 @@ class ExportedPersonSearch:
             raise ValueError("embed_query needs at least one box")
         (embeddings,) = self._query(image, boxes.to(torch.float32).numpy())
         return torch.from_numpy(embeddings)
-
-    # ------------------------------------------------------- predictor interface
-    def _prepare(self, original_image: np.ndarray):
-        if original_image.ndim != 3 or original_image.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 BGR image, got shape {original_image.shape}")
-        if self.input_format == "RGB":
-            original_image = original_image[:, :, ::-1]
-        transform = self.resize.get_transform(original_image)
-        image = transform.apply_image(np.ascontiguousarray(original_image))
-        return np.ascontiguousarray(image.transpose(2, 0, 1).astype(np.uint8)), transform
-
-    def detect(self, original_image: np.ndarray) -> Instances:
-        """Persons in one BGR image: ``Instances(pred_boxes, scores, pred_classes,
-        pred_embeddings)`` in the image's own pixels, as ``DefaultPredictor`` + the model."""
-        height, width = original_image.shape[:2]
-        image, _ = self._prepare(original_image)
-        return detector_postprocess(self._detect_input_frame(image), height, width)
-
-    def embed_query(self, original_image: np.ndarray, boxes) -> torch.Tensor:
-        """L2-normalised embeddings ``(K, D)`` of K >= 1 XYXY boxes (the image's own pixels)."""
-        image, transform = self._prepare(original_image)
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        resized = Boxes(torch.as_tensor(transform.apply_box(boxes), dtype=torch.float32))
-        resized.clip(tuple(image.shape[1:]))
-        return self._embed_input_frame(image, resized.tensor)
 
 
 def _as_uint8_chw(image) -> np.ndarray:

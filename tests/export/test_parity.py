@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from detectron2.data import transforms as T
 
+from stl_search.engine.predictor import PersonSearchPredictor
 from stl_search.export import ExportedPersonSearch
 from stl_search.export.parity import compare_detections, compare_rankings
 
@@ -72,36 +72,25 @@ def test_gallery_and_query_parity(exported, mrfp, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_predictor_interface_matches_model(exported, fmt):
-    """``detect`` / ``embed_query`` on a BGR original image (resize, RGB flip done by the
-    runtime) equal the model on the input a mapper would build."""
+def test_predictor_runs_on_the_export(exported, fmt):
+    """``PersonSearchPredictor`` with the export as its model (a ``--backend onnx``): the same
+    detections and query embeddings as with the PyTorch model, from a BGR original image
+    (the predictor's mapper resizes it and flips it to the model's RGB)."""
     cfg, model, out = exported(True, fmt)
     assert cfg.INPUT.FORMAT == "RGB"
-    runtime = ExportedPersonSearch(out, num_threads=1)
     bgr = synthetic_input(240, 180, seed=5)["image"].permute(1, 2, 0).numpy().copy()
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    transform = resize.get_transform(bgr)
-    rgb_resized = transform.apply_image(np.ascontiguousarray(bgr[:, :, ::-1]))
-    x = {
-        "image": torch.as_tensor(rgb_resized.transpose(2, 0, 1).copy()),
-        "height": 240,
-        "width": 180,
-    }
-    with torch.no_grad():
-        ref = model([x])[0]["instances"]
-    got = runtime.detect(bgr)
+    reference = PersonSearchPredictor(cfg, model=model)
+    predictor = PersonSearchPredictor(cfg, model=ExportedPersonSearch(out, num_threads=1))
+    (ref,), (got,) = reference.detect([bgr]), predictor.detect([bgr])
     assert len(got) == len(ref) > 0
-    parity = compare_detections(ref, got)
-    assert parity.max_box_diff <= 1.0 and parity.min_cosine >= 0.999
-
-    boxes = ref.pred_boxes.tensor[:2].numpy()
-    resized_boxes = torch.as_tensor(transform.apply_box(boxes), dtype=torch.float32)
-    with torch.no_grad():
-        ref_q = model([dict(x, query_boxes=resized_boxes)])[0]["query_embedding"]
-    got_q = runtime.embed_query(bgr, boxes)
-    assert float((ref_q * got_q).sum(dim=1).min()) >= 0.999
+    assert np.abs(got.boxes - ref.boxes).max() <= 1.0
+    assert (got.embeddings * ref.embeddings).sum(axis=1).min() >= 0.999
+    boxes = ref.boxes[:2]
+    ref_q, got_q = reference.embed_query(bgr, boxes), predictor.embed_query(bgr, boxes)
+    assert got_q.shape == ref_q.shape == (2, model.roi_heads.id_head.embedding_dim)
+    assert (ref_q * got_q).sum(axis=1).min() >= 0.999
     # A query box embeds like the same detection in the gallery graph.
-    assert float((got_q * got.pred_embeddings[:2]).sum(dim=1).min()) >= 0.99
+    assert (got_q * got.embeddings[:2]).sum(axis=1).min() >= 0.99
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -113,4 +102,4 @@ def test_no_detection_gives_empty_outputs(exported, fmt):
     assert len(instances) == 0
     assert instances.pred_embeddings.shape == (0, model.roi_heads.id_head.embedding_dim)
     with pytest.raises(ValueError, match="at least one box"):
-        runtime.embed_query(x["image"].permute(1, 2, 0).numpy(), np.zeros((0, 4)))
+        runtime([dict(x, query_boxes=torch.zeros((0, 4)))])
