@@ -1,5 +1,6 @@
 """Data sets: PRW and CUHK-SYSU loaders of the distributed formats, the synthetic PRW-format set,
-and their lazy registration in Detectron2's ``DatasetCatalog`` (done on import; nothing is read)."""
+your own data as a person-search JSON file (docs/own-data.md), and their lazy registration in
+Detectron2's ``DatasetCatalog`` (built-in sets on import; nothing is read)."""
 
 from .builtin import (
     data_root,
@@ -10,6 +11,7 @@ from .builtin import (
     register_synthetic,
 )
 from .common import DatasetFormatError, DatasetKeyError
+from .person_search_json import register_person_search_json
 
 register_all_builtin()
 
@@ -19,6 +21,7 @@ __all__ = [
     "data_root",
     "num_training_identities",
     "register_cuhk_sysu",
+    "register_person_search_json",
     "register_prw",
     "register_synthetic",
 ]
