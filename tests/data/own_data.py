@@ -49,9 +49,9 @@ FRAMES: List[Tuple[str, str, int, List[Tuple[int, int, int, int, int]]]] = [
 QUERIES = [(7, 0), (4, 1), (5, 1)]
 
 
-def draw_frame(path: str, persons, seed: int) -> None:
+def draw_frame(path: str, persons, seed: int, size: Tuple[int, int] = (HEIGHT, WIDTH)) -> None:
     rng = np.random.default_rng(seed)
-    img = rng.integers(60, 110, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    img = rng.integers(60, 110, size=(*size, 3), dtype=np.uint8)
     for x, y, w, h, identity in persons:
         shirt, trousers = COLOURS[identity]
         cv2.rectangle(img, (x, y), (x + w - 1, y + h // 2), shirt, -1)

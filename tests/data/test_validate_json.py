@@ -14,7 +14,7 @@ from stl_search.data.datasets.person_search_json_checks import check_person_sear
 from stl_search.data.validate import main as validate_main
 from stl_search.data.validate import validate
 
-from .own_data import write_own_data
+from .own_data import draw_frame, write_own_data
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,21 @@ def test_unreadable_file_is_one_problem(tmp_path):
     assert not ok and "bad.json:1:" in lines[1] and "not valid JSON" in lines[1]
     ok, lines = validate(str(tmp_path / "absent.json"))
     assert not ok and "not found" in lines[1]
+
+
+def test_documented_example_is_valid(repo_root, tmp_path):
+    with open(os.path.join(repo_root, "docs", "own-data.md")) as f:
+        text = f.read()
+    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    for img in example["images"]:
+        draw_frame(
+            str(tmp_path / example["image_root"] / img["file_name"]),
+            [],
+            seed=0,
+            size=(img["height"], img["width"]),
+        )
+    path = tmp_path / "example.json"
+    path.write_text(json.dumps(example))
+    ok, lines = validate(str(path))
+    assert ok, lines
+    assert "train (train split)\n  images: 1\n  boxes: 2\n  labeled boxes: 1" in "\n".join(lines)
