@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from detectron2.structures import BoxMode
 
@@ -50,7 +50,7 @@ __all__ = [
 
 MAX_LISTED_PROBLEMS = 50
 _PASSED_THROUGH = ("frame", "timestamp")  # optional image fields, copied as they are
-_CHECKED: Dict[Tuple, bool] = {}  # (json file, mtime, size, image root) of files found valid
+_CHECKED: Set[Tuple] = set()  # (json file, mtime, size, image root) of the files found valid
 
 
 def read_person_search_json(json_file: str) -> Any:
@@ -83,9 +83,10 @@ def check_person_search_file(json_file: str, image_root: Optional[str] = None) -
     Raises:
         DatasetFormatError: listing every problem, each with its record and field.
     """
-    data = read_person_search_json(json_file)
+    # stat before reading: a change made meanwhile gives another key, so another check
+    st = os.stat(json_file) if os.path.isfile(json_file) else None
+    data = read_person_search_json(json_file)  # raises if the file is missing
     root = resolve_image_root(json_file, data, image_root)
-    st = os.stat(json_file)
     key = (os.path.abspath(json_file), st.st_mtime_ns, st.st_size, root)
     if key not in _CHECKED:
         result = check_person_search_json(data, root)
@@ -103,7 +104,7 @@ def check_person_search_file(json_file: str, image_root: Optional[str] = None) -
             )
         for note in result.notes:
             logger.info("%s: %s", json_file, note)
-        _CHECKED[key] = True
+        _CHECKED.add(key)
     return data, root
 
 
