@@ -117,6 +117,10 @@ def _add_data_config(cfg: CN) -> None:
     # Query splits, one per entry of DATASETS.TEST (the gallery splits), in the same order:
     # evaluation runs each gallery through detection and each query box through the query mode.
     cfg.DATASETS.QUERY = ()
+    # Person-search JSON files (docs/own-data.md) registered when the config is loaded (every
+    # entry point): "path/to/NAME.json" registers NAME_train, NAME_gallery and NAME_query, images
+    # under the file's "image_root" (else its folder). Relative paths: from the working directory.
+    cfg.DATASETS.PERSON_SEARCH_JSON = ()
     # Probability of the horizontal flip, the only training augmentation of the person-search model
     # (PersonSearchDatasetMapper, train mode; 0 disables it). The resize rule is Detectron2's
     # INPUT.{MIN,MAX}_SIZE_{TRAIN,TEST}. Data roots are not config keys: the registered names

@@ -2,6 +2,7 @@
 """The whole STL pipeline on the built-in synthetic long-tail data set, on the CPU.
 
     python projects/stl_search/run_pipeline.py [--output output/stl_pipeline] [--force]
+                                               [--data-format json]
 
 Steps (each a Detectron2-style command with its own log, progress and ETA):
   0. generate the synthetic data set (first time only) and plot its long tail;
@@ -16,6 +17,9 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
   5. one query against that index: its top hits (JSON, CSV) and the search picture.
 A finished step is skipped when run again (``--force`` reruns all). The last lines name the
 output folder; the printed table is read back from the evaluation's JSON file.
+``--data-format json`` converts the synthetic set to the person-search JSON format
+(docs/own-data.md; ``OUTPUT/own_synthetic.json``) after step 0 and runs steps 1-3 on it, as on
+one's own data (``DATASETS.PERSON_SEARCH_JSON``; the same dicts as the PRW-format loader).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import List, Sequence
 from detectron2.data import DatasetCatalog
 
 import stl_search  # noqa: F401  (registers the synthetic data set)
+from stl_search.data.datasets.builtin import data_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STL_CONFIG = os.path.join(REPO, "configs", "STL", "synthetic.yaml")
@@ -68,13 +73,22 @@ def main(argv: Sequence[str] = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--output", default=os.path.join(REPO, "output", "stl_pipeline"))
+    parser.add_argument(
+        "--output", help="default: output/stl_pipeline (output/stl_pipeline_json with json data)"
+    )
     parser.add_argument("--force", action="store_true", help="rerun every step")
     parser.add_argument(
         "--num-workers", type=int, default=None, help="DATALOADER.NUM_WORKERS override"
     )
+    parser.add_argument(
+        "--data-format",
+        choices=("prw", "json"),
+        default="prw",
+        help="json: train and evaluate from the synthetic set as a person-search JSON file",
+    )
     args = parser.parse_args(argv)
-    out = os.path.abspath(args.output)
+    suffix = "_json" if args.data_format == "json" else ""
+    out = os.path.abspath(args.output or os.path.join(REPO, "output", "stl_pipeline" + suffix))
     os.makedirs(out, exist_ok=True)
     py = sys.executable
     extra = (
@@ -99,6 +113,8 @@ def main(argv: Sequence[str] = None) -> None:
         os.path.join(out, "long_tail.png"),
         args.force,
     )
+    if args.data_format == "json":
+        extra += json_data_options(out, args.force)
     run(
         "1-2/5 STL Re-ID pretraining + export",
         [
@@ -215,6 +231,30 @@ def main(argv: Sequence[str] = None) -> None:
     print(f"[pipeline] metrics: {metrics_path}")
     print(f"[pipeline] Fig. 6 feature maps: {fig6}")
     print(f"[pipeline] output folder: {out}")
+
+
+def json_data_options(out: str, force: bool) -> List[str]:
+    """Convert the generated synthetic set (PRW format) to ``out/own_synthetic.json`` and return
+    the config overrides that register it and train and evaluate on its splits."""
+    json_file = os.path.join(out, "own_synthetic.json")
+    synthetic_root = os.path.join(data_root(), "synthetic_prw")  # the commands run in REPO
+    run(
+        "0/5 synthetic data as person-search JSON",
+        [sys.executable, "-m", "stl_search.data.convert", "prw", synthetic_root, json_file],
+        json_file,
+        force,
+    )
+    name = "own_synthetic"
+    return [
+        "DATASETS.PERSON_SEARCH_JSON",
+        f"('{json_file}',)",
+        "DATASETS.TRAIN",
+        f"('{name}_train',)",
+        "DATASETS.TEST",
+        f"('{name}_gallery',)",
+        "DATASETS.QUERY",
+        f"('{name}_query',)",
+    ]
 
 
 def _query_and_gallery(folder: str) -> dict:

@@ -23,6 +23,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_stl_search_config
+from ..data.datasets.person_search_json import register_person_search_json
 from ..utils.io import atomic_open
 from ..utils.output_dir import claim_output_dir
 
@@ -36,11 +37,12 @@ class ConfigKeyError(KeyError):
 
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
     """Detectron2 defaults + stl-search keys, then ``config_file`` (with its ``_BASE_``), then
-    ``opts``.
+    ``opts``; then the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are registered.
 
     Raises:
         ConfigKeyError: naming the unknown key and where it came from.
-        FileNotFoundError: when ``config_file`` does not exist.
+        FileNotFoundError: when ``config_file`` (or a JSON data set file) does not exist.
+        DatasetFormatError: naming every problem of a ``DATASETS.PERSON_SEARCH_JSON`` file.
     """
     cfg = add_stl_search_config(get_cfg())
     if config_file:
@@ -58,6 +60,8 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
             if isinstance(e, AssertionError) and "Non-existent key" not in message:
                 raise
             raise ConfigKeyError(f"command-line override: {message}") from None
+    for json_file in cfg.DATASETS.PERSON_SEARCH_JSON:  # before anything reads the data set names
+        register_person_search_json(os.path.splitext(os.path.basename(json_file))[0], json_file)
     return cfg
 
 

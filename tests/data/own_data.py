@@ -93,12 +93,12 @@ def own_data_json() -> Dict:
     }
 
 
-def write_own_data(folder: str) -> str:
-    """Draw the frames under ``folder/images`` and write ``folder/own.json``; returns its path."""
-    for i, (name, _, _, persons) in enumerate(FRAMES):
-        draw_frame(os.path.join(folder, "images", name), persons, seed=i)
+def write_own_data(folder: str, name: str = "own") -> str:
+    """Draw the frames under ``folder/images`` and write ``folder/<name>.json``; returns its path."""
+    for i, (file_name, _, _, persons) in enumerate(FRAMES):
+        draw_frame(os.path.join(folder, "images", file_name), persons, seed=i)
     data = dict(image_root="images", **own_data_json())
-    path = os.path.join(folder, "own.json")
+    path = os.path.join(folder, name + ".json")
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
     return path

@@ -1,5 +1,6 @@
-"""A tiny own data set in the person-search JSON format, trained for a few iterations with the
-project's trainer and evaluated end to end (the path train_net.py takes, in process)."""
+"""A tiny own data set in the person-search JSON format, registered by the config key
+DATASETS.PERSON_SEARCH_JSON, trained for a few iterations with the project's trainer and
+evaluated end to end (the path train_net.py takes, in process)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import math
 import os
 
+import pytest
+from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
 
-from stl_search.data import register_person_search_json
+from stl_search.data.datasets import DatasetFormatError
 from stl_search.engine.setup import load_config
 from stl_search.engine.trainer import PersonSearchTrainer
 from stl_search.modeling.losses import resolve_num_identities
@@ -18,12 +21,13 @@ from .own_data import QUERIES, write_own_data
 
 
 def test_train_and_evaluate_on_own_json(repo_root, tmp_path, unique_prefix):
-    json_file = write_own_data(str(tmp_path / "data"))
-    register_person_search_json(unique_prefix, json_file)
+    json_file = write_own_data(str(tmp_path / "data"), name=unique_prefix)
+    assert f"{unique_prefix}_train" not in DatasetCatalog.list()
     out = tmp_path / "run"
     cfg = load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
         [
+            "DATASETS.PERSON_SEARCH_JSON", f"('{json_file}',)",
             "DATASETS.TRAIN", f"('{unique_prefix}_train',)",
             "DATASETS.TEST", f"('{unique_prefix}_gallery',)",
             "DATASETS.QUERY", f"('{unique_prefix}_query',)",
@@ -65,3 +69,15 @@ def test_train_and_evaluate_on_own_json(repo_root, tmp_path, unique_prefix):
     # the query's own (excluded in the "all" protocol)
     assert [q["num_gt"] for q in queries] == [2, 1, 1]
     assert all(q["ranked"] for q in queries)
+
+
+def test_config_key_refuses_a_broken_file(tmp_path, unique_prefix):
+    json_file = write_own_data(str(tmp_path), name=unique_prefix)
+    with open(json_file) as f:
+        data = json.load(f)
+    data["queries"][0]["bbox"] = [60, 15, 26, 0]
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(DatasetFormatError, match=r"queries\[0\] .*field 'bbox': zero-size box"):
+        load_config(None, ["DATASETS.PERSON_SEARCH_JSON", f"('{json_file}',)"])
+    assert f"{unique_prefix}_train" not in DatasetCatalog.list()
