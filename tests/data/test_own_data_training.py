@@ -16,6 +16,7 @@ from stl_search.data.datasets import DatasetFormatError
 from stl_search.engine.setup import load_config
 from stl_search.engine.trainer import PersonSearchTrainer
 from stl_search.modeling.losses import resolve_num_identities
+from stl_search.reid.trainer import run_pretraining
 
 from .own_data import QUERIES, write_own_data
 
@@ -81,3 +82,31 @@ def test_config_key_refuses_a_broken_file(tmp_path, unique_prefix):
     with pytest.raises(DatasetFormatError, match=r"queries\[0\] .*field 'bbox': zero-size box"):
         load_config(None, ["DATASETS.PERSON_SEARCH_JSON", f"('{json_file}',)"])
     assert f"{unique_prefix}_train" not in DatasetCatalog.list()
+
+
+def test_stl_pretraining_on_own_json(repo_root, tmp_path, unique_prefix):
+    """STL step 1 (Re-ID pretraining on the crops) and its export on the same file, by config."""
+    json_file = write_own_data(str(tmp_path / "data"), name=unique_prefix)
+    out = tmp_path / "stl"
+    cfg = load_config(
+        os.path.join(repo_root, "configs", "STL", "synthetic.yaml"),
+        [
+            "DATASETS.PERSON_SEARCH_JSON", f"('{json_file}',)",
+            "DATASETS.TRAIN", f"('{unique_prefix}_train',)",
+            "DATASETS.TEST", f"('{unique_prefix}_gallery',)",
+            "DATASETS.QUERY", f"('{unique_prefix}_query',)",
+            "REID.SOLVER.MAX_EPOCHS", "1",
+            "REID.SOLVER.ITERS_PER_EPOCH", "2",
+            "REID.SOLVER.WARMUP_EPOCHS", "0",
+            "REID.TEST_PERIOD_EPOCHS", "0",
+            "REID.INPUT.CACHE_CROPS", "False",
+            "REID.SAMPLER.P", "3",
+            "OUTPUT_DIR", str(out),
+        ],
+    )  # fmt: skip
+    results = run_pretraining(cfg)["reid"]
+    # Re-ID protocol: a query's same-camera crops of its identity are ignored, which leaves the
+    # third query (person 8, camera 2) without a match (its other crop is also camera 2).
+    assert (results["num_queries"], results["num_skipped"]) == (2, 1)
+    assert 0 <= results["mAP"] <= 100
+    assert (out / "stl_init.pth").exists()
