@@ -16,6 +16,7 @@ from stl_search.data import register_cuhk_sysu, register_person_search_json, reg
 from stl_search.data.convert import convert
 from stl_search.data.convert import main as convert_main
 from stl_search.data.datasets.common import DatasetFormatError
+from stl_search.data.datasets.person_search_json import dicts_to_json
 from stl_search.data.reid import build_reid_records, build_reid_test_records
 from stl_search.evaluation import PersonSearchEvaluator
 
@@ -181,3 +182,14 @@ def test_registration_refuses_a_broken_file(tmp_path, unique_prefix):
         f.write('{"images": [}')
     with pytest.raises(DatasetFormatError, match=r"own.json:1:\d+: not valid JSON"):
         register_person_search_json(unique_prefix, path)
+
+
+def test_dicts_to_json_refuses_what_it_cannot_write_back(tmp_path):
+    scene = {"file_name": str(tmp_path / "a" / "x.jpg"), "image_id": "x.jpg", "height": 10,
+             "width": 10, "camera_id": -1, "annotations": []}  # fmt: skip
+    with pytest.raises(DatasetFormatError, match=r"'x.jpg'.* is not <image_root>/<image_id>"):
+        dicts_to_json([scene], [], [], str(tmp_path))
+    query = dict(scene, query_box=[1, 1, 5, 5], identity=3, query_index=0,
+                 gallery=[{"image_id": "elsewhere.jpg", "bbox": None}])  # fmt: skip
+    with pytest.raises(DatasetFormatError, match=r"query 0 gallery\[0\]: image 'elsewhere.jpg'"):
+        dicts_to_json([], [], [query], str(tmp_path / "a"))
