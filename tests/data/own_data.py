@@ -94,7 +94,7 @@ def own_data_json() -> Dict:
 
 
 def write_own_data(folder: str, name: str = "own") -> str:
-    """Draw the frames under ``folder/images`` and write ``folder/<name>.json``; returns its path."""
+    """Draw the frames under ``folder/images``, write ``folder/<name>.json``, return its path."""
     for i, (file_name, _, _, persons) in enumerate(FRAMES):
         draw_frame(os.path.join(folder, "images", file_name), persons, seed=i)
     data = dict(image_root="images", **own_data_json())

@@ -13,9 +13,9 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
 
 from stl_search.data.datasets import DatasetFormatError
+from stl_search.engine.model import classifier_size_in_weights
 from stl_search.engine.setup import load_config
 from stl_search.engine.trainer import PersonSearchTrainer
-from stl_search.modeling.losses import resolve_num_identities
 from stl_search.reid.trainer import run_pretraining
 
 from .own_data import QUERIES, write_own_data
@@ -54,7 +54,7 @@ def test_train_and_evaluate_on_own_json(repo_root, tmp_path, unique_prefix):
     trainer.train()
 
     # The ID classifier has one class per training identity of the file (3, 8, 11).
-    assert resolve_num_identities(cfg) == 3
+    assert classifier_size_in_weights(str(out / "model_final.pth")) == 3
     with open(out / "eval_metrics.json") as f:
         metrics = json.load(f)["metrics"]
     assert set(metrics) == {"search", "search_multi_view", "detection"}
