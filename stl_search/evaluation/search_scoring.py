@@ -210,8 +210,43 @@ class SimilarityStrategy:
         cbgm: Optional[CBGMContext],
         chunk_size: int,
     ) -> None:
-        """Fill ``tables`` (one per protocol); ``nodes``: CBGM graph nodes per query, or None."""
-        score_per_query(self, candidates, topk, num_ranked, tables, nodes, cbgm, chunk_size)
+        """Fill ``tables`` (one per protocol), query by query (NumPy over each query's gallery), a
+        chunk of queries at a time; CBGM re-ranking where ``nodes`` (CBGM graph nodes per query,
+        or None) holds a query's graph nodes."""
+        kg = self.kg
+        num_queries = self.q_emb.shape[0]
+        posmap = np.zeros(kg.num_kept, dtype=np.int64)  # a detection's position in its query list
+        for q0 in range(0, num_queries, chunk_size):
+            q1 = min(q0 + chunk_size, num_queries)
+            self.load_chunk(q0, q1)
+            for q in range(q0, q1):
+                q_nodes = nodes[q] if nodes is not None else None
+                for pi, cands in enumerate(candidates):
+                    c0, c1 = cands.cand_splits[q], cands.cand_splits[q + 1]
+                    cand_det = cands.cand_det[c0:c1]
+                    s, dets = self.of_query(pi, cands, q)
+                    if q_nodes is not None:
+                        s = s.copy()  # re-ranked in place
+                        if dets.size:
+                            K.cbgm_rerank(s, dets, q_nodes, kg.emb, kg.det_image, cbgm.k1)
+                    if not cand_det.size:
+                        cs = s[:0]
+                    else:
+                        cs = self.of_detections(q, cand_det) if q_nodes is None else None
+                        if cs is None:
+                            posmap[dets] = np.arange(dets.size)
+                            cs = s[posmap[cand_det]]
+                    scores = K.score_query(
+                        s,
+                        dets,
+                        cs,
+                        cand_det,
+                        cands.cand_target[c0:c1],
+                        int(cands.num_gt[q]),
+                        topk,
+                        num_ranked,
+                    )
+                    tables[pi].set_query(q, scores)
 
 
 class MatmulStrategy(SimilarityStrategy):
@@ -317,51 +352,3 @@ def score_all_queries(
             num_ranked,
         )
         table.set_rows(qa, qb, scores)
-
-
-def score_per_query(
-    strategy: SimilarityStrategy,
-    candidates: List[Candidates],
-    topk: np.ndarray,
-    num_ranked: int,
-    tables: List[ScoreTable],
-    nodes: Optional[list],
-    cbgm: Optional[CBGMContext],
-    chunk_size: int,
-) -> None:
-    """Score query by query (NumPy over each query's gallery), CBGM re-ranking where ``nodes``
-    holds a query's graph nodes; similarities from ``strategy``, a chunk of queries at a time."""
-    kg = strategy.kg
-    num_queries = strategy.q_emb.shape[0]
-    posmap = np.zeros(kg.num_kept, dtype=np.int64)  # position of a detection in the query's list
-    for q0 in range(0, num_queries, chunk_size):
-        q1 = min(q0 + chunk_size, num_queries)
-        strategy.load_chunk(q0, q1)
-        for q in range(q0, q1):
-            q_nodes = nodes[q] if nodes is not None else None
-            for pi, cands in enumerate(candidates):
-                c0, c1 = cands.cand_splits[q], cands.cand_splits[q + 1]
-                cand_det = cands.cand_det[c0:c1]
-                s, dets = strategy.of_query(pi, cands, q)
-                if q_nodes is not None:
-                    s = s.copy()  # re-ranked in place
-                    if dets.size:
-                        K.cbgm_rerank(s, dets, q_nodes, kg.emb, kg.det_image, cbgm.k1)
-                if not cand_det.size:
-                    cs = s[:0]
-                else:
-                    cs = strategy.of_detections(q, cand_det) if q_nodes is None else None
-                    if cs is None:
-                        posmap[dets] = np.arange(dets.size)
-                        cs = s[posmap[cand_det]]
-                scores = K.score_query(
-                    s,
-                    dets,
-                    cs,
-                    cand_det,
-                    cands.cand_target[c0:c1],
-                    int(cands.num_gt[q]),
-                    topk,
-                    num_ranked,
-                )
-                tables[pi].set_query(q, scores)
