@@ -28,16 +28,6 @@ from .scene import camera, render_frame
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "COMPLETE_MARKER",
-    "PRESETS",
-    "SyntheticSpec",
-    "ensure_generated",
-    "generate",
-    "long_tail_counts",
-    "save_mat_deterministic",
-]
-
 #: Written last into a generated root: its presence means the set is complete.
 COMPLETE_MARKER = "synthetic_info.json"
 FORMAT_VERSION = 1
