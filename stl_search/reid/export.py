@@ -47,6 +47,7 @@ __all__ = [
     "describe_missing_keys",
     "export_for_person_search",
     "load_model_state_dict",
+    "parse_conversion_args",
     "refuse_same_file",
     "save_person_search_init",
 ]
@@ -160,6 +161,21 @@ def refuse_same_file(input_path: str, output_path: str) -> None:
         )
 
 
+def parse_conversion_args(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], input_dest: str
+) -> argparse.Namespace:
+    """Parse the command line of a weights conversion (``input_dest`` names the input file's
+    argument, ``output`` the output's), set up logging, and refuse an output that is the input
+    (a usage error through ``parser.error``, see :func:`refuse_same_file`)."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        refuse_same_file(getattr(args, input_dest), args.output)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
 def save_person_search_init(
     state_dict: Mapping[str, torch.Tensor],
     path: str,
@@ -244,12 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         action="store_true",
         help="omit the MRFP neck copy (for the single-level 'Baseline' model)",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        refuse_same_file(args.checkpoint, args.output)
-    except ValueError as e:
-        parser.error(str(e))
+    args = parse_conversion_args(parser, argv, "checkpoint")
     exported = export_for_person_search(
         load_model_state_dict(args.checkpoint), mrfp_neck=not args.no_mrfp_neck
     )

@@ -36,7 +36,11 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 
 from ..modeling.backbone.resnet_ibn import BLOCKS_PER_STAGE, STAGE_NAMES
-from ..reid.export import export_for_person_search, refuse_same_file, save_person_search_init
+from ..reid.export import (
+    export_for_person_search,
+    parse_conversion_args,
+    save_person_search_init,
+)
 from ..utils.checkpoint import read_weights_file
 
 __all__ = ["convert_for", "convert_imagenet_resnet", "resnet_config_of"]
@@ -178,12 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--no-mrfp-neck", action="store_true", help="person_search: omit the MRFP neck copy of res3"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        refuse_same_file(args.input, args.output)
-    except ValueError as e:
-        parser.error(str(e))
+    args = parse_conversion_args(parser, argv, "input")
     state_dict = read_weights_file(args.input)
     converted = convert_for(state_dict, args.target, mrfp_neck=not args.no_mrfp_neck)
     save_person_search_init(converted, args.output)
