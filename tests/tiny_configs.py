@@ -59,3 +59,31 @@ def tiny_person_search_cfg(depth: int = 50, mrfp: bool = True, freeze_at: int = 
     cfg.INPUT.MIN_SIZE_TEST = 96
     cfg.INPUT.MAX_SIZE_TEST = 160
     return cfg
+
+
+#: ``load_config`` overrides for a short person-search training run: 2 images of at most 160 px.
+SHORT_TRAIN_OPTS = [
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "160",
+]
+
+#: ``load_config`` overrides for a one-epoch STL pretraining of 3 iterations, evaluated at the end.
+SHORT_PRETRAINING_OPTS = [
+    "REID.SOLVER.MAX_EPOCHS",
+    "1",
+    "REID.SOLVER.ITERS_PER_EPOCH",
+    "3",
+    "REID.SOLVER.WARMUP_EPOCHS",
+    "0",
+    "REID.TEST_PERIOD_EPOCHS",
+    "0",
+]
+
+
+def train_only_datasets(prefix: str) -> list:
+    """``load_config`` overrides: train on ``<prefix>_train``, no test or query set."""
+    return ["DATASETS.TRAIN", f"('{prefix}_train',)", "DATASETS.TEST", "()", "DATASETS.QUERY", "()"]

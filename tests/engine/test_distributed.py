@@ -25,6 +25,8 @@ from stl_search.reid.trainer import (
     run_pretraining,
 )
 
+from ..tiny_configs import SHORT_PRETRAINING_OPTS
+
 PREFIX = "dist_syn"
 DIM = 16
 
@@ -91,16 +93,9 @@ def _worker(root: str, out_dir: str, repo_root: str) -> None:
             "4",
             "REID.SAMPLER.K",
             "2",
-            "REID.SOLVER.MAX_EPOCHS",
-            "1",
-            "REID.SOLVER.ITERS_PER_EPOCH",
-            "3",
-            "REID.SOLVER.WARMUP_EPOCHS",
-            "0",
+            *SHORT_PRETRAINING_OPTS,
             "REID.SOLVER.STEPS_EPOCHS",
             "()",
-            "REID.TEST_PERIOD_EPOCHS",
-            "0",
             "REID.LOG_PERIOD",
             "1",
             "SEED",

@@ -27,7 +27,7 @@ from stl_search.engine.trainer import PersonSearchTrainer
 from stl_search.modeling.losses import identity_instance_counts
 from stl_search.utils.checkpoint import AtomicCheckpointer, WeightsMismatchError
 
-from ..tiny_configs import tiny_person_search_cfg
+from ..tiny_configs import SHORT_TRAIN_OPTS, tiny_person_search_cfg, train_only_datasets
 
 PREFIX = "building_syn"
 
@@ -45,24 +45,14 @@ def _trainer_cfg(repo_root, root, out_dir, *opts):
     return load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
         [
-            "DATASETS.TRAIN",
-            f"('{PREFIX}_train',)",
-            "DATASETS.TEST",
-            "()",
-            "DATASETS.QUERY",
-            "()",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
+            *train_only_datasets(PREFIX),
+            *SHORT_TRAIN_OPTS,
             "SOLVER.MAX_ITER",
             "2",
             "SOLVER.STEPS",
             "()",
             "SOLVER.WARMUP_ITERS",
             "0",
-            "INPUT.MIN_SIZE_TRAIN",
-            "(96,)",
-            "INPUT.MAX_SIZE_TRAIN",
-            "160",
             "SEED",
             "3",
             "OUTPUT_DIR",

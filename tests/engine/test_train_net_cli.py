@@ -12,6 +12,8 @@ import pytest
 from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
 from stl_search.utils.output_dir import lock_output_dir, release_output_dir
 
+from ..tiny_configs import SHORT_TRAIN_OPTS
+
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
@@ -38,16 +40,11 @@ def _train_net(
             "--config-file",
             os.path.join(repo_root, "configs", config),
             *argv,
-            "SOLVER.IMS_PER_BATCH",
-            "2",
+            *SHORT_TRAIN_OPTS,
             "SOLVER.STEPS",
             "()",
             "SOLVER.WARMUP_ITERS",
             "0",
-            "INPUT.MIN_SIZE_TRAIN",
-            "(96,)",
-            "INPUT.MAX_SIZE_TRAIN",
-            "160",
             "INPUT.MIN_SIZE_TEST",
             "96",
             "INPUT.MAX_SIZE_TEST",

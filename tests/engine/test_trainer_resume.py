@@ -13,6 +13,8 @@ from stl_search.data.datasets.synthetic import PRESETS
 from stl_search.engine.setup import load_config
 from stl_search.engine.trainer import PersonSearchTrainer
 
+from ..tiny_configs import SHORT_TRAIN_OPTS, train_only_datasets
+
 
 class _Killed(RuntimeError):
     pass
@@ -40,26 +42,16 @@ def _cfg(repo_root, prefix, out_dir, seed=7):
     return load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
         [
-            "DATASETS.TRAIN",
-            f"('{prefix}_train',)",
-            "DATASETS.TEST",
-            "()",
-            "DATASETS.QUERY",
-            "()",
+            *train_only_datasets(prefix),
+            *SHORT_TRAIN_OPTS,
             "SOLVER.MAX_ITER",
             "4",
             "SOLVER.CHECKPOINT_PERIOD",
-            "2",
-            "SOLVER.IMS_PER_BATCH",
             "2",
             "SOLVER.STEPS",
             "(3,)",
             "SOLVER.WARMUP_ITERS",
             "2",
-            "INPUT.MIN_SIZE_TRAIN",
-            "(96,)",
-            "INPUT.MAX_SIZE_TRAIN",
-            "160",
             "DATALOADER.NUM_WORKERS",
             "0",
             "SEED",

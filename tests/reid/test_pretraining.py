@@ -14,6 +14,7 @@ from stl_search.engine.setup import load_config
 from stl_search.reid.export import load_model_state_dict
 from stl_search.reid.trainer import build_reid_model, evaluate_reid, run_pretraining
 
+from ..tiny_configs import SHORT_PRETRAINING_OPTS
 from .helpers import crop_sets, resume_case_cfg, tiny_reid_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,14 +107,7 @@ def test_synthetic_config_trains_on_the_real_crop_set(tmp_path, repo_root, monke
         [
             "OUTPUT_DIR",
             str(tmp_path),
-            "REID.SOLVER.MAX_EPOCHS",
-            "1",
-            "REID.SOLVER.ITERS_PER_EPOCH",
-            "3",
-            "REID.SOLVER.WARMUP_EPOCHS",
-            "0",
-            "REID.TEST_PERIOD_EPOCHS",
-            "0",
+            *SHORT_PRETRAINING_OPTS,
             "REID.INPUT.CACHE_CROPS",
             "False",
             "REID.SAMPLER.P",
