@@ -16,7 +16,11 @@ from detectron2.structures import Boxes
 
 from stl_search.config import add_stl_search_config
 from stl_search.data import register_prw
-from stl_search.data.build import build_person_search_test_loader, build_person_search_train_loader
+from stl_search.data.build import (
+    build_person_search_eval_loader,
+    build_person_search_test_loader,
+    build_person_search_train_loader,
+)
 from stl_search.data.datasets.prw import load_prw_queries, load_prw_scenes
 from stl_search.data.mapper import ImageReadError, PersonSearchDatasetMapper
 
@@ -119,6 +123,15 @@ def test_loaders_on_registered_fixture(prw_root, unique_prefix):
     assert [b[0]["image_id"] for b in gal] == [d["image_id"] for d in DatasetCatalog.get(gallery)]
     qs = list(build_person_search_test_loader(cfg, query, "query"))
     assert [b[0]["query_index"] for b in qs] == [0, 1] and all("query_boxes" in b[0] for b in qs)
+    # One loader for both passes of person search (DefaultTrainer.build_test_loader), the query
+    # split taken from the gallery's metadata.
+    both = build_person_search_eval_loader(cfg, gallery)
+    batches = list(both)
+    assert len(both) == len(batches) == len(gal) + len(qs)
+    assert [b[0]["image_id"] for b in batches] == [b[0]["image_id"] for b in gal + qs]
+    assert ["query_boxes" in b[0] for b in batches] == [False] * len(gal) + [True] * len(qs)
+    with pytest.raises(KeyError, match=f"no query split for '{train}'"):
+        build_person_search_eval_loader(cfg, train)
 
 
 @pytest.mark.parametrize("mode", ["train", "test", "query"])
