@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -78,10 +78,15 @@ def build_person_search_test_loader(cfg: CfgNode, dataset_name: str, mode: str =
 
 class ChainedLoader:
     """The batches of several loaders, one loader after the other. Its length is the sum of
-    theirs, as ``inference_on_dataset`` needs."""
+    theirs, as ``inference_on_dataset`` needs.
 
-    def __init__(self, *loaders: Iterable) -> None:
-        self.loaders = loaders
+    Args:
+        loaders: the loaders, in order (a keyword argument, so that LazyConfig files can build
+            one: ``configs/lazy/``).
+    """
+
+    def __init__(self, loaders: Sequence[Iterable]) -> None:
+        self.loaders = list(loaders)
 
     def __len__(self) -> int:
         return sum(len(loader) for loader in self.loaders)
@@ -118,6 +123,8 @@ def build_person_search_eval_loader(
                 "with metadata query_name"
             )
     return ChainedLoader(
-        build_person_search_test_loader(cfg, gallery_name, "test"),
-        build_person_search_test_loader(cfg, query_name, "query"),
+        [
+            build_person_search_test_loader(cfg, gallery_name, "test"),
+            build_person_search_test_loader(cfg, query_name, "query"),
+        ]
     )

@@ -7,10 +7,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
-
 SMALL = [
     "SOLVER.IMS_PER_BATCH",
     "2",
@@ -27,13 +23,6 @@ SMALL = [
     "INPUT.MAX_SIZE_TEST",
     "160",
 ]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("d2data"))
-    ensure_generated(os.path.join(root, "synthetic_prw"), PRESETS["tiny"])  # built-in name's root
-    return root
 
 
 def _run(repo_root, data_root, *argv) -> str:
