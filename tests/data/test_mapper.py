@@ -23,6 +23,7 @@ from stl_search.data.build import (
 )
 from stl_search.data.datasets.prw import load_prw_queries, load_prw_scenes
 from stl_search.data.mapper import ImageReadError, PersonSearchDatasetMapper
+from stl_search.engine.predictor import read_image as predictor_read_image
 
 from . import fixtures as fx
 
@@ -154,3 +155,15 @@ def test_huge_image_error_names_the_file(tmp_path, prw_root):
         PersonSearchDatasetMapper(_cfg(), mode="train")(d)
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         PersonSearchDatasetMapper(_cfg(), mode="train")(dict(d, file_name="missing.jpg"))
+
+
+def test_inference_reader_names_huge_and_truncated_images(tmp_path, prw_root):
+    # The predictor (search, index) reads images itself before the mapper.
+    huge = str(tmp_path / "huge.png")
+    fx.write_png_header_only(huge, 16384, 16384)  # 256 MP
+    with pytest.raises(ValueError, match=r"huge.png: not a readable image \(.*exceeds limit"):
+        predictor_read_image(huge, "BGR")
+    cut = str(tmp_path / "cut.jpg")
+    fx.write_truncated_copy(os.path.join(prw_root, "frames", "c1s2_000300.jpg"), cut)
+    with pytest.raises(ValueError, match=r"cut.jpg: not a readable image \(.*truncated"):
+        predictor_read_image(cut, "BGR")
