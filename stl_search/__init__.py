@@ -2,9 +2,21 @@
 
 Importing the package registers its components in Detectron2's registries (backbone, meta
 architecture, ROI heads) and its data sets in ``DatasetCatalog`` (lazily: nothing is read).
+The names below are what a Detectron2 project of its own needs to train and evaluate the model
+with Detectron2's ``DefaultTrainer`` (``examples/detectron2_default_trainer.py``).
 """
 
 from . import data, modeling  # noqa: F401  (registration side effects)
 from .config import add_stl_search_config
+from .data.build import build_person_search_eval_loader
+from .data.datasets import num_training_identities
+from .data.mapper import PersonSearchDatasetMapper
+from .evaluation import PersonSearchEvaluator
 
-__all__ = ["add_stl_search_config"]
+__all__ = [
+    "PersonSearchDatasetMapper",
+    "PersonSearchEvaluator",
+    "add_stl_search_config",
+    "build_person_search_eval_loader",
+    "num_training_identities",
+]

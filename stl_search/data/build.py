@@ -3,16 +3,20 @@
 - training: a resumable stream (``stl_search.data.resumable``): sample ``p`` of the stream is a
   pure function of (seed, p), so a job resumed at iteration ``i`` sees exactly the batches an
   uninterrupted job would have seen from ``i`` on. ``PersonSearchTrainer`` trains on it.
-- gallery and query splits: Detectron2's test loader, one image per batch, in data set order.
+- gallery and query splits: Detectron2's test loader, one image per batch, in data set order;
+  :func:`build_person_search_eval_loader` chains a gallery split and its queries into one loader,
+  so that Detectron2's own ``inference_on_dataset`` / ``DefaultTrainer.test`` run both passes of
+  person search with a ``PersonSearchEvaluator``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import (
+    MetadataCatalog,
     build_batch_data_loader,
     build_detection_test_loader,
     get_detection_dataset_dicts,
@@ -22,6 +26,8 @@ from .mapper import PersonSearchDatasetMapper
 from .resumable import PositionSampler, PositionSeededDataset
 
 __all__ = [
+    "ChainedLoader",
+    "build_person_search_eval_loader",
     "build_person_search_test_loader",
     "build_person_search_train_loader",
     "data_stream_seed",
@@ -67,4 +73,58 @@ def build_person_search_test_loader(cfg: CfgNode, dataset_name: str, mode: str =
         raise ValueError(f"test loader mode must be 'test' or 'query', got {mode!r}")
     return build_detection_test_loader(
         cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, mode=mode)
+    )
+
+
+class ChainedLoader:
+    """The batches of several loaders, one loader after the other. Its length is the sum of
+    theirs, as ``inference_on_dataset`` needs.
+
+    Args:
+        loaders: the loaders, in order (a keyword argument, so that LazyConfig files can build
+            one: ``configs/lazy/``).
+    """
+
+    def __init__(self, loaders: Sequence[Iterable]) -> None:
+        self.loaders = list(loaders)
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders)
+
+    def __iter__(self) -> Iterator:
+        for loader in self.loaders:
+            yield from loader
+
+
+def build_person_search_eval_loader(
+    cfg: CfgNode, gallery_name: str, query_name: Optional[str] = None
+) -> ChainedLoader:
+    """The gallery split ``gallery_name`` (``mode="test"``), then its query split
+    (``mode="query"``), one image per batch: both passes of person search in one loader.
+
+    With it, Detectron2's ``inference_on_dataset(model, loader, PersonSearchEvaluator(cfg,
+    gallery_name))`` evaluates person search: the model answers query inputs (they carry
+    ``query_boxes``) with ``query_embedding`` and the evaluator's ``process`` files those under
+    the queries. So a ``DefaultTrainer`` subclass only overrides ``build_test_loader`` with this
+    function to evaluate through Detectron2's own ``DefaultTrainer.test``.
+
+    Args:
+        cfg: the config (``INPUT.*``, ``DATALOADER.NUM_WORKERS``).
+        gallery_name: a registered gallery split.
+        query_name: its query split; default the gallery's metadata ``query_name`` (set by the
+            built-in registrations), as :class:`~stl_search.evaluation.PersonSearchEvaluator`
+            takes it. For CUHK-SYSU any one gallery size's query split serves (same queries).
+    """
+    if query_name is None:
+        query_name = MetadataCatalog.get(gallery_name).get("query_name", None)
+        if query_name is None:
+            raise KeyError(
+                f"no query split for {gallery_name!r}: pass query_name or register the gallery "
+                "with metadata query_name"
+            )
+    return ChainedLoader(
+        [
+            build_person_search_test_loader(cfg, gallery_name, "test"),
+            build_person_search_test_loader(cfg, query_name, "query"),
+        ]
     )

@@ -23,6 +23,7 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
+from PIL import Image
 
 from ..data.mapper import PersonSearchDatasetMapper
 from .model import build_inference_model
@@ -42,7 +43,7 @@ def read_image(path: str, image_format: str) -> np.ndarray:
     """
     try:
         return utils.read_image(path, format=image_format)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # the last: > 179 MP
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 

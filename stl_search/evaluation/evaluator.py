@@ -43,6 +43,19 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _require_finite(name: str, values: np.ndarray, inp: dict) -> None:
+    """Refuse a NaN or infinite model output: it would turn into a wrong mAP (NaN distances sort
+    anywhere) instead of an error. The message names the image (and query) it came from."""
+    if np.isfinite(values).all():
+        return
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    query = f" (query {inp['query_index']})" if "query_index" in inp else ""
+    raise FloatingPointError(
+        f"{inp.get('file_name', inp.get('image_id'))}{query}: {bad} NaN or infinite value(s) in "
+        f"the model's {name}; check the weights and the input image"
+    )
+
+
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -209,7 +222,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs) -> None:
         """Gallery images: keep each image's detections with score >= ``score_thresh`` (boxes,
         scores as float32, L2-normalised embeddings as ``feature_dtype``), keyed by ``image_id``.
-        Outputs with ``query_embedding`` are handed to :meth:`process_queries`."""
+        Outputs with ``query_embedding`` are handed to :meth:`process_queries`. A NaN or
+        infinite score, box or embedding raises ``FloatingPointError`` naming the image."""
         for inp, out in zip(inputs, outputs):
             if "query_embedding" in out:
                 self.process_queries([inp], [out])
@@ -218,9 +232,12 @@ class PersonSearchEvaluator(DatasetEvaluator):
             if not inst.has("pred_embeddings"):
                 raise KeyError("person-search evaluation needs `pred_embeddings` in the instances")
             scores = _to_numpy(inst.scores).astype(np.float32).ravel()
-            keep = scores >= self._score_thresh
-            boxes = _to_numpy(inst.pred_boxes.tensor).astype(np.float32).reshape(-1, 4)[keep]
+            boxes = _to_numpy(inst.pred_boxes.tensor).astype(np.float32).reshape(-1, 4)
             emb = _to_numpy(inst.pred_embeddings)
+            for name, values in (("scores", scores), ("boxes", boxes), ("embeddings", emb)):
+                _require_finite(name, values, inp)
+            keep = scores >= self._score_thresh
+            boxes = boxes[keep]
             dim = emb.shape[-1] if emb.ndim == 2 else (emb.size // max(len(scores), 1))
             emb = _l2_normalize(emb.reshape(len(scores), dim)[keep])
             self._gallery[str(inp["image_id"])] = (
@@ -232,9 +249,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
     def process_queries(self, inputs, outputs) -> None:
         """Queries: each input's L2-normalised ``query_embedding``, keyed by ``query_index``."""
         for inp, out in zip(inputs, outputs):
-            self._queries[int(inp["query_index"])] = _l2_normalize(
-                _to_numpy(out["query_embedding"]).ravel()
-            )
+            emb = _to_numpy(out["query_embedding"]).ravel()
+            _require_finite("query embedding", emb, inp)
+            self._queries[int(inp["query_index"])] = _l2_normalize(emb)
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self) -> "OrderedDict[str, Dict[str, float]]":

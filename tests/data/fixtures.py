@@ -5,6 +5,8 @@ values every loader test expects."""
 from __future__ import annotations
 
 import os
+import zlib
+from struct import pack as struct_pack
 from typing import Dict, List, Sequence
 
 import cv2
@@ -253,3 +255,27 @@ def write_cuhk_sysu(root: str) -> str:
     savemat(os.path.join(tt, "TestG50.mat"), {"TestG50": _protocol(CUHK_EXPECTED_G50)})
     savemat(os.path.join(tt, "TestG100.mat"), {"TestG100": _protocol(CUHK_EXPECTED_G100)})
     return root
+
+
+def write_png_header_only(path: str, width: int, height: int) -> None:
+    """A PNG whose header announces ``width x height`` RGB pixels but holds no pixel data: what a
+    loader reading only headers sees of a huge image (a 16384 x 16384 one is 256 MP)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct_pack(">I", len(data)) + kind + data + struct_pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct_pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+        )
+
+
+def write_truncated_copy(src: str, dst: str, keep: float = 0.5) -> None:
+    """``dst``: the first ``keep`` fraction of the bytes of ``src`` (a JPEG cut mid-scan)."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[: int(len(data) * keep)])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,9 +16,16 @@ from detectron2.structures import Boxes
 
 from stl_search.config import add_stl_search_config
 from stl_search.data import register_prw
-from stl_search.data.build import build_person_search_test_loader, build_person_search_train_loader
+from stl_search.data.build import (
+    build_person_search_eval_loader,
+    build_person_search_test_loader,
+    build_person_search_train_loader,
+)
 from stl_search.data.datasets.prw import load_prw_queries, load_prw_scenes
-from stl_search.data.mapper import PersonSearchDatasetMapper
+from stl_search.data.mapper import ImageReadError, PersonSearchDatasetMapper
+from stl_search.engine.predictor import read_image as predictor_read_image
+
+from . import fixtures as fx
 
 
 def _cfg(min_size=64, max_size=100, flip=0.0):
@@ -115,3 +124,46 @@ def test_loaders_on_registered_fixture(prw_root, unique_prefix):
     assert [b[0]["image_id"] for b in gal] == [d["image_id"] for d in DatasetCatalog.get(gallery)]
     qs = list(build_person_search_test_loader(cfg, query, "query"))
     assert [b[0]["query_index"] for b in qs] == [0, 1] and all("query_boxes" in b[0] for b in qs)
+    # One loader for both passes of person search (DefaultTrainer.build_test_loader), the query
+    # split taken from the gallery's metadata.
+    both = build_person_search_eval_loader(cfg, gallery)
+    batches = list(both)
+    assert len(both) == len(batches) == len(gal) + len(qs)
+    assert [b[0]["image_id"] for b in batches] == [b[0]["image_id"] for b in gal + qs]
+    assert ["query_boxes" in b[0] for b in batches] == [False] * len(gal) + [True] * len(qs)
+    with pytest.raises(KeyError, match=f"no query split for '{train}'"):
+        build_person_search_eval_loader(cfg, train)
+
+
+@pytest.mark.parametrize("mode", ["train", "test", "query"])
+def test_truncated_image_error_names_the_file(tmp_path, prw_root, mode):
+    # The loader reads only the header, so the data set dict is built; decoding then fails.
+    root = str(shutil.copytree(prw_root, tmp_path / "prw"))
+    frame = os.path.join(root, "frames", "c1s2_000300.jpg")
+    fx.write_truncated_copy(os.path.join(prw_root, "frames", "c1s2_000300.jpg"), frame)
+    d = load_prw_queries(root)[0] if mode == "query" else load_prw_scenes(root, "gallery")[0]
+    assert d["file_name"] == frame
+    mapper = PersonSearchDatasetMapper(_cfg(), mode=mode)
+    with pytest.raises(ImageReadError, match=rf"^{frame}: cannot decode the image \(.*truncated"):
+        mapper(d)
+
+
+def test_huge_image_error_names_the_file(tmp_path, prw_root):
+    d = dict(_train_dict(prw_root), file_name=str(tmp_path / "huge.png"))
+    fx.write_png_header_only(d["file_name"], 16384, 16384)  # 256 MP
+    with pytest.raises(ImageReadError, match=r"huge.png: image too large to decode safely"):
+        PersonSearchDatasetMapper(_cfg(), mode="train")(d)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        PersonSearchDatasetMapper(_cfg(), mode="train")(dict(d, file_name="missing.jpg"))
+
+
+def test_inference_reader_names_huge_and_truncated_images(tmp_path, prw_root):
+    # The predictor (search, index) reads images itself before the mapper.
+    huge = str(tmp_path / "huge.png")
+    fx.write_png_header_only(huge, 16384, 16384)  # 256 MP
+    with pytest.raises(ValueError, match=r"huge.png: not a readable image \(.*exceeds limit"):
+        predictor_read_image(huge, "BGR")
+    cut = str(tmp_path / "cut.jpg")
+    fx.write_truncated_copy(os.path.join(prw_root, "frames", "c1s2_000300.jpg"), cut)
+    with pytest.raises(ValueError, match=r"cut.jpg: not a readable image \(.*truncated"):
+        predictor_read_image(cut, "BGR")

@@ -194,3 +194,31 @@ def test_no_detections_at_all_gives_defined_numbers():
     res = ev.evaluate()
     assert res["search"] == {"mAP": 0.0, "top1": 0.0, "top5": 0.0, "top10": 0.0}
     assert res["detection"]["AP"] == 0.0 and res["detection"]["recall"] == 0.0
+
+
+@pytest.mark.parametrize("field", ["pred_embeddings", "scores", "pred_boxes"])
+def test_non_finite_gallery_output_is_refused_naming_the_image(field):
+    gname, qname, gallery, queries = F.register_prw()
+    ev = PersonSearchEvaluator(gname, qname)
+    gi, go = F.fake_gallery_outputs(gallery)
+    inst = go[1]["instances"]
+    values = inst.pred_boxes.tensor if field == "pred_boxes" else inst.get(field)
+    values.view(-1)[0] = float("nan") if field != "pred_boxes" else float("inf")
+    ev.process(gi[:1], go[:1])
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"^{gallery[1]['image_id']}: 1 NaN or infinite value\(s\) in the model's ",
+    ):
+        ev.process(gi[1:], go[1:])
+
+
+def test_non_finite_query_embedding_is_refused_naming_the_query():
+    gname, qname, gallery, queries = F.register_prw()
+    ev = PersonSearchEvaluator(gname, qname)
+    qi, qo = F.fake_query_outputs(queries)
+    qi[1]["file_name"] = "/frames/q1.jpg"
+    qo[1]["query_embedding"][3] = float("nan")
+    message = r"^/frames/q1.jpg \(query 1\): 1 NaN or infinite value\(s\) in the model's query"
+    for process in (ev.process_queries, ev.process):  # query outputs through `process` too
+        with pytest.raises(FloatingPointError, match=message):
+            process(qi, qo)

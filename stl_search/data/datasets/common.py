@@ -1,15 +1,19 @@
-"""Helpers shared by the loaders: MATLAB file access with clear errors, image sizes, box checks.
+"""Helpers shared by the loaders: MATLAB file access with clear errors, image sizes, number checks.
 
 The real PRW / CUHK-SYSU files are MATLAB v5 ``.mat`` files whose variables are cells and struct
 arrays. ``scipy.io.loadmat`` (default options) returns them as nested NumPy object / structured
 arrays; the helpers here unwrap that nesting in one place, and every failure names the file and
 what was expected, so that a wrong or incomplete copy of a data set is easy to diagnose.
+Numbers are checked where they are read (finite, integral person ids within int64), so that a bad
+value fails at load time naming its file, record and field, not later in training or evaluation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -17,6 +21,9 @@ from PIL import Image
 from scipy.io import loadmat
 
 logger = logging.getLogger(__name__)
+
+_INT64 = np.iinfo(np.int64)
+_INTEGER_RE = re.compile(r"[+-]?\d+")
 
 
 class DatasetFormatError(ValueError):
@@ -84,7 +91,11 @@ def mat_str(value: Any, where: str) -> str:
 
 
 def mat_vector(value: Any, where: str, length: Optional[int] = None) -> np.ndarray:
-    """Unwrap a numeric MATLAB array to a flat float64 vector (empty arrays give size 0)."""
+    """Unwrap a numeric MATLAB array to a flat float64 vector (empty arrays give size 0).
+
+    Raises :class:`DatasetFormatError` naming ``where`` if it is not numeric (e.g. a string),
+    has another length than ``length``, or holds a NaN or infinite value.
+    """
     v = value
     while isinstance(v, np.ndarray) and v.dtype == object and v.size == 1:
         v = v.reshape(-1)[0]
@@ -94,7 +105,42 @@ def mat_vector(value: Any, where: str, length: Optional[int] = None) -> np.ndarr
         raise DatasetFormatError(f"{where}: expected a numeric array ({e})") from e
     if length is not None and arr.size not in (0, length):
         raise DatasetFormatError(f"{where}: expected {length} numbers, got {arr.size}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise DatasetFormatError(
+            f"{where}: value {arr[bad[0]]} at index {bad[0]} is not a finite number"
+        )
     return arr
+
+
+def finite_number(value: Any, where: str) -> float:
+    """``value`` as a finite float; :class:`DatasetFormatError` naming ``where`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise DatasetFormatError(f"{where}: expected a number, got {value!r}") from e
+    if not math.isfinite(number):
+        raise DatasetFormatError(f"{where}: expected a finite number, got {number}")
+    return number
+
+
+def person_id(value: Any, where: str) -> int:
+    """A person id: a finite integral number (``5``, ``5.0``, ``"5"``) within int64.
+
+    The loaders' pids end up in int64 tensors and arrays; a fractional, NaN or out-of-range
+    pid raises :class:`DatasetFormatError` naming ``where`` instead of being rounded or
+    overflowing later.
+    """
+    if isinstance(value, str) and _INTEGER_RE.fullmatch(value.strip()):
+        number = int(value)  # exact, even beyond float64's integer precision
+    else:
+        as_float = finite_number(value, where)
+        if not as_float.is_integer():
+            raise DatasetFormatError(f"{where}: person id {as_float} is not an integer")
+        number = int(as_float)
+    if not _INT64.min <= number <= _INT64.max:
+        raise DatasetFormatError(f"{where}: person id {number} is outside the int64 range")
+    return number
 
 
 def struct_elements(value: Any, fields: Iterable[str], where: str) -> List[np.void]:
@@ -132,11 +178,24 @@ def cell_strings(value: Any, where: str) -> List[str]:
 
 
 def image_size(path: str) -> tuple:
-    """(height, width) of an image, read from its header only (no pixel decoding)."""
+    """(height, width) of an image, read from its header only (no pixel decoding).
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`DatasetFormatError` naming the
+    file for one PIL cannot identify or one above PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``), which would fail only later, when decoded for training.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: image file not found")
-    with Image.open(path) as im:
-        width, height = im.size
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as e:
+        raise DatasetFormatError(
+            f"{path}: image too large to decode safely ({e}); resize it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if it is trusted"
+        ) from e
+    except OSError as e:  # PIL.UnidentifiedImageError and read errors
+        raise DatasetFormatError(f"{path}: cannot be read as an image ({e})") from e
     return int(height), int(width)
 
 

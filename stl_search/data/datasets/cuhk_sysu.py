@@ -18,6 +18,9 @@ Training images are all images of ``Images.mat`` minus the pool. Boxes are ``[x,
 integer pixels: truncated to int, ``x2 = x + w``, ``y2 = y + h`` (no clipping, as the reference
 evaluation); boxes with ``w <= 0`` or ``h <= 0`` are dropped and counted in the log.
 
+Every number is checked where it is read: a NaN / infinite coordinate, a string in a box and an
+identity number beyond int64 are errors naming the file, the record and the field.
+
 Identities: ``identity`` is the int of the ``idname`` (``"p1234"`` → 1234); training labels
 ``person_id`` are contiguous over the ``Train.mat`` identities in increasing ``identity`` order;
 every person not listed in ``Train.mat`` (train) or in a ``TestG`` file (gallery) is unlabeled
@@ -46,6 +49,7 @@ from .common import (
     load_mat,
     mat_str,
     mat_vector,
+    person_id,
     struct_elements,
 )
 
@@ -75,13 +79,13 @@ def _paths(root: str) -> Dict[str, str]:
 
 
 def parse_identity(idname: str, where: str) -> int:
-    """``"p1234"`` → 1234."""
+    """``"p1234"`` → 1234 (within int64, else :class:`DatasetFormatError` naming ``where``)."""
     m = re.search(r"(\d+)", idname)
     if m is None:
         raise DatasetFormatError(
             f"{where}: identity name {idname!r} has no number (expected like 'p1234')"
         )
-    return int(m.group(1))
+    return person_id(m.group(1), where)
 
 
 def _int_box(value, where: str) -> Optional[IntBox]:
@@ -181,7 +185,9 @@ def read_protocol(root: str, gallery_size: int) -> List[dict]:
             )
         out.append(
             {
-                "identity": parse_identity(mat_str(q["idname"], where + ".Query.idname"), where),
+                "identity": parse_identity(
+                    mat_str(q["idname"], where + ".Query.idname"), where + ".Query.idname"
+                ),
                 "imname": mat_str(q["imname"], where + ".Query.imname"),
                 "box": qbox,
                 "gallery": gallery,

@@ -17,6 +17,10 @@ Box rules (those of the evaluation code every published PRW number uses, see
   all four to int. Boxes with ``w <= 0`` or ``h <= 0`` (or empty after truncation) are dropped
   and counted in the log.
 - query boxes: ``x2 = x + w``, ``y2 = y + h``, then clip at 0, then truncate to int.
+- a frame box entirely outside its frame (it would become a box in the frame's corner after
+  clipping) is dropped and counted in the log; a query box entirely outside its frame is an
+  error. NaN / infinite numbers, strings where numbers belong and fractional or out-of-int64
+  pids are errors naming the file, the row (line) and the field.
 
 Identities: ``pid == -2`` marks an unlabeled person (``identity = person_id = -1``). Training
 labels ``person_id`` are contiguous over *every* pid >= 0 found in the training frames, in
@@ -40,9 +44,11 @@ from .common import (
     DatasetFormatError,
     cell_strings,
     count_log,
+    finite_number,
     image_size,
     load_mat,
     mat_vector,
+    person_id,
     require_file,
 )
 
@@ -57,6 +63,7 @@ PRW_LAYOUT = (
     "<root>/frame_test.mat (img_index_test), <root>/query_info.txt, <root>/ID_train.mat"
 )
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
+ANNOTATION_FIELDS = ("pid", "x", "y", "w", "h")
 UNLABELED_PID = -2
 _NAME_RE = re.compile(r"^c(\d+)s(\d+)_(\d+)")
 _SPLIT_FILES = {
@@ -96,21 +103,45 @@ def read_prw_id_list(root: str, split: str) -> Optional[List[int]]:
     if not os.path.isfile(path):
         return None
     values = mat_vector(load_mat(path, keys, PRW_LAYOUT), path)
-    return [int(round(v)) for v in values]
+    return [person_id(v, f"{path}: entry {i}") for i, v in enumerate(values)]
 
 
 def read_annotation(root: str, image_name: str) -> np.ndarray:
-    """The ``N x 5`` float array ``[pid, x, y, w, h]`` of one frame (``image_name`` with .jpg)."""
+    """The ``N x 5`` float array ``[pid, x, y, w, h]`` of one frame (``image_name`` with .jpg).
+
+    Every value is finite and every pid an integer within int64; otherwise
+    :class:`DatasetFormatError` names the file, the row (from 1) and the field.
+    """
     path = os.path.join(root, "annotations", image_name + ".mat")
-    arr = load_mat(path, ANNOTATION_KEYS, PRW_LAYOUT)
-    arr = np.asarray(arr, dtype=np.float64)
+    raw = load_mat(path, ANNOTATION_KEYS, PRW_LAYOUT)
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DatasetFormatError(
+            f"{path}: expected an N x 5 numeric array [pid, x, y, w, h], got "
+            f"{getattr(raw, 'dtype', type(raw).__name__)} ({e})"
+        ) from e
     if arr.size == 0:
         return np.zeros((0, 5), dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 5:
         raise DatasetFormatError(
             f"{path}: expected an N x 5 array [pid, x, y, w, h], got shape {arr.shape}"
         )
+    not_finite = np.argwhere(~np.isfinite(arr))
+    if len(not_finite):
+        row, col = not_finite[0]
+        raise DatasetFormatError(
+            f"{path}: row {row + 1}, field {ANNOTATION_FIELDS[col]}: {arr[row, col]} is not a "
+            "finite number"
+        )
+    for row, pid in enumerate(arr[:, 0]):
+        person_id(pid, f"{path}: row {row + 1}, field pid")
     return arr
+
+
+def outside_frame(x: float, y: float, w: float, h: float, height: int, width: int) -> bool:
+    """Whether the box ``x, y, w, h`` (positive ``w``, ``h``) has no pixel inside the frame."""
+    return x + w <= 0 or y + h <= 0 or x >= width or y >= height
 
 
 def frame_box(x: float, y: float, w: float, h: float) -> Optional[List[float]]:
@@ -141,26 +172,35 @@ def load_prw_scenes(root: str, split: str) -> List[dict]:
     in ``gallery`` it is -1 and ``identity`` carries the raw pid.
     """
     names = read_split_names(root, split)
-    dropped = {"non-positive width or height": 0, "empty after clipping and truncation": 0}
-    records: List[Tuple[str, int, List[Tuple[List[float], int]]]] = []
+    dropped = {
+        "non-positive width or height": 0,
+        "entirely outside the frame": 0,
+        "empty after clipping and truncation": 0,
+    }
+    frames_dir = os.path.join(root, "frames")
+    records: List[Tuple[str, int, Tuple[int, int], List[Tuple[List[float], int]]]] = []
     other_negative = 0
     for name in names:
         image_id = name + ".jpg"
         arr = read_annotation(root, image_id)
+        height, width = image_size(os.path.join(frames_dir, image_id))
         boxes = []
         for pid, x, y, w, h in arr:
             if w <= 0 or h <= 0:
                 dropped["non-positive width or height"] += 1
                 continue
+            if outside_frame(x, y, w, h, height, width):
+                dropped["entirely outside the frame"] += 1
+                continue
             box = frame_box(x, y, w, h)
             if box is None:
                 dropped["empty after clipping and truncation"] += 1
                 continue
-            pid = int(round(pid))
+            pid = int(pid)  # an integer within int64, checked by read_annotation
             if pid < 0 and pid != UNLABELED_PID:
                 other_negative += 1
             boxes.append((box, pid if pid >= 0 else -1))
-        records.append((image_id, prw_camera_id(image_id), boxes))
+        records.append((image_id, prw_camera_id(image_id), (height, width), boxes))
     if other_negative:
         logger.warning(
             "PRW %s (%s): %d boxes have a negative pid other than -2; treated as unlabeled",
@@ -171,16 +211,14 @@ def load_prw_scenes(root: str, split: str) -> List[dict]:
 
     label_of: Dict[int, int] = {}
     if split == "train":
-        pids = sorted({pid for _, _, boxes in records for _, pid in boxes if pid >= 0})
+        pids = sorted({pid for _, _, _, boxes in records for _, pid in boxes if pid >= 0})
         label_of = {pid: i for i, pid in enumerate(pids)}
         _check_id_list(root, pids)
 
-    frames_dir = os.path.join(root, "frames")
     dicts = []
     num_boxes = 0
-    for image_id, cam, boxes in records:
+    for image_id, cam, (height, width), boxes in records:
         file_name = os.path.join(frames_dir, image_id)
-        height, width = image_size(file_name)
         annos = [
             {
                 "bbox": box,
@@ -232,11 +270,18 @@ def load_prw_queries(root: str) -> List[dict]:
     the position in the returned list."""
     path = require_file(os.path.join(root, "query_info.txt"), PRW_LAYOUT)
     with open(path, "rb") as f:
-        lines = f.read().decode("utf-8").splitlines()
+        raw_lines = f.read().splitlines()
     frames_dir = os.path.join(root, "frames")
     queries = []
     dropped = 0
-    for line_no, line in enumerate(lines, start=1):
+    for line_no, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DatasetFormatError(
+                f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                f"{e.start + 1})"
+            ) from e
         fields = line.split()
         if not fields:
             continue
@@ -244,11 +289,11 @@ def load_prw_queries(root: str) -> List[dict]:
             raise DatasetFormatError(
                 f"{path}:{line_no}: expected 'pid x y w h frame_name', got {line.strip()!r}"
             )
-        try:
-            pid = int(round(float(fields[0])))
-            x, y, w, h = (float(v) for v in fields[1:5])
-        except ValueError as e:
-            raise DatasetFormatError(f"{path}:{line_no}: {e}") from e
+        pid = person_id(fields[0], f"{path}:{line_no}: field pid")
+        x, y, w, h = (
+            finite_number(v, f"{path}:{line_no}: field {n}")
+            for v, n in zip(fields[1:5], ANNOTATION_FIELDS[1:])
+        )
         box = query_box(x, y, w, h)
         if box is None:
             dropped += 1
@@ -257,6 +302,11 @@ def load_prw_queries(root: str) -> List[dict]:
         image_id = name if name.endswith(".jpg") else name + ".jpg"
         file_name = os.path.join(frames_dir, image_id)
         height, width = image_size(file_name)
+        if outside_frame(x, y, w, h, height, width):
+            raise DatasetFormatError(
+                f"{path}:{line_no}: query box x={x} y={y} w={w} h={h} lies entirely outside "
+                f"its frame {image_id} ({width}x{height})"
+            )
         queries.append(
             {
                 "file_name": os.path.abspath(file_name),

@@ -31,6 +31,7 @@ __all__ = [
     "build_resnet_ibn_backbone",
     "imagenet_widths",
     "make_resnet_ibn_stages",
+    "make_sequential_stage",
     "stage_out_channels",
 ]
 
@@ -203,6 +204,15 @@ def make_resnet_ibn_stages(
             c_in = stage_out_channels(cfg, names[i - 1])
         out[name] = nn.Sequential(*_stage_blocks(cfg, name, c_in))
     return out
+
+
+def make_sequential_stage(**make_stage_kwargs) -> nn.Sequential:
+    """One residual stage as a module: ``nn.Sequential`` of Detectron2's
+    ``ResNet.make_stage(**make_stage_kwargs)`` (``block_class``, ``num_blocks``, ``in_channels``,
+    ``out_channels``, ``stride_per_block``, ``norm``, ``ibn_ratio``, ...). The stage modules of
+    :func:`make_resnet_ibn_stages` without a yacs config, for LazyConfig files
+    (``configs/lazy/``)."""
+    return nn.Sequential(*ResNet.make_stage(**make_stage_kwargs))
 
 
 @BACKBONE_REGISTRY.register()

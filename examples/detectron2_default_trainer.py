@@ -1,0 +1,72 @@
+"""Person search in a Detectron2 project of your own: Detectron2's ``DefaultTrainer`` pattern.
+
+Nothing of stl-search's engine (``train_net.py``, ``PersonSearchTrainer``) is used: only
+``import stl_search``, which registers the model, and four of its names. The trainer is the one a
+Detectron2 user writes for any model (as in Detectron2's ``tools/train_net.py``):
+
+- ``build_train_loader``: Detectron2's ``build_detection_train_loader`` with
+  ``stl_search.PersonSearchDatasetMapper(cfg, mode="train")`` (boxes with person ids);
+- ``build_test_loader``: ``stl_search.build_person_search_eval_loader``: the gallery images, then
+  the query images of the split. Person search needs both passes; with this one loader,
+  Detectron2's own ``DefaultTrainer.test`` / ``inference_on_dataset`` run them;
+- ``build_evaluator``: ``stl_search.PersonSearchEvaluator(cfg, dataset_name)`` (the query split is
+  the gallery's metadata ``query_name``).
+
+The ID classifier's size (``MODEL.PERSON_SEARCH.NUM_IDENTITIES``) is set in ``setup`` from the
+training split when the config leaves it at 0.
+
+    python examples/detectron2_default_trainer.py \\
+        --config-file configs/synthetic/person_search.yaml [--eval-only] [KEY VALUE ...]
+"""
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+
+import stl_search
+
+
+class Trainer(DefaultTrainer):
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = stl_search.PersonSearchDatasetMapper(cfg, mode="train")
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return stl_search.build_person_search_eval_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return stl_search.PersonSearchEvaluator(cfg, dataset_name)
+
+
+def setup(args):
+    cfg = stl_search.add_stl_search_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES <= 0:
+        train_split = cfg.DATASETS.TRAIN[0]
+        cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = stl_search.num_training_identities(train_split)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
