@@ -67,8 +67,19 @@ class IBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
-        # For one image both halves are already contiguous: .contiguous() copies nothing.
-        return torch.cat((self.IN(a.contiguous()), self.BN(b.contiguous())), dim=1)
+        # For one NCHW image both halves are already contiguous: .contiguous() copies nothing.
+        # A channels-last input (the inference fast path) keeps its layout.
+        fmt = (
+            torch.channels_last
+            if x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        return torch.cat(
+            (self.IN(a.contiguous(memory_format=fmt)), self.BN(b.contiguous(memory_format=fmt))),
+            dim=1,
+        )
 
 
 class IBNBottleneckBlock(BottleneckBlock):
