@@ -66,20 +66,25 @@ class IBN(nn.Module):
         self.BN = get_norm(norm, channels - half)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.BN, nn.Identity) and not (torch.is_grad_enabled() and x.requires_grad):
+            return self._forward_bn_folded(x)
         a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
-        # For one NCHW image both halves are already contiguous: .contiguous() copies nothing.
-        # A channels-last input (the inference fast path) keeps its layout.
-        fmt = (
-            torch.channels_last
-            if x.dim() == 4
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-            else torch.contiguous_format
-        )
-        return torch.cat(
-            (self.IN(a.contiguous(memory_format=fmt)), self.BN(b.contiguous(memory_format=fmt))),
-            dim=1,
-        )
+        # For one image both halves are already contiguous: .contiguous() copies nothing.
+        return torch.cat((self.IN(a.contiguous()), self.BN(b.contiguous())), dim=1)
+
+    def _forward_bn_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with the BN half folded into the conv before it (the fast path,
+        ``stl_search.modeling.fast_path``): the second half passes as is, the first half is
+        instance-normalised in place, in any memory layout (no split / copy / concatenation)."""
+        a = x[:, : self.half]
+        var, mean = torch.var_mean(a.float(), dim=(2, 3), unbiased=False, keepdim=True)
+        scale = torch.rsqrt(var + self.IN.eps)
+        shift = -mean * scale
+        if self.IN.affine:
+            scale = scale * self.IN.weight.reshape(1, -1, 1, 1)
+            shift = shift * self.IN.weight.reshape(1, -1, 1, 1) + self.IN.bias.reshape(1, -1, 1, 1)
+        a.mul_(scale.to(a.dtype)).add_(shift.to(a.dtype))
+        return x
 
 
 class IBNBottleneckBlock(BottleneckBlock):
