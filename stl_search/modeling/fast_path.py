@@ -53,13 +53,16 @@ def fast_path_enabled(cfg: CfgNode) -> bool:
 def prepare_inference_model(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """The model to run inference with under ``cfg.TEST.FAST_PATH``.
 
-    Returns ``model`` itself (in eval mode) when neither ``FOLD_BN`` nor ``CHANNELS_LAST`` is on;
-    otherwise an eval-mode deep copy with the enabled pieces applied. ``TF32`` and
+    Returns ``model`` itself, untouched (its train/eval mode too), when neither ``FOLD_BN`` nor
+    ``CHANNELS_LAST`` is on; otherwise an eval-mode deep copy (of the wrapped module for a
+    ``DistributedDataParallel`` model) with the enabled pieces applied. ``TF32`` and
     ``CUDNN_BENCHMARK`` are applied process-wide (:func:`apply_backend_settings`).
     """
     apply_backend_settings(cfg)
     if not fast_path_enabled(cfg):
-        return model.eval()
+        return model
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     fast = copy.deepcopy(model).eval()
     if cfg.TEST.FAST_PATH.FOLD_BN:
         fold_batchnorm(fast)

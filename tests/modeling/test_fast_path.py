@@ -112,8 +112,8 @@ def test_every_piece_together(cfg, model):
     _assert_same_detections(_run(model, inputs), _run(fast, inputs))
 
 
-def test_no_piece_on_returns_the_model_itself(cfg, model):
-    assert prepare_inference_model(model, cfg) is model
+def test_no_piece_on_returns_the_model_itself_in_its_mode(cfg, model):
+    assert prepare_inference_model(model.train(), cfg) is model and model.training
 
 
 @pytest.mark.parametrize("batch", [2, 4])
