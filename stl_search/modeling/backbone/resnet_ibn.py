@@ -77,13 +77,18 @@ class IBN(nn.Module):
         ``stl_search.modeling.fast_path``): the second half passes as is, the first half is
         instance-normalised in place, in any memory layout (no split / copy / concatenation)."""
         a = x[:, : self.half]
-        var, mean = torch.var_mean(a.float(), dim=(2, 3), unbiased=False, keepdim=True)
-        scale = torch.rsqrt(var + self.IN.eps)
-        shift = -mean * scale
+        var, mean = torch.var_mean(
+            a if a.dtype == torch.float32 else a.float(), dim=(2, 3), unbiased=False, keepdim=True
+        )
+        scale = var.add_(self.IN.eps).rsqrt_()
         if self.IN.affine:
-            scale = scale * self.IN.weight.reshape(1, -1, 1, 1)
-            shift = shift * self.IN.weight.reshape(1, -1, 1, 1) + self.IN.bias.reshape(1, -1, 1, 1)
-        a.mul_(scale.to(a.dtype)).add_(shift.to(a.dtype))
+            scale.mul_(self.IN.weight.view(1, -1, 1, 1))
+            shift = torch.addcmul(self.IN.bias.view(1, -1, 1, 1), mean, scale, value=-1.0)
+        else:
+            shift = mean.mul_(scale).neg_()
+        if a.dtype != torch.float32:
+            scale, shift = scale.to(a.dtype), shift.to(a.dtype)
+        a.mul_(scale).add_(shift)
         return x
 
 
