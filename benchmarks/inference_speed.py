@@ -99,7 +99,7 @@ def build(
     cfg.TEST.DETECTIONS_PER_IMAGE = persons
     cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in opts])
     torch.manual_seed(0)
-    return prepare_inference_model(build_model(cfg), cfg)
+    return prepare_inference_model(build_model(cfg).eval(), cfg)
 
 
 def _sync(device: str) -> None:
