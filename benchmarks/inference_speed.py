@@ -3,6 +3,8 @@
 
     python benchmarks/inference_speed.py [--threads 2] [--sizes 960x640 1500x900] [--persons 10]
         [--iters 5] [--warmup 2] [--config configs/Base-PersonSearch.yaml] [--device cpu|cuda]
+        [--fast] [--seqnet DIR] [--batch N] [--amp float16|bfloat16] [--opts KEY VALUE ...]
+        [--json FILE]
 
 For each input size (width x height, the image fed to the network as is) it times, in one run:
 
@@ -23,6 +25,18 @@ proposals and the identification nets ``--persons`` RoIs.
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated``; on the CPU, the peak resident set
 size of this process while the model runs (``VmHWM``, reset through ``/proc/self/clear_refs``
 before each model; it includes both models' weights and the Python runtime).
+
+Side by side (``--fast`` and/or ``--seqnet DIR``): instead of the three rows above, it times in
+interleaved rounds the config as given ("paper", reference path), the same model on the inference
+fast path ("paper + fast path": ``TEST.FAST_PATH.FOLD_BN`` and ``CHANNELS_LAST``, on CUDA also
+``TF32`` and ``CUDNN_BENCHMARK``), with ``--fast`` the named fast variant (the 128-wide RPN conv of
+``configs/*/fast_stl_mrfp.yaml``, on the fast path), and with ``--seqnet DIR`` SeqNet's gallery
+inference from a local copy of its source (``benchmarks/seqnet_reference.py``: random weights, the
+same image at the same size, the same forced number of persons), and prints each row's throughput
+and its ratio to SeqNet's (median of the per-round ratios). ``--batch N`` feeds N copies of the
+image per call (images/s = N / seconds per call), ``--amp float16|bfloat16`` runs every row under
+autocast (``TEST.AMP`` for ours), ``--opts KEY VALUE ...`` overrides config keys of every row of
+ours, ``--json FILE`` writes the figures.
 
 Noise: on a shared machine the load changes from second to second. The three measurements are
 therefore *interleaved*: each round times floor, baseline and MRFP back to back (order rotated
@@ -50,9 +64,19 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
+from machine import cpu_line  # noqa: E402  (benchmarks/, on the path as the script's folder)
+from seqnet_reference import build_seqnet, seqnet_gallery_call  # noqa: E402
 
 import stl_search.modeling  # noqa: E402,F401  (registers the model)
 from stl_search.config import add_stl_search_config  # noqa: E402
+from stl_search.modeling.fast_path import prepare_inference_model  # noqa: E402
+from stl_search.utils.io import atomic_write_json  # noqa: E402
+
+#: The named fast variant (configs/PRW/fast_stl_mrfp.yaml): the RPN's 3x3 conv 128 wide.
+FAST_VARIANT_OPTS = ["MODEL.RPN.CONV_DIMS", [128]]
+#: The inference fast path (stl_search/modeling/fast_path.py); CUDA adds TF32 and cudnn.benchmark.
+FAST_PATH_OPTS = ["TEST.FAST_PATH.FOLD_BN", True, "TEST.FAST_PATH.CHANNELS_LAST", True]
+FAST_PATH_CUDA_OPTS = ["TEST.FAST_PATH.TF32", True, "TEST.FAST_PATH.CUDNN_BENCHMARK", True]
 
 
 def parse_size(s: str) -> Tuple[int, int]:
@@ -60,7 +84,11 @@ def parse_size(s: str) -> Tuple[int, int]:
     return int(w), int(h)
 
 
-def build(config: str, mrfp: bool, persons: int, device: str, num_ids: int) -> torch.nn.Module:
+def build(
+    config: str, mrfp: bool, persons: int, device: str, num_ids: int, opts: list = ()
+) -> torch.nn.Module:
+    """The model of ``config`` (+ ``opts``, a flat KEY, VALUE list) with random weights, forced to
+    ``persons`` detections per image, prepared for inference (``TEST.FAST_PATH``)."""
     cfg = add_stl_search_config(get_cfg())
     cfg.merge_from_file(config)
     cfg.MODEL.DEVICE = device
@@ -69,8 +97,9 @@ def build(config: str, mrfp: bool, persons: int, device: str, num_ids: int) -> t
     cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = num_ids
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = persons
+    cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in opts])
     torch.manual_seed(0)
-    return build_model(cfg).eval()
+    return prepare_inference_model(build_model(cfg).eval(), cfg)
 
 
 def _sync(device: str) -> None:
@@ -179,6 +208,98 @@ class StageTimer:
             h.remove()
 
 
+def _backend(fn: Callable[[], object], fast: bool, device: str) -> Callable[[], object]:
+    """``fn`` run with the CUDA TF32 / cudnn.benchmark settings of its row (process-wide flags,
+    set before every call so that interleaved rows do not leak them into each other)."""
+    if not device.startswith("cuda"):
+        return fn
+
+    def call():
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+        torch.backends.cudnn.benchmark = fast
+        return fn()
+
+    return call
+
+
+def _autocast(fn: Callable[[], object], dtype: str, device: str) -> Callable[[], object]:
+    if not dtype:
+        return fn
+
+    def call():
+        with torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype)):
+            return fn()
+
+    return call
+
+
+def _count(out) -> int:
+    first = out[0]
+    return len(first["instances"] if "instances" in first else first["boxes"])
+
+
+def compare(args) -> dict:
+    """The side-by-side mode (``--fast`` / ``--seqnet``): see the module docstring."""
+    dev = args.device
+    cuda = dev.startswith("cuda")
+    fast_path = FAST_PATH_OPTS + (FAST_PATH_CUDA_OPTS if cuda else [])
+    amp = ["TEST.AMP.ENABLED", True, "TEST.AMP.DTYPE", args.amp] if args.amp else []
+    rows = {
+        "paper": list(args.opts) + amp,
+        "paper + fast path": list(args.opts) + fast_path + amp,
+    }
+    if args.fast:
+        rows["fast variant"] = list(args.opts) + FAST_VARIANT_OPTS + fast_path + amp
+    models = {
+        k: build(args.config, True, args.persons, dev, args.num_ids, o) for k, o in rows.items()
+    }
+    report = {"device": _device_name(args), "torch": torch.__version__, "batch": args.batch,
+              "amp": args.amp or "off", "persons": args.persons, "sizes": {}}  # fmt: skip
+    for size in args.sizes:
+        w, h = parse_size(size)
+        g = torch.Generator().manual_seed(0)
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g).to(dev)
+        inputs = [{"image": image, "height": h, "width": w} for _ in range(args.batch)]
+        fns = {k: _backend(lambda m=m: m(inputs), k != "paper", dev) for k, m in models.items()}
+        if args.seqnet:
+            seqnet = build_seqnet(args.seqnet, h, w, args.persons, dev)
+            fns["seqnet"] = _autocast(
+                _backend(seqnet_gallery_call(seqnet, [image] * args.batch), False, dev),
+                args.amp,
+                dev,
+            )
+        runs = interleaved(fns, dev, args.warmup, args.iters)
+        with torch.no_grad():
+            dets = {k: _count(f()) for k, f in fns.items()}
+        print(f"\n== {w}x{h}, batch {args.batch}, amp {args.amp or 'off'}")
+        print(
+            f"{'':18s} {'sec/call':>8s} {'img/s':>7s} {'cpu s':>7s} {'x seqnet':>8s} {'dets':>5s}"
+        )
+        out = {}
+        for k in fns:
+            wall = statistics.median(x[0] for x in runs[k])
+            cpu = statistics.median(x[1] for x in runs[k])
+            ratio = (
+                statistics.median(s[0] / x[0] for x, s in zip(runs[k], runs["seqnet"]))
+                if "seqnet" in runs
+                else float("nan")
+            )
+            out[k] = {"s_per_call": wall, "images_per_s": args.batch / wall, "cpu_s": cpu,
+                      "x_seqnet": ratio, "detections": dets[k]}  # fmt: skip
+            print(
+                f"{k:18s} {wall:8.3f} {args.batch / wall:7.2f} {cpu:7.2f} {ratio:8.2f} {dets[k]:5d}"
+            )
+        report["sizes"][size] = out
+    return report
+
+
+def _device_name(args) -> str:
+    if args.device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_line()}, {args.threads} threads"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,9 +317,26 @@ def main() -> int:
     parser.add_argument(
         "--no-breakdown", action="store_true", help="skip the per-component timing pass"
     )
+    parser.add_argument("--fast", action="store_true", help="add the named fast variant's row")
+    parser.add_argument("--seqnet", default="", help="a local copy of SeqNet's source: add its row")
+    parser.add_argument("--batch", type=int, default=1, help="images per call (side-by-side mode)")
+    parser.add_argument("--amp", default="", choices=["", "float16", "bfloat16"])
+    parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE ... for every model")
+    parser.add_argument("--json", default="", help="write the side-by-side figures here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    if args.fast or args.seqnet:
+        print(
+            f"device: {_device_name(args)}; torch {torch.__version__}; config "
+            f"{os.path.relpath(args.config)} {' '.join(args.opts)}; {args.persons} "
+            f"detections/image; medians over {args.iters} interleaved rounds "
+            f"(after {args.warmup} warm-up)"
+        )
+        report = compare(args)
+        if args.json:
+            atomic_write_json(report, args.json)
+        return 0
     dev = args.device
     name = (
         torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"CPU, {args.threads} threads"

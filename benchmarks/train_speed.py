@@ -6,6 +6,17 @@ person-search training (seconds per iteration), on the synthetic data set, in on
         [--reid-config configs/STL/synthetic.yaml]
         [--ps-config configs/synthetic/person_search.yaml]
 
+    python benchmarks/train_speed.py --device cuda [--amp both|on|off] [--ims-per-batch 16] \
+        [--paper-config configs/Base-PersonSearch.yaml] [--json FILE]
+
+With ``--device cuda`` (or ``--paper``) it times the person-search model at the paper's
+configuration instead: ``--paper-config`` (ResNet50-IBN-a + MRFP, 16 images per iteration,
+640/960 resize rule, 300 test / 2000 train proposals) on the synthetic training set (frames resized
+by the config's rule to ~576x960, the size of PRW's 960x540 training inputs), with and without
+``SOLVER.AMP.ENABLED`` (Detectron2's ``AMPTrainer``), and prints seconds per iteration, images/s
+and the peak GPU memory. On the CPU that path runs without AMP (``--ims-per-batch`` and
+``--iters`` small: a check that the code path works, not a figure).
+
 Each config runs with its own loader settings (``DATALOADER.NUM_WORKERS``): the figure is what a
 user of that config gets. Target: data waiting under 10% of the pretraining time on 2 cores.
 The first ``--warmup`` iterations are not timed.
@@ -35,6 +46,7 @@ from stl_search.reid.trainer import (  # noqa: E402
     build_reid_optimizers,
     load_reid_train_set,
 )
+from stl_search.utils.io import atomic_write_json  # noqa: E402
 
 
 def timed_steps(trainer, iters: int, warmup: int) -> tuple:
@@ -44,12 +56,55 @@ def timed_steps(trainer, iters: int, warmup: int) -> tuple:
         trainer.storage = storage
         for i in range(warmup + iters):
             if i == warmup:
+                _sync()
                 start = time.perf_counter()
             storage.iter = trainer.iter = i
             trainer.run_step()
+        _sync()
         total = time.perf_counter() - start
         data = sum(v for v, it in storage.history("data_time").values() if it >= warmup)
     return total, data
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def paper_training_speed(
+    config: str, device: str, amp: bool, ims_per_batch: int, iters: int, warmup: int
+) -> dict:
+    """Seconds per iteration and images/s of person-search training at ``config`` on the
+    synthetic training set, with ``SOLVER.AMP.ENABLED = amp``."""
+    cfg = load_config(
+        config,
+        [
+            "OUTPUT_DIR", os.path.join(REPO, "output", "bench_train_speed_paper"),
+            "MODEL.DEVICE", device,
+            "MODEL.WEIGHTS", "",
+            "SOLVER.AMP.ENABLED", str(amp),
+            "SOLVER.IMS_PER_BATCH", str(ims_per_batch),
+            "DATASETS.TRAIN", "('synthetic_train',)",
+            "DATASETS.TEST", "()",
+            "DATASETS.QUERY", "()",
+            "DATALOADER.NUM_WORKERS", "0" if device == "cpu" else "4",
+            "SEED", "0",
+        ],
+    )  # fmt: skip
+    cfg.freeze()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    trainer = PersonSearchTrainer(cfg)
+    total, data = timed_steps(trainer, iters, warmup)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    return {
+        "amp": amp,
+        "s_per_iter": total / iters,
+        "images_per_s": iters * ims_per_batch / total,
+        "images_per_iter": ims_per_batch,
+        "data_share": data / total,
+        "peak_gib": peak,
+    }
 
 
 def reid_throughput(config: str, iters: int, warmup: int) -> dict:
@@ -87,6 +142,34 @@ def person_search_iteration(config: str, iters: int, warmup: int) -> dict:
     }
 
 
+def paper_mode(args) -> None:
+    cuda = args.device.startswith("cuda")
+    settings = {"both": [False, True], "on": [True], "off": [False]}[args.amp]
+    if not cuda and True in settings:
+        print("AMP needs CUDA (SOLVER.AMP.ENABLED): timing without AMP only")
+        settings = [False]
+    name = torch.cuda.get_device_name(0) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(
+        f"device: {name}; torch {torch.__version__}; "
+        f"{os.path.relpath(args.paper_config, REPO)}, {args.ims_per_batch} images/iter, "
+        f"synthetic training set; {args.iters} timed iterations after {args.warmup}"
+    )
+    rows = []
+    for amp in settings:
+        r = paper_training_speed(
+            args.paper_config, args.device, amp, args.ims_per_batch, args.iters, args.warmup
+        )
+        rows.append(r)
+        peak = f", peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""
+        print(
+            f"AMP {'on ' if amp else 'off'}: {r['s_per_iter']:.3f} s/iter, "
+            f"{r['images_per_s']:.1f} images/s, waiting for data {100 * r['data_share']:.1f}%"
+            f"{peak}"
+        )
+    if args.json:
+        atomic_write_json({"device": name, "torch": torch.__version__, "rows": rows}, args.json)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,10 +183,21 @@ def main() -> None:
     parser.add_argument(
         "--ps-config", default=os.path.join(REPO, "configs", "synthetic", "person_search.yaml")
     )
+    parser.add_argument("--device", default="cpu", help="cuda: the paper-configuration mode")
+    parser.add_argument("--paper", action="store_true", help="paper-configuration mode")
+    parser.add_argument("--amp", default="both", choices=["both", "on", "off"])
+    parser.add_argument("--ims-per-batch", type=int, default=16)
+    parser.add_argument(
+        "--paper-config", default=os.path.join(REPO, "configs", "Base-PersonSearch.yaml")
+    )
+    parser.add_argument("--json", default="", help="write the paper-mode figures here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.paper or args.device.startswith("cuda"):
+        paper_mode(args)
+        return
     print(f"torch threads: {torch.get_num_threads()}, device: cpu")
     r = reid_throughput(args.reid_config, args.iters, args.warmup)
     print(

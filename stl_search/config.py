@@ -165,6 +165,31 @@ def _add_test_config(cfg: CN) -> None:
     # red. (0, 0) draws none.
     cfg.TEST.PERSON_SEARCH.RETRIEVAL_GRID = (8, 5)
 
+    # Images (gallery pass) or query images (query pass) per inference batch, per process: the
+    # evaluation's test loaders (stl_search/data/build.py). Detectron2 pads a batch to its largest
+    # image, which moves boxes / embeddings only by float rounding (tests/modeling/test_fast_path.py
+    # measures it); 1 keeps the metrics bit-identical to one image at a time.
+    cfg.TEST.IMS_PER_BATCH = 1
+
+    # Inference fast path (stl_search/modeling/fast_path.py), each piece exact to float rounding
+    # except TF32. Applied to a copy of the model by prepare_inference_model (evaluation, search).
+    cfg.TEST.FAST_PATH = CN()
+    # Fold every fixed-statistics BatchNorm (FrozenBN, or BN in eval mode) into the preceding
+    # convolution; IBN's InstanceNorm half stays.
+    cfg.TEST.FAST_PATH.FOLD_BN = False
+    # Parameters and the backbone input in torch.channels_last (NHWC) memory format.
+    cfg.TEST.FAST_PATH.CHANNELS_LAST = False
+    # CUDA only, process-wide: TF32 matmuls / convolutions (10-bit mantissa inputs: not exact)
+    # and cudnn.benchmark (autotuned convolution algorithms; pays off for fixed input sizes).
+    cfg.TEST.FAST_PATH.TF32 = False
+    cfg.TEST.FAST_PATH.CUDNN_BENCHMARK = False
+
+    # Inference under torch.autocast: the convolutions and matmuls in DTYPE ("float16" or
+    # "bfloat16"; bfloat16 on the CPU), RoI pooling from float32 features, outputs in float32.
+    cfg.TEST.AMP = CN()
+    cfg.TEST.AMP.ENABLED = False
+    cfg.TEST.AMP.DTYPE = "float16"
+
 
 def _add_reid_config(cfg: CN) -> None:
     # STL step 1: pretrain the whole ResNet-IBN-a as a Re-ID model on person crops cut from the

@@ -86,6 +86,7 @@ def main(argv: Sequence[str] = None) -> None:
         default="prw",
         help="json: train and evaluate from the synthetic set as a person-search JSON file",
     )
+    parser.add_argument("--device", default=None, help="MODEL.DEVICE override (e.g. cuda)")
     args = parser.parse_args(argv)
     suffix = "_json" if args.data_format == "json" else ""
     out = os.path.abspath(args.output or os.path.join(REPO, "output", "stl_pipeline" + suffix))
@@ -94,6 +95,8 @@ def main(argv: Sequence[str] = None) -> None:
     extra = (
         ["DATALOADER.NUM_WORKERS", str(args.num_workers)] if args.num_workers is not None else []
     )
+    device = ["MODEL.DEVICE", args.device] if args.device else []
+    extra += device
     t0 = time.time()
 
     pretrain_dir = os.path.join(out, "1_stl_pretrain")
@@ -197,6 +200,7 @@ def main(argv: Sequence[str] = None) -> None:
             os.path.join(search_dir, "model_final.pth"),
             "MODEL.MRFP.ENABLED",
             "True",
+            *device,
         ],
         os.path.join(index_dir, "manifest.json"),
         args.force,

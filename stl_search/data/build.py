@@ -3,7 +3,11 @@
 - training: a resumable stream (``stl_search.data.resumable``): sample ``p`` of the stream is a
   pure function of (seed, p), so a job resumed at iteration ``i`` sees exactly the batches an
   uninterrupted job would have seen from ``i`` on. ``PersonSearchTrainer`` trains on it.
-- gallery and query splits: Detectron2's test loader, one image per batch, in data set order;
+- gallery and query splits: Detectron2's test-loader pieces (``InferenceSampler``, which splits
+  the set over the processes in order, and ``trivial_batch_collator``) with a batch size,
+  ``TEST.IMS_PER_BATCH`` images per batch, in data set order. (Detectron2 v0.6's
+  ``build_detection_test_loader`` has no batch size argument; this loader is the same on v0.6 and
+  on Detectron2's main branch.)
   :func:`build_person_search_eval_loader` chains a gallery split and its queries into one loader,
   so that Detectron2's own ``inference_on_dataset`` / ``DefaultTrainer.test`` run both passes of
   person search with a ``PersonSearchEvaluator``.
@@ -14,13 +18,17 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator, Optional, Sequence
 
+import torch.utils.data
 from detectron2.config import CfgNode
 from detectron2.data import (
+    DatasetFromList,
+    MapDataset,
     MetadataCatalog,
     build_batch_data_loader,
-    build_detection_test_loader,
     get_detection_dataset_dicts,
 )
+from detectron2.data.build import trivial_batch_collator
+from detectron2.data.samplers import InferenceSampler
 
 from .mapper import PersonSearchDatasetMapper
 from .resumable import PositionSampler, PositionSeededDataset
@@ -66,13 +74,37 @@ def build_person_search_train_loader(cfg: CfgNode, seed: Optional[int] = None, s
     )
 
 
-def build_person_search_test_loader(cfg: CfgNode, dataset_name: str, mode: str = "test"):
-    """One image per batch, in data set order: a gallery split (``mode="test"``) or a query split
-    (``mode="query"``). Works on Detectron2 v0.6 (no ``batch_size`` argument)."""
+def build_person_search_test_loader(
+    cfg: CfgNode, dataset_name: str, mode: str = "test", batch_size: Optional[int] = None
+) -> torch.utils.data.DataLoader:
+    """Batches of mapped images of a gallery split (``mode="test"``) or a query split
+    (``mode="query"``), in data set order, each process getting its ``InferenceSampler`` share.
+
+    Args:
+        cfg: the config: ``TEST.IMS_PER_BATCH``, ``DATALOADER.NUM_WORKERS``, ``INPUT.*``.
+        dataset_name: a registered split.
+        mode: the mapper's mode, ``"test"`` or ``"query"``.
+        batch_size: images per batch; default ``TEST.IMS_PER_BATCH``. The last batch may be
+            smaller.
+    """
     if mode not in ("test", "query"):
         raise ValueError(f"test loader mode must be 'test' or 'query', got {mode!r}")
-    return build_detection_test_loader(
-        cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, mode=mode)
+    if batch_size is None:
+        batch_size = cfg.TEST.IMS_PER_BATCH
+    if batch_size < 1:
+        raise ValueError(f"TEST.IMS_PER_BATCH must be >= 1, got {batch_size}")
+    dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    dataset = MapDataset(
+        DatasetFromList(dicts, copy=False), PersonSearchDatasetMapper(cfg, mode=mode)
+    )
+    batches = torch.utils.data.BatchSampler(
+        InferenceSampler(len(dataset)), batch_size, drop_last=False
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=trivial_batch_collator,
     )
 
 
@@ -100,7 +132,8 @@ def build_person_search_eval_loader(
     cfg: CfgNode, gallery_name: str, query_name: Optional[str] = None
 ) -> ChainedLoader:
     """The gallery split ``gallery_name`` (``mode="test"``), then its query split
-    (``mode="query"``), one image per batch: both passes of person search in one loader.
+    (``mode="query"``), ``TEST.IMS_PER_BATCH`` images per batch: both passes of person search in
+    one loader.
 
     With it, Detectron2's ``inference_on_dataset(model, loader, PersonSearchEvaluator(cfg,
     gallery_name))`` evaluates person search: the model answers query inputs (they carry

@@ -26,6 +26,7 @@ from detectron2.data import detection_utils as utils
 from PIL import Image
 
 from ..data.mapper import PersonSearchDatasetMapper
+from ..modeling.fast_path import prepare_inference_model
 from .model import build_inference_model
 
 __all__ = ["Detections", "PersonSearchPredictor", "ImageLike", "read_image"]
@@ -85,7 +86,7 @@ class PersonSearchPredictor:
             if self.cfg.MODEL.WEIGHTS and not os.path.isfile(self.cfg.MODEL.WEIGHTS):
                 raise FileNotFoundError(f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS} does not exist")
             model = build_inference_model(self.cfg)  # needs no training set
-        self.model = model.eval()
+        self.model = prepare_inference_model(model, self.cfg).eval()  # TEST.FAST_PATH
         self.gallery_mapper = PersonSearchDatasetMapper(self.cfg, mode="test")
         self.query_mapper = PersonSearchDatasetMapper(self.cfg, mode="query")
         self.input_format = self.cfg.INPUT.FORMAT

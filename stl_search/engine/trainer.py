@@ -41,6 +41,7 @@ from ..data.build import (
     data_stream_seed,
 )
 from ..evaluation import PersonSearchEvaluator, inference_on_person_search
+from ..modeling.fast_path import prepare_inference_model
 from ..utils.io import atomic_write_json
 from .batch_norm import maybe_sync_batchnorm
 from .checkpoint import PersonSearchCheckpointer
@@ -119,7 +120,8 @@ class PersonSearchTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str, mode: str = "test"):
-        """Gallery (``mode="test"``) or query (``mode="query"``) loader, one image per batch."""
+        """Gallery (``mode="test"``) or query (``mode="query"``) loader, ``TEST.IMS_PER_BATCH``
+        images per batch."""
         return build_person_search_test_loader(cfg, dataset_name, mode)
 
     @classmethod
@@ -141,7 +143,9 @@ class PersonSearchTrainer(DefaultTrainer):
         cls, cfg: CfgNode, model, evaluators: Optional[List] = None
     ) -> "OrderedDict[str, Any]":
         """Evaluate ``model`` on every (gallery, query) pair of ``DATASETS.TEST`` /
-        ``DATASETS.QUERY``."""
+        ``DATASETS.QUERY``, on the inference fast path of ``TEST.FAST_PATH`` (a prepared copy of
+        ``model`` when a piece is on; ``model`` itself is never changed)."""
+        model = prepare_inference_model(model, cfg)
         results: "OrderedDict[str, Any]" = OrderedDict()
         for idx, gallery_name in enumerate(cfg.DATASETS.TEST):
             query_name = query_split_for(cfg, gallery_name)

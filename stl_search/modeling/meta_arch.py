@@ -20,8 +20,12 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 import torch
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, Instances
+
+from .separable_roi_align import SeparableRoIAlign
 
 __all__ = ["PersonSearchRCNN"]
 
@@ -29,6 +33,34 @@ __all__ = ["PersonSearchRCNN"]
 @META_ARCH_REGISTRY.register()
 class PersonSearchRCNN(GeneralizedRCNN):
     """One-step person search on Detectron2's R-CNN; see the module docstring."""
+
+    @configurable
+    def __init__(self, *, inference_amp_dtype: Optional[str] = None, **kwargs):
+        """
+        NOTE: the other arguments are those of Detectron2's ``GeneralizedRCNN``.
+
+        Args:
+            inference_amp_dtype (str or None): ``"float16"`` or ``"bfloat16"``: inference runs
+                under ``torch.autocast`` in that dtype (``TEST.AMP``), with RoI pooling reading
+                float32 features (box coordinates keep full precision) and every floating output
+                returned in float32. None: float32 throughout.
+        """
+        super().__init__(**kwargs)
+        if inference_amp_dtype not in (None, "float16", "bfloat16"):
+            raise ValueError(
+                f"TEST.AMP.DTYPE must be 'float16' or 'bfloat16', got {inference_amp_dtype!r}"
+            )
+        self.inference_amp_dtype = inference_amp_dtype
+        if inference_amp_dtype is not None:
+            for m in self.modules():
+                if isinstance(m, (ROIPooler, SeparableRoIAlign)):
+                    m.register_forward_pre_hook(_float32_features)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret["inference_amp_dtype"] = cfg.TEST.AMP.DTYPE if cfg.TEST.AMP.ENABLED else None
+        return ret
 
     def inference(
         self,
@@ -39,9 +71,36 @@ class PersonSearchRCNN(GeneralizedRCNN):
         """Gallery inputs: detection + embeddings; inputs carrying ``query_boxes``: their
         embeddings.
 
-        A batch may mix both kinds; results come back in input order.
+        A batch may mix both kinds; results come back in input order. Under ``TEST.AMP`` the
+        forward runs in autocast and the outputs come back in float32.
         """
         assert not self.training
+        if self.inference_amp_dtype is None:
+            return self._inference(batched_inputs, detected_instances, do_postprocess)
+        dtype = getattr(torch, self.inference_amp_dtype)
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            results = self._inference(batched_inputs, detected_instances, do_postprocess)
+        return [_outputs_to_float32(r) for r in results]
+
+    def _inference(self, batched_inputs, detected_instances, do_postprocess):
+        """Images of one size go through the network together; a batch of several sizes is run
+        as one sub-batch per size. (Padding a smaller image to the batch's size would change the
+        InstanceNorm statistics of IBN and the border of every feature map: not the same result
+        as the image alone.)"""
+        groups: Dict[tuple, List[int]] = {}
+        for i, x in enumerate(batched_inputs):
+            groups.setdefault(tuple(x["image"].shape[-2:]), []).append(i)
+        if len(groups) == 1:
+            return self._inference_one_size(batched_inputs, detected_instances, do_postprocess)
+        results: List[Optional[Dict]] = [None] * len(batched_inputs)
+        for idx in groups.values():
+            dets = None if detected_instances is None else [detected_instances[i] for i in idx]
+            part = self._inference_one_size([batched_inputs[i] for i in idx], dets, do_postprocess)
+            for i, r in zip(idx, part):
+                results[i] = r
+        return results
+
+    def _inference_one_size(self, batched_inputs, detected_instances, do_postprocess):
         is_query = ["query_boxes" in x for x in batched_inputs]
         if detected_instances is not None or not any(is_query):
             return super().inference(batched_inputs, detected_instances, do_postprocess)
@@ -69,6 +128,31 @@ class PersonSearchRCNN(GeneralizedRCNN):
         for emb in embeddings.split([len(b) for b in boxes]):
             out.append({"query_embedding": emb[0] if emb.shape[0] == 1 else emb})
         return out
+
+
+def _float32_features(module, args):
+    """Forward pre-hook of a RoI pooler under autocast: pool from float32 feature maps."""
+    features, *rest = args
+    return ([f.float() for f in features], *rest)
+
+
+def _outputs_to_float32(result: Dict) -> Dict:
+    """One image's result with every floating tensor (also inside ``Instances``) in float32."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, Instances):
+            inst = Instances(value.image_size)
+            for name, field in value.get_fields().items():
+                if isinstance(field, torch.Tensor) and field.is_floating_point():
+                    field = field.float()
+                elif isinstance(field, Boxes):
+                    field = Boxes(field.tensor.float())
+                inst.set(name, field)
+            value = inst
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.float()
+        out[key] = value
+    return out
 
 
 def _as_boxes(b) -> Boxes:

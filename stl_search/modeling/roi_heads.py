@@ -140,8 +140,8 @@ class PersonSearchROIHeads(StandardROIHeads):
 
     def embed(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         """L2-normalised embeddings of ``boxes`` (per image, input frame), concatenated:
-        ``(R, D)``."""
-        return F.normalize(self.id_head(self.id_pooler(features, boxes)), dim=1)
+        ``(R, D)``, in float32 (normalised in float32 also under a reduced-precision autocast)."""
+        return F.normalize(self.id_head(self.id_pooler(features, boxes)).float(), dim=1)
 
     # ---------------------------------------------------------------- training
     def _id_training_boxes(

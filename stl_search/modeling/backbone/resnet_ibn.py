@@ -67,9 +67,30 @@ class IBN(nn.Module):
         self.BN = get_norm(norm, channels - half)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.BN, nn.Identity) and not (torch.is_grad_enabled() and x.requires_grad):
+            return self._forward_bn_folded(x)
         a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
         # For one image both halves are already contiguous: .contiguous() copies nothing.
         return torch.cat((self.IN(a.contiguous()), self.BN(b.contiguous())), dim=1)
+
+    def _forward_bn_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with the BN half folded into the conv before it (the fast path,
+        ``stl_search.modeling.fast_path``): the second half passes as is, the first half is
+        instance-normalised in place, in any memory layout (no split / copy / concatenation)."""
+        a = x[:, : self.half]
+        var, mean = torch.var_mean(
+            a if a.dtype == torch.float32 else a.float(), dim=(2, 3), unbiased=False, keepdim=True
+        )
+        scale = var.add_(self.IN.eps).rsqrt_()
+        if self.IN.affine:
+            scale.mul_(self.IN.weight.view(1, -1, 1, 1))
+            shift = torch.addcmul(self.IN.bias.view(1, -1, 1, 1), mean, scale, value=-1.0)
+        else:
+            shift = mean.mul_(scale).neg_()
+        if a.dtype != torch.float32:
+            scale, shift = scale.to(a.dtype), shift.to(a.dtype)
+        a.mul_(scale).add_(shift)
+        return x
 
 
 class IBNBottleneckBlock(BottleneckBlock):

@@ -1,0 +1,57 @@
+"""A CPU proxy that the inference hot path stays lean: operator calls and host reads per image.
+
+On a GPU every operator call is at least one kernel launch plus host work, and every host read
+of a device value (``.item()``, ``nonzero``, a tensor's truth value) stalls the host until the
+GPU catches up; at batch 1 the host is the bottleneck (issue 14: 627 launches and 20
+synchronisations per image). Both counts are independent of the device, so they are counted here
+with ``torch.profiler`` on the CPU, on the tiny model with a fixed input and 5 forced detections.
+
+The bounds are the counts measured on the fast path (folded BN + channels-last) when they were set
+(torch 2.14.1; Detectron2 v0.6: 953 top-level operator calls, 21 host reads; Detectron2 main:
+958 and 21), plus a small margin. A change that adds per-image operators or host reads fails
+here; one that removes some should lower the bound.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+from detectron2.modeling import build_model
+from torch.profiler import ProfilerActivity, profile
+
+from stl_search.modeling.fast_path import prepare_inference_model
+
+from .helpers import synthetic_input
+
+MAX_TOP_LEVEL_OPS = 1000  # measured 953 (v0.6) / 958 (main), ~5% margin
+MAX_HOST_READS = 23  # measured 21: 10 _local_scalar_dense, 6 nonzero, 5 is_nonzero
+HOST_READS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero")
+
+
+def _is_op(event) -> bool:
+    return event.name.startswith(("aten::", "torchvision::"))
+
+
+def _profile(model, inputs):
+    with torch.no_grad():
+        model(inputs)  # warm-up: lazily built anchors, cached buffers
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = model(inputs)
+    ops = [e for e in prof.events() if _is_op(e)]
+    top_level = [e for e in ops if e.cpu_parent is None or not _is_op(e.cpu_parent)]
+    counts = collections.Counter(e.name for e in ops)
+    return out, len(top_level), sum(counts[k] for k in HOST_READS)
+
+
+def test_operator_calls_and_host_reads_per_image_stay_under_the_measured_bound(cfg):
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 5
+    cfg.TEST.FAST_PATH.FOLD_BN = True
+    cfg.TEST.FAST_PATH.CHANNELS_LAST = True
+    model = prepare_inference_model(build_model(cfg), cfg)
+    d = synthetic_input(h=96, w=64)
+    out, n_ops, n_reads = _profile(model, [{"image": d["image"], "height": 96, "width": 64}])
+    assert len(out[0]["instances"]) == 5
+    assert n_ops <= MAX_TOP_LEVEL_OPS, f"{n_ops} operator calls per image"
+    assert n_reads <= MAX_HOST_READS, f"{n_reads} host reads per image"
