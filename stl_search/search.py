@@ -24,7 +24,7 @@ from .engine.setup import load_config
 from .index.backends import ExactSearcher
 from .index.builder import commit_index, extract_shards, plan_index
 from .index.query import Hit, format_hits, search_index
-from .index.render import render
+from .index.render import check_picture_path, render
 from .index.shards import GalleryIndex
 from .index.sources import image_records
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] = None) -> List[Hit]:
     args = build_parser().parse_args(argv)
+    check_picture_path(args.out)
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     predictor = PersonSearchPredictor(cfg)

@@ -89,3 +89,27 @@ def test_search_rejects_a_box_outside_the_image(repo_root, tiny, tmp_path):
     )
     with pytest.raises(ValueError, match="not a box inside"):
         search.search(torch.nn.Identity(), cfg, query["file_name"], [0, 0, 1e5, 10], [])
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [("no_such_folder/result.png", "does not exist"), ("result.xyz", "cannot write '.xyz'")],
+)
+def test_search_checks_its_output_before_any_work(tmp_path, out, message):
+    """A bad ``--out`` fails at once, naming the path, before a model is built or a gallery read."""
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as raised:
+        search.main(
+            [
+                "--config-file",
+                "no_such_config.yaml",
+                "--query",
+                "q.jpg",
+                "--box",
+                "0",
+                "0",
+                "1",
+                "1",
+            ]
+            + ["--gallery", str(tmp_path), "--out", str(tmp_path / out)]
+        )
+    assert out.split("/")[-1] in str(raised.value)

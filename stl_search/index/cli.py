@@ -32,7 +32,7 @@ from ..engine.setup import load_config
 from .backends import BACKENDS, load_searcher
 from .builder import commit_index, config_of, extract_shards, plan_index
 from .query import Hit, format_hits, search_index, write_hits
-from .render import render
+from .render import check_picture_path, render
 from .shards import GalleryIndex
 from .sources import image_records, video_records
 
@@ -182,6 +182,7 @@ def run_build(args: argparse.Namespace) -> dict:
 
 
 def run_query(args: argparse.Namespace) -> List[Hit]:
+    check_picture_path(args.out + ".png")
     gallery = GalleryIndex.open(args.index)
     meta = {"index": args.index}
     if args.query_embedding:

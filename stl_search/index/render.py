@@ -15,7 +15,7 @@ from ..utils.io import atomic_open
 from .query import Hit
 from .sources import load_record
 
-__all__ = ["render"]
+__all__ = ["check_picture_path", "render"]
 
 
 def _panel(image: np.ndarray, box: Sequence[float], color, height: int, label: str) -> np.ndarray:
@@ -31,6 +31,21 @@ def _panel(image: np.ndarray, box: Sequence[float], color, height: int, label: s
 def _pixels(file_name: str, frame_index: int = -1) -> np.ndarray:
     record = {"file_name": file_name, "frame_index": frame_index, "timestamp": -1.0}
     return load_record(record, "BGR")["image"]
+
+
+def check_picture_path(out_path: str) -> None:
+    """Fail before any work when ``out_path`` cannot take the picture: a format OpenCV cannot
+    write, or a folder that does not exist or is not writable (each named)."""
+    extension = os.path.splitext(out_path)[1] or ".png"
+    if not cv2.haveImageWriter("x" + extension):
+        raise ValueError(
+            f"{out_path}: OpenCV cannot write {extension!r} pictures (use .png or .jpg)"
+        )
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{out_path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{out_path}: the folder {folder} is not writable")
 
 
 def render(
