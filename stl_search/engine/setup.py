@@ -11,6 +11,7 @@ checkpoints.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -35,9 +36,24 @@ class ConfigKeyError(KeyError):
         return str(self.args[0])
 
 
+def resolve_device(device: str) -> str:
+    """``device`` (``MODEL.DEVICE``), or ``"cpu"`` where it names CUDA and no GPU is visible.
+
+    The configs leave ``MODEL.DEVICE`` at Detectron2's default ``"cuda"``: a GPU is used when
+    present, the CPU otherwise (said as a warning).
+    """
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            "MODEL.DEVICE is %r but torch sees no GPU: running on the CPU", device
+        )
+        return "cpu"
+    return device
+
+
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
     """Detectron2 defaults + stl-search keys, then ``config_file`` (with its ``_BASE_``), then
-    ``opts``; then the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are registered.
+    ``opts``; then the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are registered, and
+    ``MODEL.DEVICE`` is resolved (:func:`resolve_device`).
 
     Raises:
         ConfigKeyError: naming the unknown key and where it came from.
@@ -62,6 +78,7 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
             raise ConfigKeyError(f"command-line override: {message}") from None
     for json_file in cfg.DATASETS.PERSON_SEARCH_JSON:  # before anything reads the data set names
         register_person_search_json(os.path.splitext(os.path.basename(json_file))[0], json_file)
+    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
     return cfg
 
 
