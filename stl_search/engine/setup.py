@@ -25,7 +25,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_stl_search_config
 from ..data.datasets.person_search_json import register_person_search_json
-from ..utils.io import atomic_open
+from ..utils.io import atomic_open, remove_stale_temp_files
 from ..utils.output_dir import claim_output_dir
 
 
@@ -105,10 +105,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
         stl_search.utils.output_dir.OutputDirInUseError: another run holds ``OUTPUT_DIR``.
         stl_search.utils.output_dir.ExistingRunError: a fresh training start over checkpoints
             without ``--resume`` or ``--overwrite``.
+
+    Once it holds the folder, the main process removes the temp files that killed runs left in
+    it (writes interrupted by a kill: ``stl_search.utils.io.remove_stale_temp_files``).
     """
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     eval_only = bool(getattr(args, "eval_only", False))
+    removed = []
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         claim_output_dir(
             cfg.OUTPUT_DIR,
@@ -116,10 +120,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
             eval_only=eval_only,
             overwrite=bool(getattr(args, "overwrite", False)),
         )
+        # The folder is ours now: temp files in it are those of killed writers.
+        removed = remove_stale_temp_files(cfg.OUTPUT_DIR)
     _default_setup(cfg, args, "config_eval.yaml" if eval_only else "config.yaml")
-    setup_logger(
+    logger = setup_logger(
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl"
     )
+    if removed:
+        logger.info("Removed %d temp file(s) left by interrupted writes: %s", len(removed), removed)
     return cfg
 
 
