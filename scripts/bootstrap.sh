@@ -52,10 +52,20 @@ else
   "${PIP[@]}" install -q -r "$ROOT/requirements-torch.txt"
 fi
 # From here on pip may not replace torch: a requirement that needs another one fails loudly.
-echo "torch==$(dist_version torch)" > "$work/keep-torch.txt"
+torch_version="$(dist_version torch)"
+echo "torch==$torch_version" > "$work/keep-torch.txt"
+torchvision_missing() {
+  echo "[bootstrap] ERROR: torchvision does not import with torch $torch_version in $VENV: install" \
+    "the torchvision built for that torch (from the index torch came from), then run this again" >&2
+  exit 1
+}
 if ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
-  echo "[bootstrap] installing the torchvision release built for torch $(dist_version torch)"
+  # A local build (2.x.y+cpu, +cu128) comes from PyTorch's own index, whose torchvision the
+  # registry's (built for the registry's torch) would not load with.
+  [[ "$torch_version" != *+* ]] || torchvision_missing
+  echo "[bootstrap] installing the torchvision release built for torch $torch_version"
   "${PIP[@]}" install -q -c "$work/keep-torch.txt" torchvision
+  "$PY" -c "import torchvision" >/dev/null 2>&1 || torchvision_missing
 fi
 "${PIP[@]}" install -q -c "$work/keep-torch.txt" -r "$ROOT/requirements.txt"
 
