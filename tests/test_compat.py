@@ -65,6 +65,8 @@ def test_cuda_falls_back_to_the_cpu_without_a_gpu_and_says_so(monkeypatch, caplo
     assert load_config().MODEL.DEVICE == "cuda" and resolve_device("cuda:1") == "cuda:1"
     assert load_config(opts=["MODEL.DEVICE", "cpu"]).MODEL.DEVICE == "cpu"
     assert not caplog.records
+    with pytest.raises(ValueError, match="MODEL.DEVICE 'gpu0' is not a torch device"):
+        load_config(opts=["MODEL.DEVICE", "gpu0"])
 
 
 def _frozen_layers(module):

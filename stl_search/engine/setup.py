@@ -41,8 +41,17 @@ def resolve_device(device: str) -> str:
 
     The configs leave ``MODEL.DEVICE`` at Detectron2's default ``"cuda"``: a GPU is used when
     present, the CPU otherwise (said as a warning).
+
+    Raises:
+        ValueError: when ``device`` is no torch device.
     """
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(
+            f"MODEL.DEVICE {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
         logging.getLogger(__name__).warning(
             "MODEL.DEVICE is %r but torch sees no GPU: running on the CPU", device
         )
