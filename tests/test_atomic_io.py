@@ -78,7 +78,11 @@ def _kill_a_writer_of(path):
     return pid
 
 
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked writer (POSIX)")
+def needs_fork(test):
+    """Kills a forked writer (POSIX). The child only writes a file and kills itself, so Python
+    3.12's warning about forking a multi-threaded process does not apply."""
+    test = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")(test)
+    return pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")(test)
 
 
 @needs_fork
