@@ -1,11 +1,12 @@
 """Config set-up shared by every entry point (train_net.py, pretrain_reid.py, search,
-benchmarks).
+benchmarks): config loading with the device actually used (``MODEL.DEVICE`` cuda falls back to
+the CPU without a GPU), logging, the output folder.
 
 A command's :func:`setup` first claims its ``OUTPUT_DIR`` (``stl_search.utils.output_dir``: one
-run per folder, no fresh start over an earlier run's checkpoints), then does what Detectron2's
-``default_setup`` does, except that an ``--eval-only`` run writes its config to
-``config_eval.yaml``: ``config.yaml`` stays the config of the training run that made the folder's
-checkpoints.
+run per folder, no fresh start over an earlier run's checkpoints) and removes the temp files that
+killed runs left there, then does what Detectron2's ``default_setup`` does, except that an
+``--eval-only`` run writes its config to ``config_eval.yaml``: ``config.yaml`` stays the config
+of the training run that made the folder's checkpoints.
 """
 
 from __future__ import annotations
