@@ -5,7 +5,8 @@ PY := .venv/bin/python
 env:
 	bash scripts/bootstrap.sh
 
-# Main job: the whole STL pipeline on the built-in synthetic data set (CPU), prints mAP / top-1.
+# Main job: the whole STL pipeline on the built-in synthetic data set (a GPU when torch sees one,
+# else the CPU), prints mAP / top-1.
 demo: env
 	$(PY) projects/stl_search/run_pipeline.py $(ARGS)
 

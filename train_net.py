@@ -9,7 +9,8 @@ One run per OUTPUT_DIR (a lock, OUTPUT_DIR/.lock); a fresh start where checkpoin
 --resume (continue) or --overwrite (delete them). --eval-only writes its config to
 config_eval.yaml, leaving the training run's config.yaml as it is.
 
-Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
+``MODEL.DEVICE`` (default ``cuda``) falls back to the CPU where no GPU is visible; with the CPU,
+``--num-gpus N`` starts N CPU processes (gloo).
 """
 
 from detectron2.utils import comm
@@ -18,7 +19,7 @@ import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
 from stl_search.engine.model import build_inference_model
 from stl_search.engine.report import format_results_table
-from stl_search.engine.setup import argument_parser, setup
+from stl_search.engine.setup import argument_parser, load_config, setup
 from stl_search.engine.trainer import PersonSearchTrainer
 
 
@@ -46,4 +47,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        device=load_config(args.config_file, args.opts).MODEL.DEVICE,
     )

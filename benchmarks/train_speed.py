@@ -109,7 +109,7 @@ def paper_training_speed(
 
 def reid_throughput(config: str, iters: int, warmup: int) -> dict:
     """Images/s and data-wait share of STL step 1 training steps."""
-    cfg = load_config(config)
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu"])  # a CPU benchmark (torch threads)
     cfg.freeze()
     crops, labels, num_classes = load_reid_train_set(cfg)
     model = build_reid_model(cfg, num_classes)
@@ -131,7 +131,8 @@ def reid_throughput(config: str, iters: int, warmup: int) -> dict:
 
 def person_search_iteration(config: str, iters: int, warmup: int) -> dict:
     """Seconds per person-search training iteration (forward, backward, step)."""
-    cfg = load_config(config, ["OUTPUT_DIR", os.path.join(REPO, "output", "bench_train_speed")])
+    out_dir = os.path.join(REPO, "output", "bench_train_speed")
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", out_dir])
     cfg.freeze()
     trainer = PersonSearchTrainer(cfg)
     total, data = timed_steps(trainer, iters, warmup)

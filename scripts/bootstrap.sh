@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Builds (or checks) the project's virtual environment from the package registries alone.
 #
-# Idempotent: a stamp inside the venv records a hash of this script, setup.py and
-# requirements.txt; when it matches and the venv imports everything, nothing is installed.
+# Idempotent: a stamp inside the venv records a hash of this script, setup.py and the
+# requirements files; when it matches and the venv imports everything, nothing is installed.
+#
+# torch: a torch already importable in the venv (the user's CUDA build, or one seen through
+# `python -m venv --system-site-packages`) is kept, and pinned as a constraint so that no later
+# step replaces it; a missing torchvision is then resolved to the release matching it. Only a
+# venv without torch gets requirements-torch.txt.
 #
 # Detectron2: an official Detectron2 already importable in the venv is kept. Otherwise, if
 # DETECTRON2_SPEC is set (e.g. 'git+https://github.com/facebookresearch/detectron2.git'), pip
@@ -18,7 +23,8 @@ STAMP="$VENV/.stl-search-stamp"
 D2_SDIST_NAME="pb1-detectron2==0.6"
 D2_SHA256="5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 
-want_stamp="$(cat "$ROOT/scripts/bootstrap.sh" "$ROOT/setup.py" "$ROOT/requirements.txt" | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat "$ROOT/scripts/bootstrap.sh" "$ROOT/setup.py" "$ROOT/requirements.txt" \
+  "$ROOT/requirements-torch.txt" | sha256sum | cut -d' ' -f1)"
 
 venv_ok() {
   [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
@@ -35,7 +41,33 @@ echo "[bootstrap] building environment in $VENV"
 PIP=("$PY" -m pip --disable-pip-version-check)
 # pip >= 25 refuses the Detectron2 sdist (it declares a direct-URL extra); 24.x downloads it.
 "${PIP[@]}" install -q "pip>=24,<25"
-"${PIP[@]}" install -q -r "$ROOT/requirements.txt"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+dist_version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
+if "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "[bootstrap] keeping the torch already in the venv: $(dist_version torch)"
+else
+  echo "[bootstrap] installing torch (requirements-torch.txt)"
+  "${PIP[@]}" install -q -r "$ROOT/requirements-torch.txt"
+fi
+# From here on pip may not replace torch: a requirement that needs another one fails loudly.
+torch_version="$(dist_version torch)"
+echo "torch==$torch_version" > "$work/keep-torch.txt"
+torchvision_missing() {
+  echo "[bootstrap] ERROR: torchvision does not import with torch $torch_version in $VENV: install" \
+    "the torchvision built for that torch (from the index torch came from), then run this again" >&2
+  exit 1
+}
+if ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
+  # A local build (2.x.y+cpu, +cu128) comes from PyTorch's own index, whose torchvision the
+  # registry's (built for the registry's torch) would not load with.
+  [[ "$torch_version" != *+* ]] || torchvision_missing
+  echo "[bootstrap] installing the torchvision release built for torch $torch_version"
+  "${PIP[@]}" install -q -c "$work/keep-torch.txt" torchvision
+  "$PY" -c "import torchvision" >/dev/null 2>&1 || torchvision_missing
+fi
+"${PIP[@]}" install -q -c "$work/keep-torch.txt" -r "$ROOT/requirements.txt"
 
 if "$PY" -c "import detectron2" >/dev/null 2>&1; then
   echo "[bootstrap] keeping the Detectron2 already in the venv: $("$PY" -c 'import detectron2,os; print(os.path.dirname(detectron2.__file__))')"
@@ -44,8 +76,6 @@ elif [ -n "${DETECTRON2_SPEC:-}" ]; then
   "${PIP[@]}" install --no-build-isolation "$DETECTRON2_SPEC"
 else
   echo "[bootstrap] installing $D2_SDIST_NAME (Detectron2 v0.6 Python source, no C++ extension)"
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
   # --no-build-isolation: the sdist's setup.py imports torch for its metadata.
   "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -d "$work" "$D2_SDIST_NAME"
   sdist="$(ls "$work"/pb1*detectron2-0.6.tar.gz)"
@@ -59,11 +89,19 @@ else
   # No layers/csrc in this sdist: build no extension.
   sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$src/setup.py"
   grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "[bootstrap] ERROR: could not disable the C++ extension in $src/setup.py" >&2; exit 1; }
+  # v0.6 names Image.LINEAR (removed in Pillow 10; the same filter as BILINEAR) as a default
+  # argument, so importing detectron2.data fails on a current Pillow: rename it in the source.
+  transform_py="$src/detectron2/data/transforms/transform.py"
+  sed -i 's/interp=Image\.LINEAR,/interp=Image.BILINEAR,/' "$transform_py"
+  if grep -rq 'Image\.LINEAR\b' "$src/detectron2" || ! grep -q 'interp=Image\.BILINEAR, fill=0' "$transform_py"; then
+    echo "[bootstrap] ERROR: could not replace Image.LINEAR in $transform_py" >&2
+    exit 1
+  fi
   cp "$ROOT/scripts/detectron2_C_placeholder.py" "$src/detectron2/_C.py"
   "${PIP[@]}" install -q --no-build-isolation --no-deps "$src"
 fi
 
 "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
-"$PY" -c "import torch, torchvision, detectron2, detectron2.engine, stl_search; print('[bootstrap] torch', torch.__version__, '| detectron2', detectron2.__version__, 'at', detectron2.__file__)"
+"$PY" -c "import torch, torchvision, PIL, detectron2, detectron2.data, detectron2.engine, stl_search; print('[bootstrap] torch', torch.__version__, '| Pillow', PIL.__version__, '| detectron2', detectron2.__version__, 'at', detectron2.__file__)"
 echo "$want_stamp" > "$STAMP"
 echo "[bootstrap] done"

@@ -3,12 +3,16 @@
 Both report ``detectron2.__version__ == "0.6"``, so differences are feature-detected here and
 nowhere else:
 
-- ``launch``: v0.6 asserts CUDA and uses NCCL for more than one process; main falls back to gloo
-  on machines without a GPU. :func:`launch` uses Detectron2's whenever it can run the job and an
-  equivalent gloo launcher otherwise (CPU multi-process on v0.6).
+- ``launch``: both pick NCCL and assert one GPU per process whenever CUDA is available (v0.6
+  even without one), whatever device the job asks for. :func:`launch` follows the requested
+  device instead: Detectron2's launcher for GPU processes, an equivalent gloo launcher for CPU
+  processes.
 - ``create_ddp_model``: both pass ``device_ids=[local_rank]``, which DDP rejects for CPU modules;
   ``DefaultTrainer.__init__`` calls it (both versions): :func:`cpu_ddp_in_default_trainer`.
 - ``SimpleTrainer`` data iterator: v0.6 creates it in ``__init__``, main lazily.
+- ``FrozenBatchNorm2d.convert_frozen_batchnorm``: main copies the ``num_batches_tracked`` counter
+  of the converted batch norm into the frozen layer's state dict, v0.6 does not.
+  :func:`drop_frozen_batchnorm_counters` gives both v0.6's layout (a frozen layer counts nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.engine.train_loop import SimpleTrainer
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import Backbone
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
@@ -43,15 +48,23 @@ def launch(
     dist_url: Optional[str] = None,
     args: Sequence[Any] = (),
     timeout: timedelta = DEFAULT_TIMEOUT,
+    device: Optional[str] = None,
 ) -> None:
-    """Detectron2's ``launch``, also for CPU processes on Detectron2 v0.6.
+    """Detectron2's ``launch``, also for CPU processes (gloo), with or without a GPU present.
 
-    ``num_gpus_per_machine`` counts processes per machine (GPUs, or CPU processes when there
-    is no GPU). Detectron2's own launcher runs the job when it can: one process, a GPU present,
-    or Detectron2 main (which picks gloo without a GPU).
+    Args:
+        num_gpus_per_machine: processes per machine: GPUs, or CPU processes when ``device`` is
+            the CPU.
+        device: where the processes compute, as ``MODEL.DEVICE`` names it (``"cpu"``,
+            ``"cuda"``, ``"cuda:0"``); None: CUDA when it is available, else the CPU. One
+            process, or GPU processes, run through Detectron2's launcher; several CPU processes
+            through a gloo launcher that never touches CUDA.
+        Other arguments: as Detectron2's ``launch``.
     """
     world_size = num_machines * num_gpus_per_machine
-    if world_size <= 1 or torch.cuda.is_available() or IS_D2_MAIN:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world_size <= 1 or torch.device(device).type == "cuda":
         d2_launch(
             main_func,
             num_gpus_per_machine,
@@ -147,3 +160,19 @@ def replace_trainer_data_loader(trainer: SimpleTrainer, data_loader: Any) -> Non
         trainer._data_loader_iter_obj = None
     else:
         trainer._data_loader_iter = iter(data_loader)
+
+
+def drop_frozen_batchnorm_counters(module: torch.nn.Module) -> torch.nn.Module:
+    """Drop ``num_batches_tracked`` from the state dict of every ``FrozenBatchNorm2d`` (in place).
+
+    On Detectron2 main, layers frozen by ``convert_frozen_batchnorm`` (``FREEZE_AT > 0``) keep
+    the counter of the batch norm they replace; v0.6's never have one, nor do frozen layers built
+    directly (``norm="FrozenBN"``) or the STL export. A frozen layer never reads it.
+
+    Returns:
+        ``module``.
+    """
+    for layer in module.modules():
+        if isinstance(layer, FrozenBatchNorm2d) and "num_batches_tracked" in layer._buffers:
+            layer.num_batches_tracked = None  # a None buffer is left out of the state dict
+    return module

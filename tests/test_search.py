@@ -27,6 +27,8 @@ def tiny(tmp_path_factory):
 def test_search_ranks_gallery_and_draws(repo_root, tiny, tmp_path, capsys):
     config = os.path.join(repo_root, "configs", "synthetic", "person_search.yaml")
     overrides = [
+        "MODEL.DEVICE",
+        "cpu",
         "DATASETS.TRAIN",
         f"('{tiny}_train',)",
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
@@ -85,7 +87,7 @@ def test_search_rejects_a_box_outside_the_image(repo_root, tiny, tmp_path):
     query = DatasetCatalog.get(f"{tiny}_query")[0]
     cfg = load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
-        ["DATASETS.TRAIN", f"('{tiny}_train',)"],
+        ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{tiny}_train',)"],
     )
     with pytest.raises(ValueError, match="not a box inside"):
         search.search(torch.nn.Identity(), cfg, query["file_name"], [0, 0, 1e5, 10], [])

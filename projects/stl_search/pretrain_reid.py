@@ -8,12 +8,13 @@ person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
     python projects/stl_search/pretrain_reid.py --config-file ... --eval-only \
         MODEL.WEIGHTS out/model_final.pth
 
-Without a GPU add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU processes (gloo).
+``MODEL.DEVICE`` (default ``cuda``) falls back to the CPU where no GPU is visible; with the CPU,
+``--num-gpus N`` starts N CPU processes (gloo).
 """
 
 import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
-from stl_search.engine.setup import argument_parser, setup
+from stl_search.engine.setup import argument_parser, load_config, setup
 from stl_search.reid.trainer import run_pretraining
 
 
@@ -32,4 +33,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        device=load_config(args.config_file, args.opts).MODEL.DEVICE,
     )

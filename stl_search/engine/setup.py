@@ -1,16 +1,18 @@
 """Config set-up shared by every entry point (train_net.py, pretrain_reid.py, search,
-benchmarks).
+benchmarks): config loading with the device actually used (``MODEL.DEVICE`` cuda falls back to
+the CPU without a GPU), logging, the output folder.
 
 A command's :func:`setup` first claims its ``OUTPUT_DIR`` (``stl_search.utils.output_dir``: one
-run per folder, no fresh start over an earlier run's checkpoints), then does what Detectron2's
-``default_setup`` does, except that an ``--eval-only`` run writes its config to
-``config_eval.yaml``: ``config.yaml`` stays the config of the training run that made the folder's
-checkpoints.
+run per folder, no fresh start over an earlier run's checkpoints) and removes the temp files that
+killed runs left there, then does what Detectron2's ``default_setup`` does, except that an
+``--eval-only`` run writes its config to ``config_eval.yaml``: ``config.yaml`` stays the config
+of the training run that made the folder's checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -24,7 +26,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_stl_search_config
 from ..data.datasets.person_search_json import register_person_search_json
-from ..utils.io import atomic_open
+from ..utils.io import atomic_open, remove_stale_temp_files
 from ..utils.output_dir import claim_output_dir
 
 
@@ -35,9 +37,33 @@ class ConfigKeyError(KeyError):
         return str(self.args[0])
 
 
+def resolve_device(device: str) -> str:
+    """``device`` (``MODEL.DEVICE``), or ``"cpu"`` where it names CUDA and no GPU is visible.
+
+    The configs leave ``MODEL.DEVICE`` at Detectron2's default ``"cuda"``: a GPU is used when
+    present, the CPU otherwise (said as a warning).
+
+    Raises:
+        ValueError: when ``device`` is no torch device.
+    """
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(
+            f"MODEL.DEVICE {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            "MODEL.DEVICE is %r but torch sees no GPU: running on the CPU", device
+        )
+        return "cpu"
+    return device
+
+
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
     """Detectron2 defaults + stl-search keys, then ``config_file`` (with its ``_BASE_``), then
-    ``opts``; then the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are registered.
+    ``opts``; then the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are registered, and
+    ``MODEL.DEVICE`` is resolved (:func:`resolve_device`).
 
     Raises:
         ConfigKeyError: naming the unknown key and where it came from.
@@ -62,6 +88,7 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
             raise ConfigKeyError(f"command-line override: {message}") from None
     for json_file in cfg.DATASETS.PERSON_SEARCH_JSON:  # before anything reads the data set names
         register_person_search_json(os.path.splitext(os.path.basename(json_file))[0], json_file)
+    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
     return cfg
 
 
@@ -88,10 +115,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
         stl_search.utils.output_dir.OutputDirInUseError: another run holds ``OUTPUT_DIR``.
         stl_search.utils.output_dir.ExistingRunError: a fresh training start over checkpoints
             without ``--resume`` or ``--overwrite``.
+
+    Once it holds the folder, the main process removes the temp files that killed runs left in
+    it (writes interrupted by a kill: ``stl_search.utils.io.remove_stale_temp_files``).
     """
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     eval_only = bool(getattr(args, "eval_only", False))
+    removed = []
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         claim_output_dir(
             cfg.OUTPUT_DIR,
@@ -99,10 +130,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
             eval_only=eval_only,
             overwrite=bool(getattr(args, "overwrite", False)),
         )
+        # The folder is ours now: temp files in it are those of killed writers.
+        removed = remove_stale_temp_files(cfg.OUTPUT_DIR)
     _default_setup(cfg, args, "config_eval.yaml" if eval_only else "config.yaml")
-    setup_logger(
+    logger = setup_logger(
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl"
     )
+    if removed:
+        logger.info("Removed %d temp file(s) left by interrupted writes: %s", len(removed), removed)
     return cfg
 
 

@@ -1,27 +1,65 @@
-"""Atomic writes and safe loads: nothing this project writes is ever left half-written."""
+"""Atomic writes and safe loads: nothing this project writes is ever left half-written.
+
+A write goes to a temp file beside its target, named ``.<target>.<pid>.<8 hex>.stl-tmp``, which
+is fsync'ed, renamed over the target, and the directory fsync'ed. An exception removes the temp
+file; a kill cannot, so each run removes those its killed predecessors left in its output folder
+(:func:`remove_stale_temp_files`, called by ``stl_search.engine.setup.setup``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
-from typing import IO, Any, Iterator
+import re
+import secrets
+from typing import IO, Any, Iterator, List, Tuple
 
 import torch
+
+TEMP_SUFFIX = ".stl-tmp"
+_TEMP_NAME = re.compile(
+    r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$"
+)
+
+
+def _create_temp_file(path: str) -> Tuple[int, str]:
+    """A new temp file beside ``path``, created like ``open(..., "w")`` would: mode 0o666 less the
+    umask (``tempfile.mkstemp`` would give 0o600)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # 2**32 names: another writer of this process drew the same
+            continue
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened
+    (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success, fsync it and rename it over ``path``.
+    """Open a temporary file beside ``path``; on success, fsync it, rename it over ``path`` and
+    fsync the directory. The new file's permissions are those of a plain ``open`` (the umask's).
 
-    A crash or an exception leaves the previous ``path`` (if any) untouched and no temp file.
+    A crash or an exception leaves the previous ``path`` (if any) untouched; an exception also
+    leaves no temp file.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
+    fd, tmp = _create_temp_file(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -32,6 +70,40 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    _fsync_directory(directory)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows: os.kill would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Remove the temp files of :func:`atomic_open` under ``directory`` (recursively) whose
+    writing process is gone, i.e. that a killed run left. Nothing else is touched: only names of
+    this module's pattern, and never those of a live process on this machine.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            match = _TEMP_NAME.match(name)
+            if match is None or _process_alive(int(match["pid"])):
+                continue
+            path = os.path.join(root, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
 
 
 def atomic_write_json(obj: Any, path: str) -> None:

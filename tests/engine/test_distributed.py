@@ -1,5 +1,5 @@
-"""Two CPU processes (gloo) started through ``stl_search.compat.launch`` (Detectron2's launch where
-it supports the machine) give the same person-search and Re-ID metrics as one process, and Re-ID
+"""Two CPU processes (gloo) started through ``stl_search.compat.launch`` (also where a GPU is
+visible) give the same person-search and Re-ID metrics as one process, and Re-ID
 pretraining runs its batches under DDP and exports."""
 
 import json
@@ -81,6 +81,8 @@ def _worker(root: str, out_dir: str, repo_root: str) -> None:
     cfg = load_config(
         os.path.join(repo_root, "configs", "STL", "synthetic.yaml"),
         [
+            "MODEL.DEVICE",
+            "cpu",
             "DATASETS.TRAIN",
             f"('{PREFIX}_train',)",
             "DATASETS.TEST",
@@ -137,7 +139,7 @@ def test_two_processes_give_the_metrics_of_one(repo_root, tmp_path):
     for world in (1, 2):
         out = str(tmp_path / f"world{world}")
         os.makedirs(out)
-        launch(_worker, world, dist_url="auto", args=(root, out, repo_root))
+        launch(_worker, world, dist_url="auto", args=(root, out, repo_root), device="cpu")
         with open(os.path.join(out, "result.json")) as f:
             results[world] = json.load(f)
         assert results[world]["world"] == world

@@ -45,6 +45,8 @@ def _trainer_cfg(repo_root, root, out_dir, *opts):
     return load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
         [
+            "MODEL.DEVICE",
+            "cpu",
             *train_only_datasets(PREFIX),
             *SHORT_TRAIN_OPTS,
             "SOLVER.MAX_ITER",
@@ -169,7 +171,9 @@ def _ddp_worker(repo_root, root, out_dir):
 
 
 def test_two_cpu_processes_train_under_ddp(repo_root, tiny_root, tmp_path):
-    launch(_ddp_worker, 2, dist_url="auto", args=(repo_root, tiny_root, str(tmp_path)))
+    launch(
+        _ddp_worker, 2, dist_url="auto", args=(repo_root, tiny_root, str(tmp_path)), device="cpu"
+    )
     with open(tmp_path / "ddp.json") as f:
         result = json.load(f)
     assert result == {"world": 2, "ddp": True, "device_ids": None, "simple": True, "iter": 2}

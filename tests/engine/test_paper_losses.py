@@ -66,7 +66,7 @@ def _oim_worker(out_dir: str) -> None:
 
 
 def test_oim_tables_identical_on_all_ranks_after_a_ddp_step(tmp_path):
-    launch(_oim_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    launch(_oim_worker, 2, dist_url="auto", args=(str(tmp_path),), device="cpu")
     ranks = [safe_torch_load(str(tmp_path / f"oim_rank{r}.pth")) for r in (0, 1)]
     assert set(ranks[0]) == {"lut", "queue", "queue_ptr"}
     for key in ranks[0]:

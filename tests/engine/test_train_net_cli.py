@@ -40,6 +40,8 @@ def _train_net(
             "--config-file",
             os.path.join(repo_root, "configs", config),
             *argv,
+            "MODEL.DEVICE",
+            "cpu",
             *SHORT_TRAIN_OPTS,
             "SOLVER.STEPS",
             "()",

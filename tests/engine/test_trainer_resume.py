@@ -42,6 +42,8 @@ def _cfg(repo_root, prefix, out_dir, seed=7):
     return load_config(
         os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
         [
+            "MODEL.DEVICE",
+            "cpu",
             *train_only_datasets(prefix),
             *SHORT_TRAIN_OPTS,
             "SOLVER.MAX_ITER",

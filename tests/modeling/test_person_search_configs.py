@@ -69,6 +69,7 @@ def test_config_merges_with_paper_settings(path):
 def test_synthetic_config_builds_and_trains_one_step():
     cfg = _load(os.path.join(REPO, "configs", "synthetic", "person_search.yaml"))
     cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES = 7  # do not read (or generate) the synthetic set here
+    cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).train()
     assert model.roi_heads.id_head.embedding_dim == 256
     with EventStorage(0):

@@ -105,6 +105,8 @@ def test_synthetic_config_trains_on_the_real_crop_set(tmp_path, repo_root, monke
     cfg = load_config(
         os.path.join(repo_root, "configs", "STL", "synthetic.yaml"),
         [
+            "MODEL.DEVICE",
+            "cpu",
             "OUTPUT_DIR",
             str(tmp_path),
             *SHORT_PRETRAINING_OPTS,

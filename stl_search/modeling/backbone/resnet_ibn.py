@@ -22,6 +22,8 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 from torch import nn
 
+from ...compat import drop_frozen_batchnorm_counters
+
 __all__ = [
     "BLOCKS_PER_STAGE",
     "IBN",
@@ -258,6 +260,7 @@ def build_resnet_ibn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
     for name in STAGE_NAMES[:num_stages]:
         stages.append(_stage_blocks(cfg, name, in_channels))
         in_channels = stage_out_channels(cfg, name)
-    return ResNet(
+    backbone = ResNet(
         stem, stages, out_features=list(out_features), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
     )
+    return drop_frozen_batchnorm_counters(backbone)  # one state-dict layout on v0.6 and main
