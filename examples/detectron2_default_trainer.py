@@ -13,7 +13,8 @@ Detectron2 user writes for any model (as in Detectron2's ``tools/train_net.py``)
   the gallery's metadata ``query_name``).
 
 The ID classifier's size (``MODEL.PERSON_SEARCH.NUM_IDENTITIES``) is set in ``setup`` from the
-training split when the config leaves it at 0.
+training split when the config leaves it at 0. As with any Detectron2 config, ``MODEL.DEVICE`` is
+Detectron2's default ``cuda`` unless given: add ``MODEL.DEVICE cpu`` on a machine without a GPU.
 
     python examples/detectron2_default_trainer.py \\
         --config-file configs/synthetic/person_search.yaml [--eval-only] [KEY VALUE ...]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 SMALL = [
+    "MODEL.DEVICE",  # a plain Detectron2 config keeps the cuda default: the CPU is stated
+    "cpu",
     "SOLVER.IMS_PER_BATCH",
     "2",
     "SOLVER.STEPS",
