@@ -20,11 +20,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${STL_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.stl-search-stamp"
-D2_SDIST_NAME="pb1-detectron2==0.6"
-D2_SHA256="5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+# shellcheck source=scripts/detectron2_sdist.sh
+source "$ROOT/scripts/detectron2_sdist.sh"
 
-want_stamp="$(cat "$ROOT/scripts/bootstrap.sh" "$ROOT/setup.py" "$ROOT/requirements.txt" \
-  "$ROOT/requirements-torch.txt" | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat "$ROOT/scripts/bootstrap.sh" "$ROOT/scripts/detectron2_sdist.sh" "$ROOT/setup.py" \
+  "$ROOT/requirements.txt" "$ROOT/requirements-torch.txt" | sha256sum | cut -d' ' -f1)"
 
 venv_ok() {
   [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
@@ -76,28 +76,7 @@ elif [ -n "${DETECTRON2_SPEC:-}" ]; then
   "${PIP[@]}" install --no-build-isolation "$DETECTRON2_SPEC"
 else
   echo "[bootstrap] installing $D2_SDIST_NAME (Detectron2 v0.6 Python source, no C++ extension)"
-  # --no-build-isolation: the sdist's setup.py imports torch for its metadata.
-  "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation -d "$work" "$D2_SDIST_NAME"
-  sdist="$(ls "$work"/pb1*detectron2-0.6.tar.gz)"
-  got="$(sha256sum "$sdist" | cut -d' ' -f1)"
-  if [ "$got" != "$D2_SHA256" ]; then
-    echo "[bootstrap] ERROR: $sdist has sha256 $got, expected $D2_SHA256" >&2
-    exit 1
-  fi
-  tar -xzf "$sdist" -C "$work"
-  src="$(ls -d "$work"/pb1*detectron2-0.6)"
-  # No layers/csrc in this sdist: build no extension.
-  sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$src/setup.py"
-  grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "[bootstrap] ERROR: could not disable the C++ extension in $src/setup.py" >&2; exit 1; }
-  # v0.6 names Image.LINEAR (removed in Pillow 10; the same filter as BILINEAR) as a default
-  # argument, so importing detectron2.data fails on a current Pillow: rename it in the source.
-  transform_py="$src/detectron2/data/transforms/transform.py"
-  sed -i 's/interp=Image\.LINEAR,/interp=Image.BILINEAR,/' "$transform_py"
-  if grep -rq 'Image\.LINEAR\b' "$src/detectron2" || ! grep -q 'interp=Image\.BILINEAR, fill=0' "$transform_py"; then
-    echo "[bootstrap] ERROR: could not replace Image.LINEAR in $transform_py" >&2
-    exit 1
-  fi
-  cp "$ROOT/scripts/detectron2_C_placeholder.py" "$src/detectron2/_C.py"
+  src="$(prepare_detectron2_sdist "$work" "${PIP[@]}")"
   "${PIP[@]}" install -q --no-build-isolation --no-deps "$src"
 fi
 

@@ -10,7 +10,8 @@
 #   3.12`) of Detectron2's pure-Python and compiled dependencies that such an image usually lacks;
 # - builds wheels of the two that are published as source only (fvcore, antlr4-python3-runtime);
 # - builds a Detectron2 v0.6 wheel from the registry sdist pb1-detectron2==0.6, checked and patched
-#   exactly as scripts/bootstrap.sh does (no C++ extension, the detectron2._C placeholder). It is
+#   exactly as scripts/bootstrap.sh does (scripts/detectron2_sdist.sh: no C++ extension, Image.LINEAR
+#   renamed, the detectron2._C placeholder). It is
 #   pure Python, so the wheel is `py3-none-any` and installs on 3.12.
 # Packages the target image already has (numpy, scipy, opencv, matplotlib, pillow, tabulate,
 # cloudpickle, tqdm, tensorboard, portalocker, pyyaml, pytest) are not fetched.
@@ -20,8 +21,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="$(mkdir -p "${1:-$ROOT/.whl}" && cd "${1:-$ROOT/.whl}" && pwd)"
 PY="${STL_PY:-$ROOT/.venv/bin/python}"
 PIP=("$PY" -m pip --disable-pip-version-check)
-D2_SDIST_NAME="pb1-detectron2==0.6"
-D2_SHA256="5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+# shellcheck source=scripts/detectron2_sdist.sh
+source "$ROOT/scripts/detectron2_sdist.sh"
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
   manylinux1_x86_64)
 
@@ -50,22 +51,8 @@ trap 'rm -rf "$work"' EXIT
 "$work/pip24/bin/python" -m pip install -q --disable-pip-version-check "pip>=24,<25"
 # Its setup.py imports torch even for the download's metadata step: the venv's torch, on the path.
 site="$("$PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
-PYTHONPATH="$site" "$work/pip24/bin/python" -m pip download -q --disable-pip-version-check \
-  --no-deps --no-binary :all: --no-build-isolation -d "$work" "$D2_SDIST_NAME"
-sdist="$(ls "$work"/pb1*detectron2-0.6.tar.gz)"
-got="$(sha256sum "$sdist" | cut -d' ' -f1)"
-if [ "$got" != "$D2_SHA256" ]; then
-  echo "[wheels] ERROR: $sdist has sha256 $got, expected $D2_SHA256" >&2
-  exit 1
-fi
-tar -xzf "$sdist" -C "$work"
-src="$(ls -d "$work"/pb1*detectron2-0.6)"
-sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$src/setup.py"
-grep -q 'ext_modules=\[\],' "$src/setup.py" || {
-  echo "[wheels] ERROR: could not disable the C++ extension in $src/setup.py" >&2
-  exit 1
-}
-cp "$ROOT/scripts/detectron2_C_placeholder.py" "$src/detectron2/_C.py"
+src="$(prepare_detectron2_sdist "$work" env PYTHONPATH="$site" "$work/pip24/bin/python" -m pip \
+  --disable-pip-version-check)"
 "${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$DEST" "$src"
 
 echo "[wheels] done: $(ls "$DEST" | wc -l) wheels, $(du -sh "$DEST" | cut -f1) in $DEST"
