@@ -23,13 +23,13 @@ from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetFromList,
     MapDataset,
-    MetadataCatalog,
     build_batch_data_loader,
     get_detection_dataset_dicts,
 )
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.samplers import InferenceSampler
 
+from .datasets import default_query_split
 from .mapper import PersonSearchDatasetMapper
 from .resumable import PositionSampler, PositionSeededDataset
 
@@ -149,12 +149,7 @@ def build_person_search_eval_loader(
             takes it. For CUHK-SYSU any one gallery size's query split serves (same queries).
     """
     if query_name is None:
-        query_name = MetadataCatalog.get(gallery_name).get("query_name", None)
-        if query_name is None:
-            raise KeyError(
-                f"no query split for {gallery_name!r}: pass query_name or register the gallery "
-                "with metadata query_name"
-            )
+        query_name = default_query_split(gallery_name)
     return ChainedLoader(
         [
             build_person_search_test_loader(cfg, gallery_name, "test"),

@@ -23,6 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from ..data.datasets import default_query_split
 from . import protocol_inputs as P
 from .detection import detection_metrics
 from .report import write_report
@@ -174,12 +175,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
         """Arguments from ``cfg.TEST.PERSON_SEARCH`` (see ``stl_search/config.py``) for gallery
         split ``dataset_name``; ``query_name`` defaults to the gallery's metadata ``query_name``."""
         if query_name is None:
-            query_name = MetadataCatalog.get(dataset_name).get("query_name", None)
-            if query_name is None:
-                raise KeyError(
-                    f"no query split for {dataset_name!r}: pass query_name or register the "
-                    "gallery with metadata query_name"
-                )
+            query_name = default_query_split(dataset_name)
         t = cfg.TEST.PERSON_SEARCH
         return {
             "gallery_dataset_name": dataset_name,

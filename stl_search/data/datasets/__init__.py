@@ -4,6 +4,7 @@ Detectron2's ``DatasetCatalog`` (built-in sets on import; nothing is read)."""
 
 from .builtin import (
     data_root,
+    default_query_split,
     num_training_identities,
     register_all_builtin,
     register_cuhk_sysu,
@@ -19,6 +20,7 @@ __all__ = [
     "DatasetFormatError",
     "DatasetKeyError",
     "data_root",
+    "default_query_split",
     "num_training_identities",
     "register_cuhk_sysu",
     "register_person_search_json",

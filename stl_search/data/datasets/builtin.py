@@ -237,3 +237,15 @@ def num_training_identities(name: str) -> int:
     if not hasattr(meta, "num_identities"):
         raise ValueError(f"{name!r} is not a registered training split with identity labels")
     return int(meta.num_identities)
+
+
+def default_query_split(gallery_name: str) -> str:
+    """The query split registered with gallery split ``gallery_name`` (its metadata
+    ``query_name``, set by every registration here and by ``register_person_search_json``)."""
+    query_name = MetadataCatalog.get(gallery_name).get("query_name", None)
+    if query_name is None:
+        raise KeyError(
+            f"no query split for {gallery_name!r}: pass query_name or register the gallery "
+            "with metadata query_name"
+        )
+    return query_name
