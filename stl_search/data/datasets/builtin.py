@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -102,6 +102,35 @@ def _register(name: str, load: Callable[[], List[dict]], root: Root, **metadata)
     )
 
 
+def register_linked_splits(
+    name_prefix: str,
+    root: Root,
+    protocol: str,
+    load_train: Callable[[], List[dict]],
+    load_gallery: Callable[[], List[dict]],
+    queries: Dict[str, Tuple[Callable[[], List[dict]], dict]],
+) -> List[str]:
+    """Register ``{prefix}_train``, ``{prefix}_gallery`` and the query splits ``queries``
+    (``{name: (load, extra metadata)}``), linked through their metadata: the training split
+    learns its identities when loaded, the gallery's ``query_name`` is the first query split and
+    every query split's ``gallery_name`` is the gallery. Returns the registered names."""
+    train, gallery = f"{name_prefix}_train", f"{name_prefix}_gallery"
+    _register(
+        train, _with_training_metadata(train, load_train), root, protocol=protocol, split="train"
+    )
+    _register(
+        gallery,
+        load_gallery,
+        root,
+        protocol=protocol,
+        split="gallery",
+        query_name=next(iter(queries)),
+    )
+    for name, (load, extra) in queries.items():
+        _register(name, load, root, protocol=protocol, split="query", gallery_name=gallery, **extra)
+    return [train, gallery, *queries]
+
+
 def _under_data_root(*candidates: str) -> Callable[[], str]:
     """A root resolved at load time: the first existing candidate under the data root."""
 
@@ -141,67 +170,36 @@ def register_prw(
 
         return load
 
-    names = {s: f"{name_prefix}_{s}" for s in ("train", "gallery", "query")}
-    _register(
-        names["train"],
-        _with_training_metadata(names["train"], loader(lambda r: load_prw_scenes(r, "train"))),
+    return register_linked_splits(
+        name_prefix,
         root,
-        protocol=protocol,
-        split="train",
-    )
-    _register(
-        names["gallery"],
+        protocol,
+        loader(lambda r: load_prw_scenes(r, "train")),
         loader(lambda r: load_prw_scenes(r, "gallery")),
-        root,
-        protocol=protocol,
-        split="gallery",
-        query_name=names["query"],
+        {f"{name_prefix}_query": (loader(load_prw_queries), {})},
     )
-    _register(
-        names["query"],
-        loader(load_prw_queries),
-        root,
-        protocol=protocol,
-        split="query",
-        gallery_name=names["gallery"],
-    )
-    return list(names.values())
 
 
 def register_cuhk_sysu(name_prefix: str, root: Root) -> List[str]:
     """Register ``{prefix}_train``, ``{prefix}_gallery``, ``{prefix}_query`` (TestG100) and
     ``{prefix}_query_g{50,100,500,1000,2000,4000}`` of a CUHK-SYSU copy at ``root``."""
-    train, gallery = f"{name_prefix}_train", f"{name_prefix}_gallery"
-    _register(
-        train,
-        _with_training_metadata(train, lambda: load_cuhk_sysu_scenes(_resolve(root), "train")),
-        root,
-        protocol="cuhk_sysu",
-        split="train",
-    )
-    _register(
-        gallery,
-        lambda: load_cuhk_sysu_scenes(_resolve(root), "gallery"),
-        root,
-        protocol="cuhk_sysu",
-        split="gallery",
-        query_name=f"{name_prefix}_query",
-    )
-    names = [train, gallery]
-    for name, size in [(f"{name_prefix}_query", 100)] + [
+    sizes = [(f"{name_prefix}_query", 100)] + [
         (f"{name_prefix}_query_g{s}", s) for s in GALLERY_SIZES
-    ]:
-        _register(
-            name,
-            (lambda s=size: load_cuhk_sysu_queries(_resolve(root), s)),
-            root,
-            protocol="cuhk_sysu",
-            split="query",
-            gallery_name=gallery,
-            gallery_size=size,
-        )
-        names.append(name)
-    return names
+    ]
+    return register_linked_splits(
+        name_prefix,
+        root,
+        "cuhk_sysu",
+        lambda: load_cuhk_sysu_scenes(_resolve(root), "train"),
+        lambda: load_cuhk_sysu_scenes(_resolve(root), "gallery"),
+        {
+            name: (
+                (lambda s=size: load_cuhk_sysu_queries(_resolve(root), s)),
+                {"gallery_size": size},
+            )
+            for name, size in sizes
+        },
+    )
 
 
 def register_synthetic(

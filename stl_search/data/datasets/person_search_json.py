@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from detectron2.structures import BoxMode
 
 from ...utils.io import atomic_open
-from .builtin import _register, _with_training_metadata
+from .builtin import register_linked_splits
 from .common import DatasetFormatError
 from .person_search_json_checks import SPLITS, check_person_search_json
 
@@ -325,33 +325,16 @@ def register_person_search_json(
     json_file = os.path.abspath(json_file)
     data, root = check_person_search_file(json_file, image_root)
     protocol = protocol_of(data)
-    names = {s: f"{name}_{s}" for s in SPLITS}
 
     def loader(split: str):
         return lambda: load_person_search_json(json_file, split, root)
 
     description = f"{json_file} (images under {root})"
-    _register(
-        names["train"],
-        _with_training_metadata(names["train"], loader("train")),
+    return register_linked_splits(
+        name,
         description,
-        protocol=protocol,
-        split="train",
-    )
-    _register(
-        names["gallery"],
+        protocol,
+        loader("train"),
         loader("gallery"),
-        description,
-        protocol=protocol,
-        split="gallery",
-        query_name=names["query"],
+        {f"{name}_query": (loader("query"), {})},
     )
-    _register(
-        names["query"],
-        loader("query"),
-        description,
-        protocol=protocol,
-        split="query",
-        gallery_name=names["gallery"],
-    )
-    return list(names.values())
