@@ -43,6 +43,9 @@ def test_config_merges_with_paper_settings(path):
     assert m.ROI_HEADS.BATCH_SIZE_PER_IMAGE in (128, 64) and m.ROI_HEADS.POSITIVE_FRACTION == 0.25
     assert min(m.PIXEL_STD) > 10  # real ImageNet std in 0-255 units, never [1, 1, 1]
     assert cfg.INPUT.FORMAT == "RGB"
+    # Inference on the exact fast path by default; TF32 rounds, so it stays an explicit choice.
+    assert cfg.TEST.FAST_PATH.FOLD_BN and cfg.TEST.FAST_PATH.CHANNELS_LAST
+    assert not cfg.TEST.FAST_PATH.TF32
     if "synthetic" not in path:
         assert m.RESNETS.DEPTH == 50 and m.ID_HEAD.EMBEDDING_DIM == 2048
         assert tuple(m.ID_HEAD.POOLER_RESOLUTION) == (32, 16) and tuple(m.MRFP.LOW_RESOLUTION) == (
