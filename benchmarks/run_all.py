@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Run every benchmark in one go and keep their outputs (``make bench``).
 
-    python benchmarks/run_all.py [--only inference_speed roi_align_speed eval_speed train_speed] \
-        [--threads 2]
+    python benchmarks/run_all.py [--only inference_speed roi_align_speed eval_speed train_speed
+        index_speed export_speed] [--threads 2]
 
 Each benchmark prints its own figures and ratios; this driver runs them one after another (never
 in parallel: they compete for the same cores), tees each output to
@@ -21,7 +21,18 @@ import torch
 from machine import cpu_line  # this folder is on sys.path when run as a script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("inference_speed", "roi_align_speed", "eval_speed", "train_speed")
+sys.path.insert(0, os.path.dirname(HERE))
+
+from stl_search.utils.io import atomic_open  # noqa: E402
+
+BENCHMARKS = (
+    "inference_speed",
+    "roi_align_speed",
+    "eval_speed",
+    "train_speed",
+    "index_speed",
+    "export_speed",
+)
 
 
 def machine_line() -> str:
@@ -51,7 +62,7 @@ def main() -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr[-4000:] if proc.returncode else "")
-        with open(os.path.join(HERE, "results", f"{name}.txt"), "w") as f:
+        with atomic_open(os.path.join(HERE, "results", f"{name}.txt"), "w") as f:
             f.write(header + "\n" + proc.stdout)
         if proc.returncode:
             failed.append(name)

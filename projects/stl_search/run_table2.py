@@ -29,6 +29,10 @@ import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from stl_search.utils.io import atomic_open  # noqa: E402
+
 # Per data set: the folder of its Table 2 row configs, and its STL pretraining config.
 DATASETS = {
     "synthetic": ("configs/synthetic", "configs/STL/synthetic.yaml"),
@@ -214,7 +218,7 @@ def main(argv: Sequence[str] = None) -> str:
             for seed in args.seeds
         ]
     table = format_table(results)
-    with open(os.path.join(out, "table2.md"), "w") as f:
+    with atomic_open(os.path.join(out, "table2.md"), "w") as f:
         f.write(table + "\n")
     print(table)
     print(f"[table2] written to {os.path.join(out, 'table2.md')}")

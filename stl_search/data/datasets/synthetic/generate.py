@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from scipy.io import savemat
 
+from ....utils.io import atomic_open
 from .appearance import appearance_distance, sample_appearance, sample_identities
 from .scene import camera, render_frame
 
@@ -305,7 +306,7 @@ def generate(out_dir: str, spec: Optional[SyntheticSpec] = None, **overrides) ->
             fh.write(f"{pid} {x:.4f} {y:.4f} {w:.4f} {h:.4f} {name}\r\n".encode())
     summary["num_queries"] = len(queries)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    with open(os.path.join(out_dir, COMPLETE_MARKER), "w") as fh:
+    with atomic_open(os.path.join(out_dir, COMPLETE_MARKER), "w") as fh:  # written last
         json.dump({k: v for k, v in summary.items() if k != "seconds"}, fh, indent=1)
     logger.info(
         "synthetic: wrote %d train + %d gallery frames, %d queries to %s in %.1f s",
