@@ -30,12 +30,8 @@ from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.layers import FrozenBatchNorm2d
-from detectron2.modeling import Backbone
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
-
-#: True on Detectron2 main (padding constraints were added after v0.6).
-IS_D2_MAIN: bool = hasattr(Backbone, "padding_constraints")
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
