@@ -183,6 +183,11 @@ def _add_test_config(cfg: CN) -> None:
     # and cudnn.benchmark (autotuned convolution algorithms; pays off for fixed input sizes).
     cfg.TEST.FAST_PATH.TF32 = False
     cfg.TEST.FAST_PATH.CUDNN_BENCHMARK = False
+    # torch.compile the base nets (stem..res3, most of the work) with this mode: "" (off),
+    # "default", "reduce-overhead" (CUDA graphs on a GPU), "max-autotune" or
+    # "max-autotune-no-cudagraphs". The first image of each new size pays the compilation
+    # (seconds to a minute); worth it for a long gallery of one frame size.
+    cfg.TEST.FAST_PATH.COMPILE = ""
 
     # Inference under torch.autocast: the convolutions and matmuls in DTYPE ("float16" or
     # "bfloat16"; bfloat16 on the CPU), RoI pooling from float32 features, outputs in float32.

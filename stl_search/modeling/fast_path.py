@@ -16,6 +16,10 @@ reference path):
 - ``TF32`` and ``CUDNN_BENCHMARK``: the process-wide CUDA matmul/cuDNN settings (no effect on the
   CPU); TF32 rounds matmul inputs to 10 mantissa bits, so it is not exact: GPU only, off by
   default.
+- ``COMPILE``: ``torch.compile`` of the base nets (stem … res3) with the given mode. The rest of
+  the model has data-dependent shapes (proposals, detections) and stays eager; the base nets see
+  one shape per image size, so a gallery of one frame size compiles once. On a GPU,
+  ``"reduce-overhead"`` also captures them as a CUDA graph.
 
 Folding changes parameters, so it works on a copy: :func:`prepare_inference_model` returns the
 model itself when no piece is on and a folded copy otherwise; the training model is never touched.
@@ -44,17 +48,25 @@ __all__ = [
 ]
 
 
+#: The modes ``TEST.FAST_PATH.COMPILE`` accepts ("" is off): torch.compile's own.
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def fast_path_enabled(cfg: CfgNode) -> bool:
     """Whether any piece of ``TEST.FAST_PATH`` that changes the model is on."""
     fp = cfg.TEST.FAST_PATH
-    return bool(fp.FOLD_BN or fp.CHANNELS_LAST)
+    if fp.COMPILE not in COMPILE_MODES:
+        raise ValueError(
+            f"TEST.FAST_PATH.COMPILE: {fp.COMPILE!r} is not one of {list(COMPILE_MODES)}"
+        )
+    return bool(fp.FOLD_BN or fp.CHANNELS_LAST or fp.COMPILE)
 
 
 def prepare_inference_model(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """The model to run inference with under ``cfg.TEST.FAST_PATH``.
 
-    Returns ``model`` itself, untouched (its train/eval mode too), when neither ``FOLD_BN`` nor
-    ``CHANNELS_LAST`` is on; otherwise an eval-mode deep copy (of the wrapped module for a
+    Returns ``model`` itself, untouched (its train/eval mode too), when none of ``FOLD_BN``,
+    ``CHANNELS_LAST`` and ``COMPILE`` is on; otherwise an eval-mode deep copy (of the wrapped module for a
     ``DistributedDataParallel`` model) with the enabled pieces applied. ``TF32`` and
     ``CUDNN_BENCHMARK`` are applied process-wide (:func:`apply_backend_settings`).
     """
@@ -68,6 +80,8 @@ def prepare_inference_model(model: nn.Module, cfg: CfgNode) -> nn.Module:
         fold_batchnorm(fast)
     if cfg.TEST.FAST_PATH.CHANNELS_LAST:
         to_channels_last(fast)
+    if cfg.TEST.FAST_PATH.COMPILE:
+        fast.backbone.compile(mode=cfg.TEST.FAST_PATH.COMPILE)
     return fast
 
 
