@@ -37,7 +37,8 @@ same image at the same size, the same forced number of persons), and prints each
 and its ratio to SeqNet's (median of the per-round ratios). ``--batch N`` feeds N copies of the
 image per call (images/s = N / seconds per call), ``--amp float16|bfloat16`` runs every row under
 autocast (``TEST.AMP`` for ours), ``--opts KEY VALUE ...`` overrides config keys of every row of
-ours, ``--json FILE`` writes the figures.
+ours (``--opts TEST.FAST_PATH.COMPILE default`` compiles the base nets of every row but the
+reference path; the warm-up rounds absorb the compilation), ``--json FILE`` writes the figures.
 
 Noise: on a shared machine the load changes from second to second. The three measurements are
 therefore *interleaved*: each round times floor, baseline and MRFP back to back (order rotated
@@ -80,7 +81,10 @@ FAST_PATH_OPTS = ["TEST.FAST_PATH.FOLD_BN", True, "TEST.FAST_PATH.CHANNELS_LAST"
 FAST_PATH_CUDA_OPTS = ["TEST.FAST_PATH.TF32", True, "TEST.FAST_PATH.CUDNN_BENCHMARK", True]
 #: The reference path: every model-changing piece of the fast path off, whatever the config says
 #: (configs/Base-PersonSearch.yaml turns FOLD_BN and CHANNELS_LAST on).
-REFERENCE_PATH_OPTS = ["TEST.FAST_PATH.FOLD_BN", False, "TEST.FAST_PATH.CHANNELS_LAST", False]
+REFERENCE_PATH_OPTS = [
+    "TEST.FAST_PATH.FOLD_BN", False, "TEST.FAST_PATH.CHANNELS_LAST", False,
+    "TEST.FAST_PATH.COMPILE", "",
+]  # fmt: skip
 
 
 def parse_size(s: str) -> Tuple[int, int]:
