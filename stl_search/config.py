@@ -183,6 +183,12 @@ def _add_test_config(cfg: CN) -> None:
     # and cudnn.benchmark (autotuned convolution algorithms; pays off for fixed input sizes).
     cfg.TEST.FAST_PATH.TF32 = False
     cfg.TEST.FAST_PATH.CUDNN_BENCHMARK = False
+    # Gallery post-processing (RPN proposals, Fast R-CNN detections, rescaling) without host reads
+    # of device values between its steps (stl_search/modeling/sync_free_postprocess.py): dropped
+    # candidates get a -inf score instead of being filtered out, and the detections are compacted
+    # once per batch; each NMS is the only other host read. Same detections in the same order.
+    # Read when the model is built (it swaps Detectron2's RPN for SyncFreeRPN, same parameters).
+    cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS = False
 
     # Inference under torch.autocast: the convolutions and matmuls in DTYPE ("float16" or
     # "bfloat16"; bfloat16 on the CPU), RoI pooling from float32 features, outputs in float32.

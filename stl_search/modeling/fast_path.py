@@ -16,6 +16,9 @@ reference path):
 - ``TF32`` and ``CUDNN_BENCHMARK``: the process-wide CUDA matmul/cuDNN settings (no effect on the
   CPU); TF32 rounds matmul inputs to 10 mantissa bits, so it is not exact: GPU only, off by
   default.
+- ``SYNC_FREE_POSTPROCESS``: the gallery post-processing (RPN proposals, Fast R-CNN detections,
+  rescaling) without host reads between its steps
+  (:mod:`~stl_search.modeling.sync_free_postprocess`); read when the model is built, not here.
 
 Folding changes parameters, so it works on a copy: :func:`prepare_inference_model` returns the
 model itself when no piece is on and a folded copy otherwise; the training model is never touched.
