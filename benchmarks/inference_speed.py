@@ -27,18 +27,18 @@ size of this process while the model runs (``VmHWM``, reset through ``/proc/self
 before each model; it includes both models' weights and the Python runtime).
 
 Side by side (``--fast`` and/or ``--seqnet DIR``): instead of the three rows above, it times in
-interleaved rounds the config's model on the reference path ("reference path": the fast path's
-``FOLD_BN`` and ``CHANNELS_LAST`` forced off), the same model on the inference fast path ("fast
-path": ``TEST.FAST_PATH.FOLD_BN`` and ``CHANNELS_LAST``, the paper configs' default, on CUDA also
-``TF32`` and ``CUDNN_BENCHMARK``), with ``--fast`` the named fast variant (the 128-wide RPN conv of
-``configs/*/fast_stl_mrfp.yaml``, on the fast path), and with ``--seqnet DIR`` SeqNet's gallery
-inference from a local copy of its source (``benchmarks/seqnet_reference.py``: random weights, the
-same image at the same size, the same forced number of persons), and prints each row's throughput
-and its ratio to SeqNet's (median of the per-round ratios). ``--batch N`` feeds N copies of the
-image per call (images/s = N / seconds per call), ``--amp float16|bfloat16`` runs every row under
-autocast (``TEST.AMP`` for ours), ``--opts KEY VALUE ...`` overrides config keys of every row of
-ours (``--opts TEST.FAST_PATH.COMPILE default`` compiles the base nets of every row but the
-reference path; the warm-up rounds absorb the compilation), ``--json FILE`` writes the figures.
+interleaved rounds the config's model on the reference path ("reference path": every piece of the
+fast path forced off), the same model on the inference fast path ("fast path":
+``TEST.FAST_PATH.FOLD_BN``, ``CHANNELS_LAST`` and ``SYNC_FREE_POSTPROCESS``, the paper configs'
+default, on CUDA also ``TF32`` and ``CUDNN_BENCHMARK``), with ``--fast`` the named fast variant (the
+128-wide RPN conv of ``configs/*/fast_stl_mrfp.yaml``, on the fast path), and with ``--seqnet DIR``
+SeqNet's gallery inference from a local copy of its source (``benchmarks/seqnet_reference.py``:
+random weights, the same image at the same size, the same forced number of persons), and prints each
+row's throughput and its ratio to SeqNet's (median of the per-round ratios). ``--batch N`` feeds N
+copies of the image per call (images/s = N / seconds per call), ``--amp float16|bfloat16`` runs
+every row under autocast (``TEST.AMP`` for ours), ``--opts KEY VALUE ...`` overrides config keys of
+every row of ours (``--opts TEST.FAST_PATH.COMPILE default`` compiles the base nets of every row but
+the reference path; the warm-up rounds absorb the compilation), ``--json FILE`` writes the figures.
 
 Noise: on a shared machine the load changes from second to second. The three measurements are
 therefore *interleaved*: each round times floor, baseline and MRFP back to back (order rotated

@@ -188,6 +188,12 @@ def _add_test_config(cfg: CN) -> None:
     # "max-autotune-no-cudagraphs". The first image of each new size pays the compilation
     # (seconds to a minute); worth it for a long gallery of one frame size.
     cfg.TEST.FAST_PATH.COMPILE = ""
+    # Gallery post-processing (RPN proposals, Fast R-CNN detections, rescaling) without host reads
+    # of device values between its steps (stl_search/modeling/sync_free_postprocess.py): dropped
+    # candidates get a -inf score instead of being filtered out, and the detections are compacted
+    # once per batch; each NMS is the only other host read. Same detections in the same order.
+    # Read when the model is built (it swaps Detectron2's RPN for SyncFreeRPN, same parameters).
+    cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS = False
 
     # Inference under torch.autocast: the convolutions and matmuls in DTYPE ("float16" or
     # "bfloat16"; bfloat16 on the CPU), RoI pooling from float32 features, outputs in float32.

@@ -1,6 +1,6 @@
 """The person-search model. Importing this package registers its Detectron2 components:
-``build_resnet_ibn_backbone`` (BACKBONE_REGISTRY), ``PersonSearchROIHeads`` (ROI_HEADS_REGISTRY)
-and ``PersonSearchRCNN`` (META_ARCH_REGISTRY)."""
+``build_resnet_ibn_backbone`` (BACKBONE_REGISTRY), ``PersonSearchROIHeads`` (ROI_HEADS_REGISTRY),
+``SyncFreeRPN`` (PROPOSAL_GENERATOR_REGISTRY) and ``PersonSearchRCNN`` (META_ARCH_REGISTRY)."""
 
 from . import backbone  # noqa: F401
 from .id_net import IdentificationNet

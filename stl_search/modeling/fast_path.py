@@ -20,6 +20,9 @@ reference path):
   the model has data-dependent shapes (proposals, detections) and stays eager; the base nets see
   one shape per image size, so a gallery of one frame size compiles once. On a GPU,
   ``"reduce-overhead"`` also captures them as a CUDA graph.
+- ``SYNC_FREE_POSTPROCESS``: the gallery post-processing (RPN proposals, Fast R-CNN detections,
+  rescaling) without host reads between its steps
+  (:mod:`~stl_search.modeling.sync_free_postprocess`); read when the model is built, not here.
 
 Folding changes parameters, so it works on a copy: :func:`prepare_inference_model` returns the
 model itself when no piece is on and a folded copy otherwise; the training model is never touched.
@@ -66,8 +69,8 @@ def prepare_inference_model(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """The model to run inference with under ``cfg.TEST.FAST_PATH``.
 
     Returns ``model`` itself, untouched (its train/eval mode too), when none of ``FOLD_BN``,
-    ``CHANNELS_LAST`` and ``COMPILE`` is on; otherwise an eval-mode deep copy (of the wrapped module for a
-    ``DistributedDataParallel`` model) with the enabled pieces applied. ``TF32`` and
+    ``CHANNELS_LAST`` and ``COMPILE`` is on; otherwise an eval-mode deep copy (of the wrapped
+    module for a ``DistributedDataParallel`` model) with the enabled pieces applied. ``TF32`` and
     ``CUDNN_BENCHMARK`` are applied process-wide (:func:`apply_backend_settings`).
     """
     apply_backend_settings(cfg)

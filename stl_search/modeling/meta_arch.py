@@ -26,6 +26,7 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, Instances
 
 from .separable_roi_align import SeparableRoIAlign
+from .sync_free_postprocess import SyncFreeRPN, sync_free_inference
 
 __all__ = ["PersonSearchRCNN"]
 
@@ -35,7 +36,13 @@ class PersonSearchRCNN(GeneralizedRCNN):
     """One-step person search on Detectron2's R-CNN; see the module docstring."""
 
     @configurable
-    def __init__(self, *, inference_amp_dtype: Optional[str] = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        inference_amp_dtype: Optional[str] = None,
+        sync_free_postprocess: bool = False,
+        **kwargs,
+    ):
         """
         NOTE: the other arguments are those of Detectron2's ``GeneralizedRCNN``.
 
@@ -44,6 +51,12 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 under ``torch.autocast`` in that dtype (``TEST.AMP``), with RoI pooling reading
                 float32 features (box coordinates keep full precision) and every floating output
                 returned in float32. None: float32 throughout.
+            sync_free_postprocess (bool): gallery inference through
+                :func:`~stl_search.modeling.sync_free_postprocess.sync_free_inference` (the same
+                detections, without Detectron2's host reads between the post-processing steps;
+                ``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS``). Its proposals are sync-free only from a
+                :class:`~stl_search.modeling.sync_free_postprocess.SyncFreeRPN`, which
+                :meth:`from_config` builds in place of Detectron2's ``RPN`` when the key is on.
         """
         super().__init__(**kwargs)
         if inference_amp_dtype not in (None, "float16", "bfloat16"):
@@ -51,6 +64,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 f"TEST.AMP.DTYPE must be 'float16' or 'bfloat16', got {inference_amp_dtype!r}"
             )
         self.inference_amp_dtype = inference_amp_dtype
+        self.sync_free_postprocess = sync_free_postprocess
         if inference_amp_dtype is not None:
             for m in self.modules():
                 if isinstance(m, (ROIPooler, SeparableRoIAlign)):
@@ -58,8 +72,14 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
+        sync_free = cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS
+        if sync_free and cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN":
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.PROPOSAL_GENERATOR.NAME = SyncFreeRPN.__name__
         ret = super().from_config(cfg)
         ret["inference_amp_dtype"] = cfg.TEST.AMP.DTYPE if cfg.TEST.AMP.ENABLED else None
+        ret["sync_free_postprocess"] = sync_free
         return ret
 
     def inference(
@@ -102,16 +122,23 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
     def _inference_one_size(self, batched_inputs, detected_instances, do_postprocess):
         is_query = ["query_boxes" in x for x in batched_inputs]
-        if detected_instances is not None or not any(is_query):
+        if detected_instances is not None:
             return super().inference(batched_inputs, detected_instances, do_postprocess)
+        if not any(is_query):
+            return self._gallery_inference(batched_inputs, do_postprocess)
         if all(is_query):
             return self.query_inference(batched_inputs)
         queries = self.query_inference([x for x, q in zip(batched_inputs, is_query) if q])
-        gallery = super().inference(
-            [x for x, q in zip(batched_inputs, is_query) if not q], None, do_postprocess
+        gallery = self._gallery_inference(
+            [x for x, q in zip(batched_inputs, is_query) if not q], do_postprocess
         )
         q_iter, g_iter = iter(queries), iter(gallery)
         return [next(q_iter) if q else next(g_iter) for q in is_query]
+
+    def _gallery_inference(self, batched_inputs, do_postprocess):
+        if self.sync_free_postprocess:
+            return sync_free_inference(self, batched_inputs, do_postprocess)
+        return super().inference(batched_inputs, None, do_postprocess)
 
     @torch.no_grad()
     def query_inference(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
