@@ -77,13 +77,16 @@ from stl_search.utils.io import atomic_write_json  # noqa: E402
 #: The named fast variant (configs/PRW/fast_stl_mrfp.yaml): the RPN's 3x3 conv 128 wide.
 FAST_VARIANT_OPTS = ["MODEL.RPN.CONV_DIMS", [128]]
 #: The inference fast path (stl_search/modeling/fast_path.py); CUDA adds TF32 and cudnn.benchmark.
-FAST_PATH_OPTS = ["TEST.FAST_PATH.FOLD_BN", True, "TEST.FAST_PATH.CHANNELS_LAST", True]
+FAST_PATH_OPTS = [
+    "TEST.FAST_PATH.FOLD_BN", True, "TEST.FAST_PATH.CHANNELS_LAST", True,
+    "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS", True,
+]  # fmt: skip
 FAST_PATH_CUDA_OPTS = ["TEST.FAST_PATH.TF32", True, "TEST.FAST_PATH.CUDNN_BENCHMARK", True]
 #: The reference path: every model-changing piece of the fast path off, whatever the config says
 #: (configs/Base-PersonSearch.yaml turns FOLD_BN and CHANNELS_LAST on).
 REFERENCE_PATH_OPTS = [
     "TEST.FAST_PATH.FOLD_BN", False, "TEST.FAST_PATH.CHANNELS_LAST", False,
-    "TEST.FAST_PATH.COMPILE", "",
+    "TEST.FAST_PATH.COMPILE", "", "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS", False,
 ]  # fmt: skip
 
 

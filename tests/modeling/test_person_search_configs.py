@@ -44,7 +44,8 @@ def test_config_merges_with_paper_settings(path):
     assert min(m.PIXEL_STD) > 10  # real ImageNet std in 0-255 units, never [1, 1, 1]
     assert cfg.INPUT.FORMAT == "RGB"
     # Inference on the exact fast path by default; TF32 rounds, so it stays an explicit choice.
-    assert cfg.TEST.FAST_PATH.FOLD_BN and cfg.TEST.FAST_PATH.CHANNELS_LAST
+    fast_path = cfg.TEST.FAST_PATH
+    assert fast_path.FOLD_BN and fast_path.CHANNELS_LAST and fast_path.SYNC_FREE_POSTPROCESS
     assert not cfg.TEST.FAST_PATH.TF32
     if "synthetic" not in path:
         assert m.RESNETS.DEPTH == 50 and m.ID_HEAD.EMBEDDING_DIM == 2048
