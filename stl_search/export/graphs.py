@@ -34,12 +34,14 @@ from typing import Tuple
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Boxes
 from torch import nn
 
 from ..modeling import PersonSearchRCNN, PersonSearchROIHeads
 from ..modeling.separable_roi_align import SeparableRoIAlign
+from ..modeling.sync_free_postprocess import SyncFreeRPN
 
 __all__ = [
     "ExportNotSupportedError",
@@ -87,7 +89,8 @@ def check_exportable(cfg: CfgNode) -> None:
 
 
 def prepare_for_export(model: nn.Module) -> PersonSearchRCNN:
-    """A CPU, eval-mode copy of ``model`` whose RoI poolers trace to one RoI Align op each."""
+    """A CPU, eval-mode copy of ``model`` whose RoI poolers trace to one RoI Align op each, on the
+    reference post-processing (``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS`` undone)."""
     if not isinstance(model, PersonSearchRCNN) or not isinstance(
         model.roi_heads, PersonSearchROIHeads
     ):
@@ -96,6 +99,11 @@ def prepare_for_export(model: nn.Module) -> PersonSearchRCNN:
             f"{type(model).__name__} with {type(getattr(model, 'roi_heads', None)).__name__}"
         )
     model = copy.deepcopy(model).cpu().eval()
+    if isinstance(model.proposal_generator, SyncFreeRPN):
+        # The graphs call Detectron2's filtering post-processing (fast_rcnn_inference), which
+        # expects the reference RPN's proposals; SyncFreeRPN adds no state, only its inference.
+        model.proposal_generator.__class__ = RPN
+    model.sync_free_postprocess = False
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SeparableRoIAlign):

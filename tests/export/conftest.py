@@ -17,10 +17,13 @@ def _one_thread(one_seeded_thread):
 
 
 def tiny_export_cfg(mrfp: bool):
-    """The tiny model; the MRFP one sees RGB input, so that the runtime's channel flip is tested."""
+    """The tiny model; the MRFP one sees RGB input, so that the runtime's channel flip is tested,
+    and is built with the sync-free post-processing (the paper configs' default), which the
+    export must replace by the traceable reference path."""
     cfg = tiny_person_search_cfg(mrfp=mrfp)
     if mrfp:
         cfg.INPUT.FORMAT = "RGB"
+        cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS = True
     return cfg
 
 

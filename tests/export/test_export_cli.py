@@ -10,12 +10,14 @@ import onnx
 import pytest
 import torch
 from detectron2.modeling import GeneralizedRCNN, build_model
+from detectron2.modeling.proposal_generator import RPN
 
 from stl_search.export import ExportNotSupportedError, check_exportable, export_person_search
 from stl_search.export.__main__ import main as export_main
 from stl_search.export.graphs import prepare_for_export
 from stl_search.export.parity import check_same_settings, compare_detections
 from stl_search.export.runtime import ExportedPersonSearch
+from stl_search.modeling.sync_free_postprocess import SyncFreeRPN
 
 from ..modeling.helpers import synthetic_input
 from ..tiny_configs import tiny_person_search_cfg
@@ -112,3 +114,11 @@ def test_parity_refuses_an_export_made_with_other_settings(exported):
     other.TEST.DETECTIONS_PER_IMAGE = cfg.TEST.DETECTIONS_PER_IMAGE + 1
     with pytest.raises(ValueError, match="detections_per_image"):
         check_same_settings(runtime, other)
+
+
+def test_export_copy_runs_the_reference_postprocessing(exported):
+    _, model, _ = exported(True, "torchscript")  # built with SYNC_FREE_POSTPROCESS (conftest)
+    assert type(model.proposal_generator) is SyncFreeRPN and model.sync_free_postprocess
+    prepared = prepare_for_export(model)
+    assert type(prepared.proposal_generator) is RPN and not prepared.sync_free_postprocess
+    assert type(model.proposal_generator) is SyncFreeRPN and model.sync_free_postprocess
