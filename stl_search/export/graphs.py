@@ -146,10 +146,16 @@ class GalleryGraph(_ModelGraph):
             [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
         )
         predictor = heads.box_predictor
-        predictions = predictor(heads.box_head(box_features))
+        logits, deltas = predictor(heads.box_head(box_features))
+        # FastRCNNOutputLayers.predict_boxes / predict_probs for the one image, without their
+        # per-image split: a traced split would fix the example's proposal count in the graph,
+        # and an image with fewer proposals (fewer than POST_NMS_TOPK_TEST after NMS) would fail.
+        boxes = predictor.box2box_transform.apply_deltas(deltas, proposals[0].proposal_boxes.tensor)
+        sigmoid = getattr(predictor, "use_sigmoid_ce", False)  # Detectron2 main's option
+        probs = logits.sigmoid() if sigmoid else torch.softmax(logits, dim=-1)
         (detections,), _ = fast_rcnn_inference(
-            predictor.predict_boxes(predictions, proposals),
-            predictor.predict_probs(predictions, proposals),
+            [boxes],
+            [probs],
             images.image_sizes,
             score_thresh,
             predictor.test_nms_thresh,

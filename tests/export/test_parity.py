@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from detectron2.modeling import build_model
 
 from stl_search.engine.predictor import PersonSearchPredictor
-from stl_search.export import ExportedPersonSearch
+from stl_search.export import ExportedPersonSearch, export_person_search
 from stl_search.export.parity import compare_detections, compare_rankings
 
 from ..modeling.helpers import synthetic_input
+from .conftest import tiny_export_cfg
 
 CASES = [(mrfp, fmt) for mrfp in (True, False) for fmt in ("torchscript", "onnx")]
 IDS = [f"{'mrfp' if m else 'baseline'}-{f}" for m, f in CASES]
@@ -103,3 +105,28 @@ def test_no_detection_gives_empty_outputs(exported, fmt):
     assert instances.pred_embeddings.shape == (0, model.roi_heads.id_head.embedding_dim)
     with pytest.raises(ValueError, match="at least one box"):
         runtime([dict(x, query_boxes=torch.zeros((0, 4)))])
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_images_with_fewer_proposals_than_the_example_run(fmt, tmp_path):
+    """More RPN proposals asked for than NMS leaves (POST_NMS_TOPK_TEST > what survives), so each
+    image has its own proposal count: the graph must not keep the example image's."""
+    torch.manual_seed(0)
+    cfg = tiny_export_cfg(True)
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 3000
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 3000
+    model = build_model(cfg).eval()
+    export_person_search(model, cfg, str(tmp_path), fmt)
+    runtime = ExportedPersonSearch(str(tmp_path), num_threads=1)
+    totals = None
+    counts = set()
+    for x in _gallery_inputs():
+        with torch.no_grad():
+            ref = model([x])[0]["instances"]
+        got = runtime([x])[0]["instances"]
+        assert len(got) == len(ref) > 0
+        counts.add(len(ref))
+        totals = compare_detections(ref, got, totals)
+    assert len(counts) > 1  # the images really differ in what survives
+    assert totals.unmatched == 0 and totals.max_box_diff <= 1.0 and totals.min_cosine >= 0.999
