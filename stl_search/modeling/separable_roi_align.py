@@ -13,7 +13,9 @@ with ``Wy`` (out_h x rows) and ``Wx`` (out_w x cols) holding the bilinear weight
 sampling points of each bin (divided by the grid size). The weights reproduce torchvision's
 kernel exactly (sample positions, the ``[-1, size]`` validity test, clamping at 0 and at the
 last row / column), so results agree to float rounding. On CUDA, or for an adaptive sampling
-ratio (0), torchvision's kernel is used. Gradients flow to the features through autograd.
+ratio (0), torchvision's kernel is used. The backward (to the features only; boxes take no
+gradient, as in torchvision) is the transposed products, accumulated in place into one gradient
+map: autograd through per-RoI slices would build a full-size gradient per RoI.
 """
 
 from __future__ import annotations
@@ -59,6 +61,48 @@ def _axis_weights(
     return w, lo, hi
 
 
+def _pool(
+    feature: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor, bounds: List[List[int]]
+) -> torch.Tensor:
+    """``Wy @ crop @ Wx^T`` per RoI, with the cheaper order of the two products."""
+    c = feature.shape[1]
+    oh, ow = wy.shape[1], wx.shape[1]
+    outs = []
+    for r, (b, y0, y1, x0, x1) in enumerate(bounds):
+        if y1 < y0 or x1 < x0:
+            outs.append(feature.new_zeros((c, oh, ow)))
+            continue
+        crop = feature[b, :, y0 : y1 + 1, x0 : x1 + 1]  # (C, h, w)
+        a, bt = wy[r, :, y0 : y1 + 1], wx[r, :, x0 : x1 + 1].t()  # (oh, h), (w, ow)
+        h, w = crop.shape[1:]
+        if oh * w * (h + ow) <= h * ow * (w + oh):
+            outs.append(torch.matmul(torch.matmul(a, crop), bt))
+        else:
+            outs.append(torch.matmul(a, torch.matmul(crop, bt)))
+    return torch.stack(outs)
+
+
+class _SeparableRoIAlignFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, feature, wy, wx, bounds):  # type: ignore[override]
+        ctx.save_for_backward(wy, wx)
+        ctx.bounds, ctx.shape = bounds, feature.shape
+        return _pool(feature, wy, wx, bounds)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        wy, wx = ctx.saved_tensors
+        grad = grad_out.new_zeros(ctx.shape)
+        for r, (b, y0, y1, x0, x1) in enumerate(ctx.bounds):
+            if y1 < y0 or x1 < x0:
+                continue
+            a, bt = wy[r, :, y0 : y1 + 1], wx[r, :, x0 : x1 + 1].t()
+            grad[b, :, y0 : y1 + 1, x0 : x1 + 1] += torch.matmul(
+                torch.matmul(a.t(), grad_out[r]), bt.t()
+            )
+        return grad, None, None, None
+
+
 class SeparableRoIAlign(nn.Module):
     """Single-level RoI Align with ``aligned=True``; ``ROIPooler``'s call signature.
 
@@ -102,19 +146,7 @@ class SeparableRoIAlign(nn.Module):
         wy, ylo, yhi = _axis_weights(y1, y2 - y1, oh, g, height)
         wx, xlo, xhi = _axis_weights(x1, x2 - x1, ow, g, width)
         bounds = torch.stack([index, ylo, yhi, xlo, xhi], dim=1).tolist()
-        outs = []
-        for r, (b, y0, y1_, x0, x1_) in enumerate(bounds):
-            if y1_ < y0 or x1_ < x0:
-                outs.append(feature.new_zeros((c, oh, ow)))
-                continue
-            crop = feature[b, :, y0 : y1_ + 1, x0 : x1_ + 1]  # (C, h, w)
-            a, bt = wy[r, :, y0 : y1_ + 1], wx[r, :, x0 : x1_ + 1].t()  # (oh, h), (w, ow)
-            h, w = crop.shape[1:]
-            if oh * w * (h + ow) <= h * ow * (w + oh):
-                outs.append(torch.matmul(torch.matmul(a, crop), bt))
-            else:
-                outs.append(torch.matmul(a, torch.matmul(crop, bt)))
-        return torch.stack(outs)
+        return _SeparableRoIAlignFunction.apply(feature, wy.detach(), wx.detach(), bounds)
 
     def extra_repr(self) -> str:
         return (
