@@ -30,7 +30,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
+from detectron2.modeling.proposal_generator import StandardRPNHead
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers
 from detectron2.solver import WarmupParamScheduler, get_default_optimizer_params
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -49,6 +49,7 @@ from stl_search.modeling import (
 from stl_search.modeling.backbone.resnet_ibn import IBNBasicBlock, make_sequential_stage
 from stl_search.modeling.losses import SoftmaxIDLoss
 from stl_search.modeling.separable_roi_align import SeparableRoIAlign
+from stl_search.modeling.sync_free_postprocess import SyncFreeRPN
 
 TRAIN, GALLERY, QUERY = "synthetic_train", "synthetic_gallery", "synthetic_query"
 IMAGE_FORMAT = "RGB"
@@ -82,7 +83,9 @@ model = L(PersonSearchRCNN)(
         out_features=["res2", "res3"],
         freeze_at=0,
     ),
-    proposal_generator=L(RPN)(
+    # SyncFreeRPN + sync_free_postprocess: the sync-free inference post-processing that the YAML
+    # configs turn on (TEST.FAST_PATH.SYNC_FREE_POSTPROCESS); training is Detectron2's RPN's.
+    proposal_generator=L(SyncFreeRPN)(
         in_features=["res3"],
         head=L(StandardRPNHead)(in_channels=64, num_anchors=12, conv_dims=[128]),
         anchor_generator=L(DefaultAnchorGenerator)(
@@ -155,6 +158,7 @@ model = L(PersonSearchRCNN)(
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],
     input_format=IMAGE_FORMAT,
+    sync_free_postprocess=True,
 )
 
 
