@@ -60,11 +60,6 @@ def _clip(boxes: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     )
 
 
-def _nonempty(boxes: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """``Boxes.nonempty``: both sides longer than ``threshold``."""
-    return ((boxes[:, 2] - boxes[:, 0]) > threshold) & ((boxes[:, 3] - boxes[:, 1]) > threshold)
-
-
 def _drop(boxes: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor):
     """Candidates outside ``keep``: zero box, ``-inf`` score."""
     boxes = torch.where(keep[:, None], boxes, boxes.new_zeros(()))
@@ -126,7 +121,7 @@ def find_top_rpn_proposals(
         boxes, scores = topk_proposals[n], topk_scores[n]
         finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
         boxes = _clip(torch.where(finite[:, None], boxes, boxes.new_zeros(())), image_size)
-        boxes, scores = _drop(boxes, scores, finite & _nonempty(boxes, min_box_size))
+        boxes, scores = _drop(boxes, scores, finite & Boxes(boxes).nonempty(min_box_size))
         keep = _nms(boxes, scores, level_ids, nms_thresh, one_group=len(proposals) == 1)
         keep = keep[:post_nms_topk]
         res = Instances(image_size)
@@ -181,9 +176,7 @@ def pool_boxes(pooler, features: List[torch.Tensor], box_lists: List[Boxes]) -> 
         ]
     )
     feature = features[0]
-    if (
-        feature.dtype != boxes.dtype
-    ):  # reduced-precision autocast: pool float32, as meta_arch's hook
+    if feature.dtype != boxes.dtype:  # autocast: pool float32, as meta_arch's pooler hook does
         feature = feature.float()
     return level_poolers[0](feature, torch.cat([index, boxes], dim=1))
 
@@ -258,10 +251,9 @@ def _detection_candidates(roi_heads, features: Dict[str, torch.Tensor], proposal
 def _scaled(boxes: torch.Tensor, size: Tuple[int, int], output_size: Tuple[int, int]):
     """``detector_postprocess``'s boxes: scaled from ``size`` to ``output_size`` and clipped."""
     out_h, out_w = output_size
-    boxes = boxes.clone()
-    boxes[:, 0::2] *= out_w / size[1]
-    boxes[:, 1::2] *= out_h / size[0]
-    return _clip(boxes, output_size)
+    scaled = Boxes(boxes.clone())
+    scaled.scale(out_w / size[1], out_h / size[0])
+    return _clip(scaled.tensor, output_size)
 
 
 def _compact(candidates: List[Instances], output_sizes: Optional[Sequence[Tuple[int, int]]]):
@@ -274,7 +266,7 @@ def _compact(candidates: List[Instances], output_sizes: Optional[Sequence[Tuple[
         boxes = inst.pred_boxes.tensor
         if output_sizes is not None:
             boxes = _scaled(boxes, inst.image_size, output_sizes[i])
-            keep &= _nonempty(boxes)
+            keep &= Boxes(boxes).nonempty()
         scaled.append(boxes)
         # Kept candidates first, in their order (a stable sort of 0 = kept, 1 = dropped).
         orders.append(torch.sort((~keep).to(torch.uint8), stable=True).indices)
