@@ -73,6 +73,7 @@ import stl_search.modeling  # noqa: E402,F401  (registers the model)
 from stl_search.config import add_stl_search_config  # noqa: E402
 from stl_search.modeling.fast_path import prepare_inference_model  # noqa: E402
 from stl_search.utils.io import atomic_write_json  # noqa: E402
+from stl_search.utils.yaml_config import merge_yaml_config  # noqa: E402
 
 #: The named fast variant (configs/PRW/fast_stl_mrfp.yaml): the RPN's 3x3 conv 128 wide.
 FAST_VARIANT_OPTS = ["MODEL.RPN.CONV_DIMS", [128]]
@@ -101,7 +102,7 @@ def build(
     """The model of ``config`` (+ ``opts``, a flat KEY, VALUE list) with random weights, forced to
     ``persons`` detections per image, prepared for inference (``TEST.FAST_PATH``)."""
     cfg = add_stl_search_config(get_cfg())
-    cfg.merge_from_file(config)
+    merge_yaml_config(cfg, config)
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.MRFP.ENABLED = mrfp

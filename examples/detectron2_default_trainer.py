@@ -1,8 +1,18 @@
 """Person search in a Detectron2 project of your own: Detectron2's ``DefaultTrainer`` pattern.
 
 Nothing of stl-search's engine (``train_net.py``, ``PersonSearchTrainer``) is used: only
-``import stl_search``, which registers the model, and four of its names. The trainer is the one a
-Detectron2 user writes for any model (as in Detectron2's ``tools/train_net.py``):
+``import stl_search``, which registers the model, and five of its names. The trainer is the one a
+Detectron2 user writes for any model (as in Detectron2's ``tools/train_net.py``), with two changes
+that keep code in files from running:
+
+- the config is merged with ``allow_unsafe=False``: Detectron2's default (``True``) reads a config
+  that plain YAML cannot with ``yaml.unsafe_load``, which runs a ``!!python/...`` tag's command;
+- weights are loaded by ``stl_search.AtomicCheckpointer`` (``build_hooks`` puts it in place of
+  ``DetectionCheckpointer``, which unpickles ``.pkl`` weights with ``pickle.load``, running what
+  the file names): ``.pkl`` files through a restricted unpickler, others with
+  ``torch.load(weights_only=True)``; its saves are atomic.
+
+The person-search parts:
 
 - ``build_train_loader``: Detectron2's ``build_detection_train_loader`` with
   ``stl_search.PersonSearchDatasetMapper(cfg, mode="train")`` (boxes with person ids);
@@ -20,7 +30,8 @@ Detectron2's default ``cuda`` unless given: add ``MODEL.DEVICE cpu`` on a machin
         --config-file configs/synthetic/person_search.yaml [--eval-only] [KEY VALUE ...]
 """
 
-from detectron2.checkpoint import DetectionCheckpointer
+import weakref
+
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -29,6 +40,14 @@ import stl_search
 
 
 class Trainer(DefaultTrainer):
+    def build_hooks(self):
+        # DefaultTrainer.__init__ calls this right after making its DetectionCheckpointer:
+        # replaced here, the safe one serves resume_or_load and the PeriodicCheckpointer hook.
+        self.checkpointer = stl_search.AtomicCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        return super().build_hooks()
+
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = stl_search.PersonSearchDatasetMapper(cfg, mode="train")
@@ -45,7 +64,7 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     cfg = stl_search.add_stl_search_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_file(args.config_file, allow_unsafe=False)
     cfg.merge_from_list(args.opts)
     if cfg.MODEL.PERSON_SEARCH.NUM_IDENTITIES <= 0:
         train_split = cfg.DATASETS.TRAIN[0]
@@ -59,7 +78,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        stl_search.AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

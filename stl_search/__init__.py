@@ -12,8 +12,10 @@ from .data.build import build_person_search_eval_loader
 from .data.datasets import num_training_identities
 from .data.mapper import PersonSearchDatasetMapper
 from .evaluation import PersonSearchEvaluator
+from .utils.checkpoint import AtomicCheckpointer
 
 __all__ = [
+    "AtomicCheckpointer",
     "PersonSearchDatasetMapper",
     "PersonSearchEvaluator",
     "add_stl_search_config",

@@ -40,7 +40,7 @@ _ROW_LINE = re.compile(r'^# Table (\d+), row (\d+), "([^"]+)"')
 
 def _load(path: str):
     cfg = add_stl_search_config(get_cfg())
-    cfg.merge_from_file(path)
+    cfg.merge_from_file(path, allow_unsafe=False)
     return cfg
 
 

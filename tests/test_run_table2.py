@@ -45,7 +45,7 @@ def test_rows_are_the_row_configs_in_table_order(table2):
 def test_each_row_config_sets_the_mrfp_and_initialisation_its_name_says(table2, dataset):
     for row in table2.table_rows(dataset, "stl.pth", "in.pth"):
         cfg = add_stl_search_config(get_cfg())
-        cfg.merge_from_file(os.path.join(table2.REPO, row.config))
+        cfg.merge_from_file(os.path.join(table2.REPO, row.config), allow_unsafe=False)
         assert cfg.MODEL.MRFP.ENABLED == row.name.endswith("+ MRFP"), row
         assert (cfg.MODEL.WEIGHTS == "") == ("random init" in row.name), row
 

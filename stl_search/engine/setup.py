@@ -28,6 +28,7 @@ from ..config import add_stl_search_config
 from ..data.datasets.person_search_json import register_person_search_json
 from ..utils.io import atomic_open, remove_stale_temp_files
 from ..utils.output_dir import claim_output_dir
+from ..utils.yaml_config import merge_yaml_config
 
 
 class ConfigKeyError(KeyError):
@@ -68,12 +69,15 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
     Raises:
         ConfigKeyError: naming the unknown key and where it came from.
         FileNotFoundError: when ``config_file`` (or a JSON data set file) does not exist.
+        stl_search.utils.yaml_config.ConfigFileError: naming the file, when it (or a
+            ``_BASE_`` file) is no plain YAML mapping; ``UnsafeConfigError`` when it holds a
+            ``!!python`` tag (nothing of it runs).
         DatasetFormatError: naming every problem of a ``DATASETS.PERSON_SEARCH_JSON`` file.
     """
     cfg = add_stl_search_config(get_cfg())
     if config_file:
         try:
-            cfg.merge_from_file(config_file)
+            merge_yaml_config(cfg, config_file)
         except KeyError as e:
             raise ConfigKeyError(f"{config_file}: {e.args[0] if e.args else e}") from None
     if opts:

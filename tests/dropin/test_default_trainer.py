@@ -1,11 +1,14 @@
 """examples/detectron2_default_trainer.py, a plain Detectron2 script (``import stl_search`` and
 Detectron2's ``DefaultTrainer`` pattern), trains the person-search model a few iterations and
-evaluates it with ``PersonSearchEvaluator`` through Detectron2's own ``DefaultTrainer.test``."""
+evaluates it with ``PersonSearchEvaluator`` through Detectron2's own ``DefaultTrainer.test``; a
+weights file or a config file that holds code is refused and its code never runs."""
 
 import os
 import re
 import subprocess
 import sys
+
+from ..engine.test_weights_files import _evil_files
 
 SMALL = [
     "MODEL.DEVICE",  # a plain Detectron2 config keeps the cuda default: the CPU is stated
@@ -27,13 +30,14 @@ SMALL = [
 ]
 
 
-def _run(repo_root, data_root, *argv) -> str:
+def _run(repo_root, data_root, *argv, config=None, expect_failure=False) -> str:
+    config = config or os.path.join(repo_root, "configs", "synthetic", "person_search.yaml")
     proc = subprocess.run(
         [
             sys.executable,
             os.path.join(repo_root, "examples", "detectron2_default_trainer.py"),
             "--config-file",
-            os.path.join(repo_root, "configs", "synthetic", "person_search.yaml"),
+            config,
             *argv,
         ],
         capture_output=True,
@@ -42,7 +46,7 @@ def _run(repo_root, data_root, *argv) -> str:
         cwd=repo_root,
         env=dict(os.environ, DETECTRON2_DATASETS=data_root),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode != 0) == expect_failure, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
@@ -68,3 +72,30 @@ def test_user_default_trainer_trains_and_evaluates(repo_root, data_root, tmp_pat
         repo_root, data_root, "--eval-only", *SMALL, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out
     )
     assert _search_metrics(log) == trained  # the same weights, the same numbers
+
+
+def test_user_default_trainer_runs_no_code_from_weights_or_config(repo_root, data_root, tmp_path):
+    marker, files = _evil_files(tmp_path)
+    out = str(tmp_path / "run")
+    log = _run(
+        repo_root,
+        data_root,
+        "--eval-only",
+        *SMALL,
+        "MODEL.WEIGHTS",
+        files["pkl"],
+        "OUTPUT_DIR",
+        out,
+        expect_failure=True,
+    )
+    assert not os.path.exists(marker)
+    assert f"{files['pkl']}: refused to load" in log
+
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text(
+        f"_BASE_: {os.path.join(repo_root, 'configs', 'synthetic', 'person_search.yaml')}\n"
+        f"SEED: !!python/object/apply:os.system [\"touch '{marker}'\"]\n"
+    )
+    log = _run(repo_root, data_root, *SMALL, config=str(tagged), expect_failure=True)
+    assert not os.path.exists(marker)
+    assert "python/object/apply:os.system" in log and str(tagged) in log

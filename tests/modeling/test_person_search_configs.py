@@ -26,7 +26,7 @@ CONFIGS = sorted(
 
 def _load(path: str):
     cfg = add_stl_search_config(get_cfg())
-    cfg.merge_from_file(path)
+    cfg.merge_from_file(path, allow_unsafe=False)
     return cfg
 
 

@@ -25,7 +25,7 @@ TORCHVISION = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34}
 
 def _paper_cfg(depth: int, ibn_stages=("res2", "res3", "res4")):
     cfg = add_stl_search_config(get_cfg())
-    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-PersonSearch.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-PersonSearch.yaml"), allow_unsafe=False)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.RESNETS.DEPTH = depth
     cfg.MODEL.IBN.STAGES = list(ibn_stages)
