@@ -11,7 +11,9 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from stl_search import compat
+from stl_search.engine import setup as engine_setup
 from stl_search.engine.setup import load_config, resolve_device
+from stl_search.index.builder import config_of
 
 from .tiny_configs import tiny_person_search_cfg
 
@@ -53,6 +55,7 @@ def test_gpu_processes_and_the_default_device_use_detectron2s_launcher(one_gpu_m
 
 
 def test_cuda_falls_back_to_the_cpu_without_a_gpu_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(engine_setup, "_FALLBACK_SAID", set())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="stl_search"):
         assert load_config().MODEL.DEVICE == "cpu"  # Detectron2's default is "cuda"
@@ -67,6 +70,22 @@ def test_cuda_falls_back_to_the_cpu_without_a_gpu_and_says_so(monkeypatch, caplo
     assert not caplog.records
     with pytest.raises(ValueError, match="MODEL.DEVICE 'gpu0' is not a torch device"):
         load_config(opts=["MODEL.DEVICE", "gpu0"])
+
+
+def test_the_fallback_is_said_once_and_only_for_the_device_resolved(monkeypatch, caplog):
+    """A stored config (an index's) or an override naming the CPU: no word about the defaults'
+    "cuda"; a config loaded twice in one process (train_net.py, index add): said once."""
+    monkeypatch.setattr(engine_setup, "_FALLBACK_SAID", set())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    on_cpu = load_config(opts=["MODEL.DEVICE", "cpu"])
+    with caplog.at_level(logging.WARNING, logger="stl_search"):
+        assert config_of({"config": on_cpu.dump()}).MODEL.DEVICE == "cpu"
+        assert not caplog.records
+        for _ in range(2):
+            assert config_of({"config": load_config().dump()}).MODEL.DEVICE == "cpu"
+    assert [r.getMessage() for r in caplog.records] == [
+        "MODEL.DEVICE is 'cuda' but torch sees no GPU: running on the CPU"
+    ]
 
 
 def _frozen_layers(module):

@@ -38,11 +38,15 @@ class ConfigKeyError(KeyError):
         return str(self.args[0])
 
 
+#: CUDA devices already said to fall back to the CPU (said once per process).
+_FALLBACK_SAID: set = set()
+
+
 def resolve_device(device: str) -> str:
     """``device`` (``MODEL.DEVICE``), or ``"cpu"`` where it names CUDA and no GPU is visible.
 
     The configs leave ``MODEL.DEVICE`` at Detectron2's default ``"cuda"``: a GPU is used when
-    present, the CPU otherwise (said as a warning).
+    present, the CPU otherwise (said as a warning, once per process and device).
 
     Raises:
         ValueError: when ``device`` is no torch device.
@@ -54,17 +58,26 @@ def resolve_device(device: str) -> str:
             f"MODEL.DEVICE {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"
         ) from None
     if kind == "cuda" and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning(
-            "MODEL.DEVICE is %r but torch sees no GPU: running on the CPU", device
-        )
+        if device not in _FALLBACK_SAID:
+            _FALLBACK_SAID.add(device)
+            logging.getLogger(__name__).warning(
+                "MODEL.DEVICE is %r but torch sees no GPU: running on the CPU", device
+            )
         return "cpu"
     return device
 
 
-def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
+def load_config(
+    config_file: Optional[str] = None,
+    opts: Sequence[str] = (),
+    *,
+    stored: Optional[CfgNode] = None,
+) -> CfgNode:
     """Detectron2 defaults + stl-search keys, then ``config_file`` (with its ``_BASE_``), then
-    ``opts``; then the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are registered, and
-    ``MODEL.DEVICE`` is resolved (:func:`resolve_device`).
+    ``opts`` (the data sets of ``DATASETS.PERSON_SEARCH_JSON`` are then registered), then
+    ``stored`` (a config saved with an index), and ``MODEL.DEVICE`` is resolved
+    (:func:`resolve_device`: only the device the config ends up with is resolved and warned
+    about).
 
     Raises:
         ConfigKeyError: naming the unknown key and where it came from.
@@ -92,6 +105,8 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
             raise ConfigKeyError(f"command-line override: {message}") from None
     for json_file in cfg.DATASETS.PERSON_SEARCH_JSON:  # before anything reads the data set names
         register_person_search_json(os.path.splitext(os.path.basename(json_file))[0], json_file)
+    if stored is not None:  # its data sets need not exist where the stored config is used
+        cfg.merge_from_other_cfg(stored)
     cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
     return cfg
 

@@ -54,8 +54,7 @@ PLAN = "build_plan.json"
 
 def config_of(plan_or_manifest: Dict) -> CfgNode:
     """The config an index was built with (stored in its plan and manifest as YAML)."""
-    cfg = load_config()
-    cfg.merge_from_other_cfg(CfgNode.load_cfg(plan_or_manifest["config"]))
+    cfg = load_config(stored=CfgNode.load_cfg(plan_or_manifest["config"]))
     cfg.freeze()
     return cfg
 
