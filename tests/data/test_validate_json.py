@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+from stl_search.data.datasets.common import DatasetFormatError
+from stl_search.data.datasets.person_search_json import load_person_search_json
 from stl_search.data.datasets.person_search_json_checks import check_person_search_json
 from stl_search.data.validate import main as validate_main
 from stl_search.data.validate import validate
@@ -100,6 +102,16 @@ BROKEN = {
         "unknown image id",
         ["annotations[7]", "field 'image_id'", "'img99'"],
     ),
+    "identity beyond int64": (
+        _set(["annotations", 3, "person_id"], 2**63),
+        "invalid value",
+        ["annotations[3]", "field 'person_id'", "9223372036854775808 is outside the 64-bit"],
+    ),
+    "camera id beyond int64": (
+        _set(["images", 2, "camera_id"], -(2**64)),
+        "invalid value",
+        ["images[2]", "field 'camera_id'", "outside the 64-bit integer range"],
+    ),
     "missing field": (
         _set(["queries", 2], {"image_id": "img5", "person_id": 8}),
         "missing field",
@@ -160,6 +172,26 @@ def test_unreadable_file_is_one_problem(tmp_path):
     assert not ok and "bad.json:1:" in lines[1] and "not valid JSON" in lines[1]
     ok, lines = validate(str(tmp_path / "absent.json"))
     assert not ok and "not found" in lines[1]
+
+
+def test_huge_ids_and_deep_nesting_are_refused_by_the_loader_naming_the_file(own_json, tmp_path):
+    """The loader (training, evaluation) refuses what the validator reports, before inference."""
+    data = json.loads(open(own_json).read())
+    data["image_root"] = os.path.join(os.path.dirname(own_json), "images")
+    data["queries"][0]["person_id"] = 2**64
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps(data))
+    with pytest.raises(DatasetFormatError) as error:
+        load_person_search_json(str(huge), "query")
+    assert str(huge) in str(error.value)
+    assert "queries[0]" in str(error.value) and "'person_id'" in str(error.value)
+
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"images": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(DatasetFormatError, match=f"{deep}: nested too deeply"):
+        load_person_search_json(str(deep), "train")
+    ok, lines = validate(str(deep))
+    assert not ok and "nested too deeply" in lines[1]
 
 
 def test_documented_example_is_valid(repo_root, tmp_path):

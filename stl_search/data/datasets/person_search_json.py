@@ -64,6 +64,11 @@ def read_person_search_json(json_file: str) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         where = f":{e.lineno}:{e.colno}" if isinstance(e, json.JSONDecodeError) else ""
         raise DatasetFormatError(f"{json_file}{where}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise DatasetFormatError(
+            f"{json_file}: nested too deeply to read (lists or objects inside each other "
+            "thousands of levels deep; a person-search file nests 4 levels)"
+        ) from None
 
 
 def resolve_image_root(json_file: str, data: Any, image_root: Optional[str] = None) -> str:

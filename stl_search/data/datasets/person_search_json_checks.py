@@ -71,6 +71,10 @@ class CheckResult:
         return not self.problems
 
 
+#: The range of the integer fields: evaluation keeps identities and camera ids in int64 arrays.
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -115,7 +119,15 @@ class _Checker:
         if minimum is not None and v < minimum:
             self.problem(where, key, "invalid value", f"must be >= {minimum}, got {v}")
             return False
-        return True
+        return self.in_int64(v, where, key)
+
+    def in_int64(self, v: int, where: str, key: str) -> bool:
+        if INT64_RANGE[0] <= v <= INT64_RANGE[1]:
+            return True
+        self.problem(
+            where, key, "invalid value", f"{v} is outside the 64-bit integer range (|v| < 2**63)"
+        )
+        return False
 
     def person_id(self, rec: dict, where: str) -> Optional[int]:
         if not self.require(rec, where, "person_id"):
@@ -132,7 +144,7 @@ class _Checker:
         if v < -1:
             self.problem(where, "person_id", "invalid value", f"must be >= -1, got {v}")
             return None
-        return v
+        return v if self.in_int64(v, where, "person_id") else None
 
     def box(self, value: Any, where: str, field_: str, image: Optional[dict]) -> bool:
         """An ``[x, y, w, h]`` box of ``image`` (None: the image is unknown, sizes not checked)."""
