@@ -1,9 +1,13 @@
 """Atomic writes and safe loads: nothing this project writes is ever left half-written.
 
-A write goes to a temp file beside its target, named ``.<target>.<pid>.<8 hex>.stl-tmp``, which
-is fsync'ed, renamed over the target, and the directory fsync'ed. An exception removes the temp
-file; a kill cannot, so each run removes those its killed predecessors left in its output folder
-(:func:`remove_stale_temp_files`, called by ``stl_search.engine.setup.setup``).
+A write goes to a temp file beside its target, named ``.<target>.<host>.<pid>.<8 hex>.stl-tmp``
+(``host``: this machine's name, letters, digits, ``-`` and ``_`` only), which is fsync'ed, renamed
+over the target, and the directory fsync'ed. An exception removes the temp file; a kill cannot,
+so each run removes those its killed predecessors left in its output folder
+(:func:`remove_stale_temp_files`, called by ``stl_search.engine.setup.setup``): only in the folder
+itself, and only those written on this machine by a process that is gone. A pid says nothing
+about a process of another machine: on a shared file system, the temp files of other hosts are
+left alone, live or not.
 """
 
 from __future__ import annotations
@@ -13,14 +17,22 @@ import json
 import os
 import re
 import secrets
+import socket
 from typing import IO, Any, Iterator, List, Tuple
 
 import torch
 
 TEMP_SUFFIX = ".stl-tmp"
 _TEMP_NAME = re.compile(
-    r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$"
+    r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}"
+    + re.escape(TEMP_SUFFIX)
+    + "$"
 )
+
+
+def host_tag() -> str:
+    """This machine's name as it appears in temp-file names (no dots: the name parses back)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
 
 
 def _create_temp_file(path: str) -> Tuple[int, str]:
@@ -29,7 +41,9 @@ def _create_temp_file(path: str) -> Tuple[int, str]:
     directory, name = os.path.split(os.path.abspath(path))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        tmp = os.path.join(
+            directory, f".{name}.{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        )
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # 2**32 names: another writer of this process drew the same
@@ -86,23 +100,26 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(directory: str) -> List[str]:
-    """Remove the temp files of :func:`atomic_open` under ``directory`` (recursively) whose
-    writing process is gone, i.e. that a killed run left. Nothing else is touched: only names of
-    this module's pattern, and never those of a live process on this machine.
+    """Remove the temp files of :func:`atomic_open` in ``directory`` (not its sub-folders) that
+    a writer of this machine left when it was killed: names of this module's pattern, with this
+    host's name and the pid of no live process. Temp files of other hosts (a shared file system)
+    and of live processes are never touched.
 
     Returns:
         The removed paths.
     """
     removed = []
-    for root, _, files in os.walk(directory):
-        for name in files:
-            match = _TEMP_NAME.match(name)
-            if match is None or _process_alive(int(match["pid"])):
-                continue
-            path = os.path.join(root, name)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-                removed.append(path)
+    host = host_tag()
+    for name in sorted(os.listdir(directory)):
+        match = _TEMP_NAME.match(name)
+        if match is None or match["host"] != host or _process_alive(int(match["pid"])):
+            continue
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
     return removed
 
 

@@ -103,6 +103,19 @@ def test_unmatched_train_box_is_logged(tmp_path, cuhk_root, caplog):
     assert {a["identity"] for d in dicts for a in d["annotations"]} == {20, -1}
 
 
+def test_a_box_entirely_outside_its_image_is_dropped_and_counted(tmp_path, cuhk_root, caplog):
+    root = str(shutil.copytree(cuhk_root, tmp_path / "cuhk"))
+    path = os.path.join(root, "annotation", "Images.mat")
+    img = loadmat(path)["Img"]
+    img[0, 1]["box"][0, 0]["idlocate"] = fx.box(105, 5, 25, 50)  # s2.jpg is 100 wide
+    savemat(path, {"Img": img})
+    with caplog.at_level(logging.WARNING):
+        dicts = load_cuhk_sysu_scenes(root, "train")
+    assert "dropped 1 boxes (entirely outside the image)" in caplog.text
+    s2 = next(d for d in dicts if d["image_id"] == "s2.jpg")
+    assert [a["bbox"] for a in s2["annotations"]] == [[40.0, 10.0, 70.0, 70.0]]
+
+
 def test_errors_name_file_and_key(tmp_path, cuhk_root):
     root = str(shutil.copytree(cuhk_root, tmp_path / "cuhk"))
     tt = os.path.join(root, "annotation", "test", "train_test")

@@ -199,6 +199,12 @@ def image_size(path: str) -> tuple:
     return int(height), int(width)
 
 
+def outside_frame(x: float, y: float, w: float, h: float, height: int, width: int) -> bool:
+    """Whether the box ``x, y, w, h`` (positive ``w``, ``h``) has no pixel inside the frame (it
+    would become a box in the frame's corner after clipping)."""
+    return x + w <= 0 or y + h <= 0 or x >= width or y >= height
+
+
 def count_log(name: str, num_images: int, num_boxes: int, dropped: Dict[str, int]) -> None:
     """Log the size of a loaded split and every dropped box, with the reason."""
     logger.info("%s: %d images, %d boxes", name, num_images, num_boxes)

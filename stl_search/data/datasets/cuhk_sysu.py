@@ -16,7 +16,9 @@ Layout of ``root`` (``CUHK-SYSU/``)::
 
 Training images are all images of ``Images.mat`` minus the pool. Boxes are ``[x, y, w, h]`` in
 integer pixels: truncated to int, ``x2 = x + w``, ``y2 = y + h`` (no clipping, as the reference
-evaluation); boxes with ``w <= 0`` or ``h <= 0`` are dropped and counted in the log.
+evaluation); boxes with ``w <= 0`` or ``h <= 0``, and train / gallery boxes entirely outside their
+image (clipping would make them a box in its corner), are dropped and counted in the log, as the
+PRW loader does.
 
 Every number is checked where it is read: a NaN / infinite coordinate, a string in a box and an
 identity number beyond int64 are errors naming the file, the record and the field.
@@ -49,6 +51,7 @@ from .common import (
     load_mat,
     mat_str,
     mat_vector,
+    outside_frame,
     person_id,
     struct_elements,
 )
@@ -275,11 +278,15 @@ def load_cuhk_sysu_scenes(
 
     dicts = []
     num_boxes = 0
+    outside = 0
     for name in image_names:
         file_name = os.path.join(paths["image_dir"], name)
         height, width = image_size(file_name)
         annos = []
         for box in boxes[name]:
+            if outside_frame(*box, height, width):
+                outside += 1
+                continue
             identity = identity_of.get((name, box), -1)
             annos.append(
                 {
@@ -305,7 +312,10 @@ def load_cuhk_sysu_scenes(
         f"CUHK-SYSU {split} ({root})",
         len(dicts),
         num_boxes,
-        {"non-positive width or height (all of Images.mat)": dropped},
+        {
+            "non-positive width or height (all of Images.mat)": dropped,
+            "entirely outside the image": outside,
+        },
     )
     if split == "train":
         logger.info("CUHK-SYSU train (%s): %d training identities", root, len(label_of))

@@ -48,6 +48,7 @@ from .common import (
     image_size,
     load_mat,
     mat_vector,
+    outside_frame,
     person_id,
     require_file,
 )
@@ -137,11 +138,6 @@ def read_annotation(root: str, image_name: str) -> np.ndarray:
     for row, pid in enumerate(arr[:, 0]):
         person_id(pid, f"{path}: row {row + 1}, field pid")
     return arr
-
-
-def outside_frame(x: float, y: float, w: float, h: float, height: int, width: int) -> bool:
-    """Whether the box ``x, y, w, h`` (positive ``w``, ``h``) has no pixel inside the frame."""
-    return x + w <= 0 or y + h <= 0 or x >= width or y >= height
 
 
 def frame_box(x: float, y: float, w: float, h: float) -> Optional[List[float]]:
