@@ -33,7 +33,7 @@ def test_ivfpq_reports_its_recall_and_size(tiny_model, synthetic, tmp_path):
     recall = measure_recall(searcher, exact, queries, 10)
     assert 0.0 < recall < 1.0  # 4-bit codes of 8 sub-vectors lose neighbours, measurably
     assert 0.0 < ann["recall@10"] < 1.0
-    serialized = faiss.serialize_index(faiss.read_index(os.path.join(folder, "ann.faiss")))
+    serialized = faiss.serialize_index(faiss.read_index(os.path.join(folder, ann["file"])))
     assert ann["bytes_per_box"] == serialized.size / len(index)
     reranked = load_searcher(index)
     reranked.rerank = len(index)  # re-ranking every candidate with the stored vectors is exact
