@@ -54,13 +54,14 @@ def search_index(gallery: GalleryIndex, searcher, query_embedding: np.ndarray, k
     gallery holds no box (nothing was detected), a normal answer.
 
     Raises:
-        ValueError: ``k`` is not positive, or the embedding has the wrong size.
+        ValueError: ``k`` is not positive (for a gallery with boxes), or the embedding has the
+            wrong size.
     """
-    if int(k) < 1:
-        raise ValueError(f"--topk must be a positive number of hits, got {k}")
     query = normalized_query(query_embedding, gallery.dim)
     if len(gallery) == 0:
         return []
+    if int(k) < 1:
+        raise ValueError(f"--topk must be a positive number of hits, got {k}")
     sims, ids = searcher.search(query[None], min(int(k), len(gallery)))
     hits = []
     for sim, i in zip(sims[0], ids[0]):
