@@ -51,13 +51,13 @@ def test_relative_weights_mean_the_file_the_build_saw(
     folder = str(tmp_path / "index")
     monkeypatch.chdir(here)
     build_index(folder, tiny_model[0], two_images, "MODEL.WEIGHTS", "model.pth")
-    with open(os.path.join(folder, "manifest.json")) as f:
-        assert json.load(f)["weights"] == str(here / "model.pth")
     built = _query(folder, synthetic, tmp_path / "here_hits")
     monkeypatch.chdir(elsewhere)
     again = _query(folder, synthetic, tmp_path / "elsewhere_hits")
     assert [h.box_id for h in again] == [h.box_id for h in built]
     np.testing.assert_array_equal([h.similarity for h in again], [h.similarity for h in built])
+    with open(os.path.join(folder, "manifest.json")) as f:
+        assert json.load(f)["weights"] == str(here / "model.pth")
 
 
 def test_moved_weights_are_taken_by_hash_on_query_and_add(tiny_model, synthetic, tmp_path):
