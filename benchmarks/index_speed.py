@@ -257,7 +257,7 @@ def search_rows(gen: Generator, sizes: List[int], num_queries: int, k: int) -> N
             entry = build_ann(gallery, "ivfpq")
             build_s = time.perf_counter() - start
             searcher = ANNSearcher(
-                gallery, faiss.read_index(os.path.join(folder, "ann.faiss")), entry
+                gallery, faiss.read_index(os.path.join(folder, entry["file"])), entry
             )
             ann_ms, found = latencies(searcher, queries, k)
             print(

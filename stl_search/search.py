@@ -21,6 +21,7 @@ import torch
 
 from .engine.predictor import PersonSearchPredictor
 from .engine.setup import load_config
+from .index.arguments import positive_int
 from .index.backends import ExactSearcher
 from .index.builder import commit_index, extract_shards, plan_index
 from .index.query import Hit, format_hits, search_index
@@ -33,7 +34,7 @@ __all__ = ["Hit", "search", "list_gallery", "main"]
 
 def list_gallery(folder: str) -> List[str]:
     """Image files of ``folder`` (sorted); raises if there are none."""
-    return [r["file_name"] for r in image_records(folder)]
+    return [r["file_name"] for r in image_records(folder, flag="--gallery")]
 
 
 def search(
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default="search_result.png", help="picture of the query and its top hits"
     )
-    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--topk", type=positive_int, default=5)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 

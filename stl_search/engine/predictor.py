@@ -143,7 +143,12 @@ class PersonSearchPredictor:
             # The mapper clips a box to the image, as the annotated query boxes of the data sets
             # may overhang it by a few pixels; a box mostly outside the image is a mistake.
             inside = max(min(x2, width) - max(x1, 0), 0) * max(min(y2, height) - max(y1, 0), 0)
-            if not (x1 < x2 and y1 < y2 and inside >= 0.5 * (x2 - x1) * (y2 - y1)):
+            if not (x2 - x1 >= 1 and y2 - y1 >= 1):  # also NaN: a person is at least a pixel
+                raise ValueError(
+                    f"box {[float(x1), float(y1), float(x2), float(y2)]} of {record['file_name']}"
+                    " is not a person box: x2 - x1 and y2 - y1 must be at least 1 pixel"
+                )
+            if not inside >= 0.5 * (x2 - x1) * (y2 - y1):
                 raise ValueError(
                     f"box {[float(x1), float(y1), float(x2), float(y2)]} is not a box inside "
                     f"{record['file_name']} ({width}x{height}): less than half of it lies in it"

@@ -14,6 +14,7 @@ exact search when it is importable and sees a GPU.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Dict, Tuple
 
@@ -23,10 +24,19 @@ import numpy as np
 from ..utils.io import atomic_open
 from .shards import GalleryIndex, sha256_of
 
-__all__ = ["BACKENDS", "build_ann", "load_searcher", "measure_recall", "bytes_per_box"]
+__all__ = [
+    "BACKENDS",
+    "GalleryTooSmall",
+    "ann_params",
+    "min_boxes",
+    "build_ann",
+    "remove_stale_ann_files",
+    "load_searcher",
+    "measure_recall",
+    "bytes_per_box",
+]
 
 BACKENDS = ("exact", "ivfpq", "hnsw")
-ANN_FILE = "ann.faiss"
 
 
 def _on_gpu(index: "faiss.Index") -> "faiss.Index":
@@ -89,27 +99,6 @@ class ANNSearcher:
         return sims, ids
 
 
-def _train_ann(vectors: np.ndarray, params: Dict) -> "faiss.Index":
-    dim = vectors.shape[1]
-    if params["backend"] == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(params["m"]), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(params["ef_construction"])
-        return index
-    nlist = int(params["nlist"])
-    index = faiss.index_factory(
-        dim, f"IVF{nlist},PQ{int(params['m'])}x{int(params['nbits'])}", faiss.METRIC_INNER_PRODUCT
-    )
-    if len(vectors) < 39 * nlist:
-        raise ValueError(
-            f"IVF-PQ with nlist={nlist} needs at least {39 * nlist} boxes to train, the index has "
-            f"{len(vectors)}: use a smaller nlist or the exact back end"
-        )
-    rng = np.random.default_rng(0)
-    sample = rng.choice(len(vectors), min(len(vectors), int(params["train_size"])), replace=False)
-    index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
-    return index
-
-
 DEFAULT_PARAMS = {
     "ivfpq": {
         "nlist": 1024,
@@ -121,40 +110,153 @@ DEFAULT_PARAMS = {
     },
     "hnsw": {"m": 32, "ef_construction": 80, "ef_search": 128},
 }
+_LIMITS = {"rerank": (0, None), "nbits": (1, 16), ("hnsw", "m"): (2, None)}
 
 
-def build_ann(gallery: GalleryIndex, backend: str, params: Dict = None, start: int = 0) -> Dict:
-    """Train (when ``start == 0``) or extend the approximate index of ``gallery`` with its boxes
-    from ``start`` on, save it as ``ann.faiss`` and return its manifest entry (parameters, file
-    hash, bytes per box, recall@10 and @100 against exact on 200 of its own boxes as queries)."""
-    if backend not in DEFAULT_PARAMS:
-        raise ValueError(
-            f"approximate back end must be one of {tuple(DEFAULT_PARAMS)}, got {backend!r}"
-        )
+class GalleryTooSmall(ValueError):
+    """Fewer boxes than an approximate index needs to train (the message says how many)."""
+
+
+def min_boxes(params: Dict) -> int:
+    """The fewest boxes an approximate index of ``params`` trains on: 39 per IVF list (FAISS's
+    k-means minimum) and 2^nbits per PQ codebook for IVF-PQ; one for HNSW."""
+    if params["backend"] == "ivfpq":
+        return max(39 * params["nlist"], 2 ** params["nbits"])
+    return 1
+
+
+def _describe(params: Dict) -> str:
+    if params["backend"] == "ivfpq":
+        return f"ivfpq with nlist={params['nlist']}, nbits={params['nbits']}"
+    return params["backend"]
+
+
+def ann_params(backend: str, given: Dict = None, dim: int = None, max_boxes: int = None) -> Dict:
+    """The full, checked parameters of ``backend`` (``{}`` for ``exact``): ``given`` (strings from
+    ``--ann-param KEY=VALUE`` or numbers) over the defaults. Checked before any extraction:
+    unknown keys, non-integers, values out of range, ``m`` not dividing the embedding dimension
+    ``dim``, a ``train_size`` or a largest possible gallery (``max_boxes``) below the minimum.
+
+    Raises:
+        ValueError: naming ``--ann-param`` (or ``--backend``) and the key.
+    """
+    given = dict(given or {})
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "exact":
+        if given:
+            raise ValueError(f"--ann-param {sorted(given)}: the exact back end takes none")
+        return {}
     defaults = DEFAULT_PARAMS[backend]
-    unknown = set(params or {}) - set(defaults) - {"backend", "file", "sha256", "bytes_per_box"}
-    unknown -= {k for k in (params or {}) if k.startswith("recall@")}
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ValueError(
-            f"unknown {backend} parameters {sorted(unknown)}; known: {sorted(defaults)}"
+            f"--ann-param {unknown[0]}: not a {backend} parameter (known: {', '.join(defaults)})"
         )
-    params = {k: type(v)((params or {}).get(k, v)) for k, v in defaults.items()}
-    params["backend"] = backend
-    path = os.path.join(gallery.folder, ANN_FILE)
+    params = {"backend": backend}
+    for key, default in defaults.items():
+        value = given.get(key, default)
+        try:
+            if isinstance(value, (bool, float)) or not str(value).strip().lstrip("-").isdigit():
+                raise ValueError
+            params[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--ann-param {key}={value}: {key} takes an integer") from None
+        low, high = _LIMITS.get((backend, key), _LIMITS.get(key, (1, None)))
+        if params[key] < low or (high is not None and params[key] > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"--ann-param {key}={value}: {key} must be {bound}")
+    if backend == "ivfpq" and dim is not None and dim % params["m"]:
+        raise ValueError(
+            f"--ann-param m={params['m']}: m must divide the embedding dimension {dim}"
+        )
+    need = min_boxes(params)
+    if backend == "ivfpq" and params["train_size"] < need:
+        raise ValueError(
+            f"--ann-param train_size={params['train_size']}: {_describe(params)} trains on at "
+            f"least {need} boxes"
+        )
+    if max_boxes is not None and max_boxes < need:
+        raise ValueError(
+            f"--backend {_describe(params)} needs a gallery of at least {need} boxes, and these "
+            f"inputs give at most {max_boxes}: use a smaller --ann-param nlist or nbits, or "
+            "--backend exact"
+        )
+    return params
+
+
+def _train_ann(vectors: np.ndarray, params: Dict) -> "faiss.Index":
+    dim = vectors.shape[1]
+    if len(vectors) < min_boxes(params):
+        raise GalleryTooSmall(
+            f"--backend {_describe(params)} needs a gallery of at least {min_boxes(params)} "
+            f"boxes, the index has {len(vectors)}"
+        )
+    if params["backend"] == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        return index
+    index = faiss.index_factory(
+        dim, f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}", faiss.METRIC_INNER_PRODUCT
+    )
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(vectors), min(len(vectors), params["train_size"]), replace=False)
+    index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+    return index
+
+
+def build_ann(gallery: GalleryIndex, backend: str, params: Dict = None, base: Dict = None) -> Dict:
+    """Train the approximate index of ``gallery`` (``base`` None), or extend the one of manifest
+    entry ``base`` with the boxes it lacks; save it as ``ann-<sha256>.faiss`` (a new file: the
+    manifest, written after, is what makes it current) and return its manifest entry
+    (parameters, file and hash, bytes per box, recall@10 and @100 against exact on 200 of its
+    own boxes as queries).
+
+    Raises:
+        GalleryTooSmall: fewer boxes than ``params`` train on.
+    """
+    params = ann_params(
+        backend,
+        {k: v for k, v in (base or params or {}).items() if k in DEFAULT_PARAMS.get(backend, {})},
+        gallery.dim,
+    )
     vectors = gallery.embeddings_float32()
-    index = _train_ann(vectors, params) if start == 0 else faiss.read_index(path)
+    if base is None:
+        index, start = _train_ann(vectors, params), 0
+    else:
+        index = faiss.read_index(_checked_file(gallery.folder, base))
+        start = index.ntotal
     index.add(np.ascontiguousarray(vectors[start:]))
+    data = faiss.serialize_index(index).tobytes()
+    name = f"ann-{hashlib.sha256(data).hexdigest()[:16]}.faiss"
+    path = os.path.join(gallery.folder, name)
     with atomic_open(path, "wb") as f:
-        f.write(faiss.serialize_index(index).tobytes())
+        f.write(data)
     searcher = ANNSearcher(gallery, index, params)
     queries = vectors[
         np.random.default_rng(1).choice(len(vectors), min(200, len(vectors)), replace=False)
     ]
     exact = ExactSearcher(gallery)
-    entry = dict(params, file=ANN_FILE, sha256=sha256_of(path), bytes_per_box=bytes_per_box(index))
+    entry = dict(params, file=name, sha256=sha256_of(path), bytes_per_box=bytes_per_box(index))
     for k in (10, 100):
         entry[f"recall@{k}"] = measure_recall(searcher, exact, queries, k)
     return entry
+
+
+def remove_stale_ann_files(folder: str, manifest: Dict) -> None:
+    """Delete the ``ann-*.faiss`` files of ``folder`` the manifest does not name (left by a
+    replaced back end or an interrupted commit)."""
+    keep = (manifest.get("ann") or {}).get("file")
+    for name in os.listdir(folder):
+        if name.startswith("ann") and name.endswith(".faiss") and name != keep:
+            os.remove(os.path.join(folder, name))
+
+
+def _checked_file(folder: str, ann: Dict) -> str:
+    path = os.path.join(folder, ann["file"])
+    if not os.path.isfile(path) or sha256_of(path) != ann["sha256"]:
+        raise ValueError(f"{path} is missing or does not match the manifest")
+    return path
 
 
 def measure_recall(searcher, exact, queries: np.ndarray, k: int) -> float:
@@ -168,19 +270,22 @@ def measure_recall(searcher, exact, queries: np.ndarray, k: int) -> float:
 
 
 def load_searcher(gallery: GalleryIndex, backend: str = None):
-    """The searcher of ``backend`` (default: the one the index was built with)."""
-    ann = gallery.manifest.get("ann")
-    backend = backend or (ann["backend"] if ann else "exact")
+    """The searcher of ``backend`` (default: the index's own, the manifest's ``backend``).
+
+    Raises:
+        ValueError: the index has no trained index of that back end (never silently another).
+    """
+    own = gallery.manifest.get("backend", "exact")
+    backend = backend or own
     if backend not in BACKENDS:
-        raise ValueError(f"back end must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"--backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "exact":
         return ExactSearcher(gallery)
+    ann = gallery.manifest.get("ann")
     if not ann or ann["backend"] != backend:
         raise ValueError(
-            f"{gallery.folder} has no {backend} index "
-            f"(built with {ann['backend'] if ann else 'exact'})"
+            f"{gallery.folder} has no trained {backend} index (it serves "
+            f"{ann['backend'] if ann else 'exact'}): build one with `python -m stl_search.index "
+            f"train --index {gallery.folder} --backend {backend}`"
         )
-    path = os.path.join(gallery.folder, ann["file"])
-    if not os.path.isfile(path) or sha256_of(path) != ann["sha256"]:
-        raise ValueError(f"{path} is missing or does not match the manifest")
-    return ANNSearcher(gallery, faiss.read_index(path), ann)
+    return ANNSearcher(gallery, faiss.read_index(_checked_file(gallery.folder, ann)), ann)

@@ -1,16 +1,19 @@
 """Building and extending a gallery index: plan, extract shards in parallel, commit a manifest.
 
 1. :func:`plan_index` (one process): the records of the inputs, cut into shards of
-   ``images_per_shard`` consecutive records, written as ``build_plan.json``. The plan, and so each
+   ``images_per_shard`` consecutive records, written as ``build_plan.json``; every parameter
+   (approximate back end included) is checked here, before any extraction. The plan, and so each
    shard's content, depends on the inputs, the config and the weights only, never on how many
-   processes run: the index of N processes is the index of one.
+   processes run: the index of N processes is the index of one. An ``add`` whose plan is still
+   there (it failed) resumes from it when run again; sources already in the index are refused.
 2. :func:`extract_shards` (every process of Detectron2's ``launch``): the processes split the
    unfinished shards with ``InferenceSampler`` (contiguous, equal shares); each runs its shards'
    images through a ``DataLoader`` in batches of ``batch_size`` (never across shards) and
-   :meth:`PersonSearchPredictor.detect_mapped`, and writes each shard when its last batch is done.
-   Finished shards of an interrupted run are skipped.
-3. :func:`commit_index` (one process): checks every planned shard, hashes it, writes
-   ``manifest.json`` and, for an approximate back end, trains or extends ``ann.faiss``.
+   :meth:`PersonSearchPredictor.detect_mapped`, checks that every box, score and embedding is
+   finite, and writes each shard when its last batch is done. Finished shards are skipped.
+3. :func:`commit_index` (one process): checks every planned shard, hashes it, trains or extends
+   the approximate index into a new file, then writes ``manifest.json``, the one commit point,
+   and removes the plan.
 """
 
 from __future__ import annotations
@@ -30,33 +33,23 @@ from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
 from ..engine.predictor import PersonSearchPredictor
-from ..engine.setup import load_config
-from ..utils.io import atomic_write_json
-from .backends import build_ann
-from .shards import (
+from .backends import GalleryTooSmall, ann_params, build_ann, remove_stale_ann_files
+from .manifest import (
     FORMAT,
-    GalleryIndex,
+    PLAN,
     read_manifest,
-    sha256_of,
-    shard_is_done,
+    read_plan,
     shard_name,
     write_manifest,
-    write_shard,
+    write_plan,
 )
+from .model import index_predictor, resolve_weights
+from .shards import GalleryIndex, sha256_of, shard_is_done, shard_records, write_shard
 from .sources import load_record
 
-__all__ = ["plan_index", "extract_shards", "commit_index", "config_of", "PLAN"]
+__all__ = ["plan_index", "extract_shards", "commit_index", "set_backend", "PLAN"]
 
 logger = logging.getLogger(__name__)
-
-PLAN = "build_plan.json"
-
-
-def config_of(plan_or_manifest: Dict) -> CfgNode:
-    """The config an index was built with (stored in its plan and manifest as YAML)."""
-    cfg = load_config(stored=CfgNode.load_cfg(plan_or_manifest["config"]))
-    cfg.freeze()
-    return cfg
 
 
 def plan_index(
@@ -68,6 +61,7 @@ def plan_index(
     ann_params: Dict = None,
     predictor: PersonSearchPredictor = None,
     embedding_dtype: str = "float16",
+    weights: str = None,
 ) -> Dict:
     """Write ``folder/build_plan.json`` for a new index (``cfg`` given) or for adding ``sources``
     to the index in ``folder`` (``cfg`` None: its manifest's config and weights are used).
@@ -75,45 +69,25 @@ def plan_index(
     Args:
         sources: ``{"input", "kind" ("images" or "video"), "sample_fps", "records"}`` each, the
             records from :mod:`stl_search.index.sources`.
+        ann_params: ``backend``'s parameters (``--ann-param`` strings or numbers).
         predictor: the model will be given to :func:`extract_shards` (``MODEL.WEIGHTS`` may
             then be empty: an in-memory model, not for an index kept on disk).
         embedding_dtype: "float16" (half the disk and memory) or "float32" (the similarities,
             hence the ranking, of the evaluator's default float32 storage, bit for bit).
+        weights: for an add, the index's weights at another path (checked by sha256).
     """
-    if str(np.dtype(embedding_dtype)) not in ("float16", "float32"):
-        raise ValueError(f"embedding dtype must be float16 or float32, got {embedding_dtype}")
-    if images_per_shard < 1:
-        raise ValueError(f"--images-per-shard must be >= 1, got {images_per_shard}")
+    sources = [dict(s, records=list(s["records"])) for s in sources]
     if cfg is None:
-        plan = read_manifest(folder)
-        weights = config_of(plan).MODEL.WEIGHTS
-        if not os.path.isfile(weights) or sha256_of(weights) != plan["weights_sha256"]:
-            raise ValueError(
-                f"the weights {weights} of {folder} are missing or changed since it was built"
-            )
+        plan = _add_plan(folder, sources, weights)
+        if "planned_from" in plan:
+            return plan  # the unfinished add of these sources, resumed
     else:
-        weights = cfg.MODEL.WEIGHTS
-        if not os.path.isfile(weights) and not (predictor is not None and not weights):
-            raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file")
-        if os.path.isfile(os.path.join(folder, "manifest.json")):
-            raise FileExistsError(f"{folder} already holds an index: use `add`, or a new folder")
-        plan = {
-            "format": FORMAT,
-            "config": cfg.dump(),
-            "weights": cfg.MODEL.WEIGHTS,
-            "weights_sha256": sha256_of(weights) if weights else None,
-            "images_per_shard": int(images_per_shard),
-            "score_thresh": float(cfg.TEST.PERSON_SEARCH.SCORE_THRESH),
-            "embedding_dtype": str(np.dtype(embedding_dtype)),
-            "backend": backend,
-            "ann_params": dict(ann_params or {}),
-            "ann": None,
-            "sources": [],
-            "shards": [],
-        }
+        plan = _build_plan(folder, sources, cfg, images_per_shard, backend, ann_params, predictor)
+        plan["embedding_dtype"] = _dtype(embedding_dtype)
+    plan["planned_from"] = {"sources": len(plan["sources"]), "shards": len(plan["shards"])}
     number = len(plan["shards"])
     for source in sources:
-        records = list(source["records"])
+        records = source["records"]
         plan["sources"].append(
             {k: source[k] for k in ("input", "kind", "sample_fps")} | {"num_records": len(records)}
         )
@@ -125,13 +99,84 @@ def plan_index(
         text = json.dumps(plan, sort_keys=True).encode()
         plan["index_id"] = hashlib.sha256(text).hexdigest()[:16]
     os.makedirs(folder, exist_ok=True)
-    atomic_write_json(plan, os.path.join(folder, PLAN))
+    write_plan(folder, plan)
     return plan
 
 
-def _read_plan(folder: str) -> Dict:
-    with open(os.path.join(folder, PLAN)) as f:
-        return json.load(f)
+def _dtype(embedding_dtype: str) -> str:
+    if str(np.dtype(embedding_dtype)) not in ("float16", "float32"):
+        raise ValueError(f"embedding dtype must be float16 or float32, got {embedding_dtype}")
+    return str(np.dtype(embedding_dtype))
+
+
+def _build_plan(folder, sources, cfg, images_per_shard, backend, params, predictor) -> Dict:
+    if images_per_shard < 1:
+        raise ValueError(f"--images-per-shard must be >= 1, got {images_per_shard}")
+    records = sum(len(s["records"]) for s in sources)
+    params = ann_params(
+        backend,
+        params,
+        dim=cfg.MODEL.ID_HEAD.EMBEDDING_DIM,
+        max_boxes=records * cfg.TEST.DETECTIONS_PER_IMAGE,
+    )
+    weights = cfg.MODEL.WEIGHTS
+    if not os.path.isfile(weights) and not (predictor is not None and not weights):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file")
+    if os.path.isfile(os.path.join(folder, "manifest.json")):
+        raise FileExistsError(f"{folder} already holds an index: use `add`, or a new folder")
+    return {
+        "format": FORMAT,
+        "config": cfg.dump(),
+        "weights": os.path.abspath(weights) if weights else None,
+        "weights_sha256": sha256_of(weights) if weights else None,
+        "images_per_shard": int(images_per_shard),
+        "score_thresh": float(cfg.TEST.PERSON_SEARCH.SCORE_THRESH),
+        "backend": backend,
+        "ann_params": params,
+        "ann": None,
+        "sources": [],
+        "shards": [],
+    }
+
+
+def _add_plan(folder: str, sources: List[Dict], weights: str) -> Dict:
+    """The manifest of ``folder`` to extend, or its unfinished plan for the same ``sources``."""
+    manifest = read_manifest(folder)
+    weights = resolve_weights(manifest, weights)
+    if os.path.isfile(os.path.join(folder, PLAN)):
+        plan = read_plan(folder)
+        if len(plan["shards"]) == len(manifest["shards"]):  # committed, then interrupted
+            os.remove(os.path.join(folder, PLAN))
+            return _add_plan(folder, sources, weights)
+        start = plan.get("planned_from") or {}
+        planned = [r for s in plan["shards"][start.get("shards", 0) :] for r in s["records"]]
+        inputs = [s["input"] for s in plan["sources"][start.get("sources", 0) :]]
+        if planned != [r for s in sources for r in s["records"]]:
+            raise FileExistsError(
+                f"{folder} holds an unfinished add of {inputs}: run that command again to finish "
+                f"it (or delete {os.path.join(folder, PLAN)} to drop it)"
+            )
+        plan["weights"] = weights
+        write_plan(folder, plan)
+        logger.info("Index %s: resuming the unfinished add of %s", folder, inputs)
+        return plan
+    indexed = set()
+    for entry in manifest["shards"]:
+        indexed |= shard_records(folder, entry["number"])
+    for source in sources:
+        again = [
+            r
+            for r in source["records"]
+            if (os.path.abspath(r["file_name"]), int(r["frame_index"])) in indexed
+        ]
+        if again:
+            raise ValueError(
+                f"{source['input']}: {len(again)} of its {len(source['records'])} images or "
+                f"frames are already in the index {folder} (e.g. {again[0]['file_name']}); add "
+                "only new ones"
+            )
+    manifest.pop("planned_from", None)
+    return dict(manifest, weights=weights)
 
 
 def _pending(folder: str, plan: Dict) -> List[Dict]:
@@ -162,7 +207,9 @@ def extract_shards(
     """This process's share of the unfinished shards of ``folder/build_plan.json``; returns how
     many shards it wrote. Call it in every process (it synchronises them at the end). The
     model is built from the plan's config and weights unless ``predictor`` is given."""
-    plan = _read_plan(folder)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    plan = read_plan(folder)
     pending = _pending(folder, plan)
     mine = [pending[i] for i in InferenceSampler(len(pending))] if pending else []
     logger.info(
@@ -173,7 +220,7 @@ def extract_shards(
         len(mine),
     )
     if mine:
-        predictor = predictor or PersonSearchPredictor(config_of(plan))
+        predictor = predictor or index_predictor(plan)
         _extract(predictor, folder, plan, mine, batch_size, num_workers)
     comm.synchronize()
     return len(mine)
@@ -204,6 +251,8 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
         shard = shards[i]
         if len(done[i]) == len(shard["records"]):
             dets = done.pop(i)
+            for det, record in zip(dets, shard["records"]):
+                _check_finite(det, record)
             keeps = [d.scores >= thresh for d in dets]
             write_shard(
                 folder,
@@ -216,24 +265,42 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
                     [np.full(int(k.sum()), row) for row, k in enumerate(keeps)]
                 ),
                 embeddings=np.concatenate([d.embeddings[k] for d, k in zip(dets, keeps)]),
-                embedding_dtype=plan.get("embedding_dtype", "float16"),
+                embedding_dtype=plan["embedding_dtype"],
             )
             logger.info("Index %s: wrote %s", folder, shard["name"])
 
 
+def _check_finite(detections, record: Dict) -> None:
+    """Refuse NaN or infinite model outputs (broken weights) before they enter a shard, where
+    they would match nothing, silently."""
+    for field in ("boxes", "scores", "embeddings"):
+        if not np.isfinite(getattr(detections, field)).all():
+            where = record["file_name"]
+            if record["frame_index"] >= 0:
+                where += f" frame {record['frame_index']}"
+            raise ValueError(
+                f"{where}: the model gave non-finite {field} (NaN or inf); check MODEL.WEIGHTS"
+            )
+
+
 def commit_index(folder: str) -> Dict:
-    """Check that every planned shard is finished; write the manifest (and the ANN index)."""
-    plan = _read_plan(folder)
+    """Check that every planned shard is finished, hash the new ones, train or extend the
+    approximate index, and write the manifest (the commit) and remove the plan.
+
+    Raises:
+        GalleryTooSmall: the approximate back end asked for at ``build`` needs more boxes than
+            were found; the index is then committed with the exact back end (the message says
+            how to train one on its shards with ``train``).
+    """
+    plan = read_plan(folder)
     missing = [s["name"] for s in _pending(folder, plan)]
     if missing:
         raise RuntimeError(f"{folder}: shards {missing} were not extracted; run the command again")
-    manifest = {k: v for k, v in plan.items() if k != "shards"}
+    manifest = {k: v for k, v in plan.items() if k not in ("shards", "planned_from")}
     manifest["shards"] = []
-    previous_boxes = 0
     for shard in plan["shards"]:
         if "sha256" in shard:  # committed by an earlier build or add
             manifest["shards"].append(shard)
-            previous_boxes += shard["num_boxes"]
             continue
         base = os.path.join(folder, shard["name"])
         embeddings = np.load(base + ".emb.npy", mmap_mode="r", allow_pickle=False)
@@ -250,14 +317,50 @@ def commit_index(folder: str) -> Dict:
         )
     if "embedding_dim" not in manifest:
         raise RuntimeError(f"{folder}: no shard to commit")
-    ann_before = manifest.get("ann")
-    manifest["ann"] = None
-    write_manifest(folder, manifest)
+    too_small = None
     if manifest["backend"] != "exact":
-        gallery = GalleryIndex.open(folder, verify=False)
-        start = previous_boxes if ann_before else 0
-        params = ann_before or manifest["ann_params"]
-        manifest["ann"] = build_ann(gallery, manifest["backend"], params, start=start)
-        write_manifest(folder, manifest)
-    os.remove(os.path.join(folder, PLAN))
+        gallery = GalleryIndex.open(folder, verify=False, manifest=manifest)
+        try:
+            manifest["ann"] = build_ann(
+                gallery, manifest["backend"], manifest["ann_params"], base=plan["ann"]
+            )
+        except GalleryTooSmall as e:
+            if plan["ann"]:
+                raise
+            manifest["backend"], too_small = "exact", e
+    _commit(folder, manifest)
+    if too_small:
+        raise GalleryTooSmall(
+            f"{folder}: {too_small}. Its boxes were indexed and are searched exactly; once it "
+            f"holds enough (`add`), or with smaller --ann-param values, build the approximate "
+            f"index on its shards with `python -m stl_search.index train --index {folder} "
+            f"--backend {plan['backend']} --ann-param KEY=VALUE ...`"
+        )
     return manifest
+
+
+def set_backend(folder: str, backend: str, params: Dict = None) -> Dict:
+    """(Re)build the search back end of the index in ``folder`` on its shards, without
+    extracting anything: train ``backend`` with ``params`` (``exact``: drop the approximate
+    index), then commit the manifest. The previous back end stays in place on any error."""
+    if os.path.isfile(os.path.join(folder, PLAN)):
+        raise FileExistsError(
+            f"{folder} holds an unfinished build or add ({PLAN}): run it again to finish it first"
+        )
+    gallery = GalleryIndex.open(folder)
+    manifest = dict(gallery.manifest)
+    manifest["ann_params"] = ann_params(backend, params, dim=gallery.dim)
+    manifest["backend"] = backend
+    manifest["ann"] = None
+    if backend != "exact":
+        manifest["ann"] = build_ann(gallery, backend, manifest["ann_params"])
+    _commit(folder, manifest)
+    return manifest
+
+
+def _commit(folder: str, manifest: Dict) -> None:
+    """Write the manifest (the commit point), then drop the plan and unreferenced ANN files."""
+    write_manifest(folder, manifest)
+    if os.path.isfile(os.path.join(folder, PLAN)):
+        os.remove(os.path.join(folder, PLAN))
+    remove_stale_ann_files(folder, manifest)

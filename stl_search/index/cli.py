@@ -1,25 +1,31 @@
-"""``python -m stl_search.index build|add|query``: a gallery index of images or video, searched
-by a query person.
+"""``python -m stl_search.index build|add|train|query``: a gallery index of images or video,
+searched by a query person.
 
     python -m stl_search.index build --index DIR --config-file CFG (--input FOLDER_OR_GLOB |
         --video-input FILE --sample-fps F) [--backend exact|ivfpq|hnsw] [--num-gpus N ...]
         MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
     python -m stl_search.index add --index DIR (--input ... | --video-input ... --sample-fps F)
+        [MODEL.WEIGHTS PATH]
+    python -m stl_search.index train --index DIR --backend exact|ivfpq|hnsw [--ann-param K=V ...]
     python -m stl_search.index query --index DIR (--query IMAGE --box X1 Y1 X2 Y2 |
-        --query-embedding FILE.npy) [--topk 10] [--out PREFIX]
+        --query-embedding FILE.npy) [--topk 10] [--out PREFIX] [MODEL.WEIGHTS PATH]
 
 ``build`` and ``add`` run under Detectron2's ``launch`` (``--num-gpus`` processes per machine;
 CPU processes with gloo without a GPU; ``--num-machines``, ``--machine-rank``, ``--dist-url`` as
 in ``train_net.py``; every machine must see the index folder). Running the same command again
-after an interruption skips the finished shards. ``query`` writes ``PREFIX.json``,
-``PREFIX.csv`` and ``PREFIX.png`` (the query beside its top hits).
+after an interruption skips the finished shards. ``train`` (re)builds the search back end on the
+index's shards. ``build``, ``add`` and ``train`` hold the index folder's lock. ``add`` and
+``query`` take the index's weights at another path (``MODEL.WEIGHTS``, checked by sha256).
+``query`` writes ``PREFIX.json``, ``PREFIX.csv`` and ``PREFIX.png`` (the query beside its hits).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from typing import List, Sequence
+import os
+from typing import Iterator, List, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +33,13 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..compat import launch
-from ..engine.predictor import PersonSearchPredictor
 from ..engine.setup import load_config
+from ..utils.output_dir import lock_output_dir, release_output_dir
+from .arguments import non_negative_int, positive_int
 from .backends import BACKENDS, load_searcher
-from .builder import commit_index, config_of, extract_shards, plan_index
+from .builder import commit_index, extract_shards, plan_index, set_backend
+from .manifest import read_manifest
+from .model import index_predictor
 from .query import Hit, format_hits, search_index, write_hits
 from .render import check_picture_path, render
 from .shards import GalleryIndex
@@ -48,15 +57,18 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sample-fps", type=float, default=1.0, help="frames per second taken from the video"
     )
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per forward")
     parser.add_argument(
-        "--num-workers", type=int, default=0, help="data-loader workers per process"
+        "--num-workers", type=non_negative_int, default=0, help="data-loader workers per process"
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads per process (0: torch's default)"
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="torch threads per process (0: torch's default)",
     )
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
-    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--num-gpus", type=positive_int, default=1, help="processes per machine")
+    parser.add_argument("--num-machines", type=positive_int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument(
         "--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (needed for >1 machine)"
@@ -74,15 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--index", required=True, metavar="DIR")
     build.add_argument("--config-file", required=True, metavar="FILE")
     _add_input_arguments(build)
-    build.add_argument("--images-per-shard", type=int, default=256)
-    build.add_argument("--backend", choices=BACKENDS, default="exact")
+    build.add_argument("--images-per-shard", type=positive_int, default=256)
     build.add_argument(
         "--embedding-dtype",
         choices=("float16", "float32"),
         default="float16",
         help="stored embeddings (float32: the evaluator's default similarities, bit for bit)",
     )
-    build.add_argument(
+    _add_backend_arguments(build, default="exact")
+    build.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add = sub.add_parser("add", help="append images or video to an index")
+    add.add_argument("--index", required=True, metavar="DIR")
+    _add_input_arguments(add)
+    add.add_argument("opts", nargs=argparse.REMAINDER, help=_WEIGHTS_HELP)
+    train = sub.add_parser("train", help="(re)build the search back end on the index's shards")
+    train.add_argument("--index", required=True, metavar="DIR")
+    _add_backend_arguments(train, default=None)
+    query = sub.add_parser("query", help="the top-k boxes for a query person")
+    query.add_argument("--index", required=True, metavar="DIR")
+    group = query.add_mutually_exclusive_group(required=True)
+    group.add_argument("--query", metavar="IMAGE", help="image holding the query person")
+    group.add_argument("--query-embedding", metavar="FILE.npy", help="a (D,) embedding")
+    query.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"))
+    query.add_argument("--topk", type=positive_int, default=10)
+    query.add_argument("--backend", choices=BACKENDS, help="default: the index's own")
+    query.add_argument("--out", default="query_result", metavar="PREFIX")
+    query.add_argument("opts", nargs=argparse.REMAINDER, help=_WEIGHTS_HELP)
+    return parser
+
+
+_WEIGHTS_HELP = "MODEL.WEIGHTS PATH: the index's weights moved there (checked by sha256)"
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default=default, required=not default)
+    parser.add_argument(
         "--ann-param",
         action="append",
         default=[],
@@ -90,20 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="IVF-PQ: nlist, m, nbits, nprobe, rerank, train_size; HNSW: m, ef_construction, "
         "ef_search (see docs/index.md)",
     )
-    build.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    add = sub.add_parser("add", help="append images or video to an index")
-    add.add_argument("--index", required=True, metavar="DIR")
-    _add_input_arguments(add)
-    query = sub.add_parser("query", help="the top-k boxes for a query person")
-    query.add_argument("--index", required=True, metavar="DIR")
-    group = query.add_mutually_exclusive_group(required=True)
-    group.add_argument("--query", metavar="IMAGE", help="image holding the query person")
-    group.add_argument("--query-embedding", metavar="FILE.npy", help="a (D,) embedding")
-    query.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"))
-    query.add_argument("--topk", type=int, default=10)
-    query.add_argument("--backend", choices=BACKENDS, help="default: the index's own")
-    query.add_argument("--out", default="query_result", metavar="PREFIX")
-    return parser
+
+
+def _weights_override(opts: Sequence[str]) -> str:
+    """The path of ``MODEL.WEIGHTS PATH``, the one override ``add`` and ``query`` take (the
+    index's config is fixed: other keys would change its embeddings)."""
+    if not opts:
+        return None
+    if len(opts) != 2 or opts[0] != "MODEL.WEIGHTS":
+        raise ValueError(
+            f"add and query take no config overrides but MODEL.WEIGHTS PATH, got {list(opts)}"
+        )
+    return opts[1]
+
+
+@contextlib.contextmanager
+def _locked(folder: str, existing: bool) -> Iterator[None]:
+    """Hold the lock of the index ``folder`` (``existing``: it must already be an index)."""
+    if existing:
+        read_manifest(folder)
+    lock_output_dir(folder, what="index folder")
+    try:
+        yield
+    finally:
+        release_output_dir(folder)
 
 
 def sources_from_args(args: argparse.Namespace) -> List[dict]:
@@ -134,18 +182,21 @@ def _extract_worker(folder: str, batch_size: int, num_workers: int, threads: int
 
 
 def _ann_params(pairs: Sequence[str]) -> dict:
+    """``--ann-param KEY=VALUE`` pairs as a dict of strings (checked by the back end)."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ValueError(f"--ann-param takes KEY=VALUE, got {pair!r}")
-        params[key] = float(value) if "." in value else int(value)
+        params[key] = value
     return params
 
 
 def run_build(args: argparse.Namespace) -> dict:
     """``build`` or ``add``: plan (machine 0 only), extract in every process, commit."""
-    if args.machine_rank == 0:
+    if args.machine_rank != 0:
+        return _extract_and_commit(args)
+    with _locked(args.index, existing=args.command == "add"):
         if args.command == "build":
             cfg = load_config(args.config_file, args.opts)
             plan_index(
@@ -158,7 +209,12 @@ def run_build(args: argparse.Namespace) -> dict:
                 embedding_dtype=args.embedding_dtype,
             )
         else:
-            plan_index(args.index, sources_from_args(args))
+            weights = _weights_override(args.opts)
+            plan_index(args.index, sources_from_args(args), weights=weights)
+        return _extract_and_commit(args)
+
+
+def _extract_and_commit(args: argparse.Namespace) -> dict:
     launch(
         _extract_worker,
         args.num_gpus,
@@ -172,17 +228,34 @@ def run_build(args: argparse.Namespace) -> dict:
     manifest = commit_index(args.index)
     boxes = sum(s["num_boxes"] for s in manifest["shards"])
     print(f"index {args.index}: {len(manifest['shards'])} shards, {boxes} boxes")
-    if manifest["ann"]:
-        ann = manifest["ann"]
-        print(
-            f"{ann['backend']}: recall@10 {ann['recall@10']:.3f}, recall@100 "
-            f"{ann['recall@100']:.3f} against exact, {ann['bytes_per_box']:.1f} bytes per box"
-        )
+    _print_backend(manifest)
+    return manifest
+
+
+def _print_backend(manifest: dict) -> None:
+    ann = manifest["ann"]
+    if not ann:
+        print("back end: exact")
+        return
+    print(
+        f"back end: {ann['backend']}, recall@10 {ann['recall@10']:.3f}, recall@100 "
+        f"{ann['recall@100']:.3f} against exact, {ann['bytes_per_box']:.1f} bytes per box"
+    )
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    """``train``: (re)build the index's search back end on its shards, nothing re-extracted."""
+    if not os.path.isdir(args.index):
+        raise FileNotFoundError(f"--index {args.index} does not exist")
+    with _locked(args.index, existing=True):
+        manifest = set_backend(args.index, args.backend, _ann_params(args.ann_param))
+    _print_backend(manifest)
     return manifest
 
 
 def run_query(args: argparse.Namespace) -> List[Hit]:
     check_picture_path(args.out + ".png")
+    weights = _weights_override(args.opts)
     gallery = GalleryIndex.open(args.index)
     meta = {"index": args.index}
     if args.query_embedding:
@@ -194,12 +267,15 @@ def run_query(args: argparse.Namespace) -> List[Hit]:
     else:
         if args.box is None:
             raise ValueError("--query needs --box X1 Y1 X2 Y2")
-        predictor = PersonSearchPredictor(config_of(gallery.manifest))
+        predictor = index_predictor(gallery.manifest, weights)
         embedding = predictor.embed_query(args.query, args.box)
         meta.update(image=args.query, box=list(args.box))
-    hits = search_index(gallery, load_searcher(gallery, args.backend), embedding, args.topk)
+    searcher = load_searcher(gallery, args.backend)
+    hits = search_index(gallery, searcher, embedding, args.topk)
+    meta["backend"] = searcher.name
     write_hits(hits, args.out + ".json", args.out + ".csv", meta)
     print(format_hits(hits))
+    print(f"{len(hits)} hits of {len(gallery)} boxes, {searcher.name} search")
     if args.query:
         render(args.query, args.box, hits, args.out + ".png")
     print(f"saved {args.out}.json, {args.out}.csv" + (f", {args.out}.png" if args.query else ""))
@@ -211,6 +287,8 @@ def main(argv: Sequence[str] = None):
     setup_logger(name="stl_search", distributed_rank=comm.get_rank(), abbrev_name="stl")
     if args.command == "query":
         return run_query(args)
+    if args.command == "train":
+        return run_train(args)
     return run_build(args)
 
 

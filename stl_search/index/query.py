@@ -50,8 +50,18 @@ def normalized_query(embedding: np.ndarray, dim: int, name: str = "query embeddi
 
 
 def search_index(gallery: GalleryIndex, searcher, query_embedding: np.ndarray, k: int) -> List[Hit]:
-    """The top ``k`` boxes of ``gallery`` for one query embedding, best first."""
+    """The top ``k`` boxes of ``gallery`` for one query embedding, best first; none when the
+    gallery holds no box (nothing was detected), a normal answer.
+
+    Raises:
+        ValueError: ``k`` is not positive (for a gallery with boxes), or the embedding has the
+            wrong size.
+    """
     query = normalized_query(query_embedding, gallery.dim)
+    if len(gallery) == 0:
+        return []
+    if int(k) < 1:
+        raise ValueError(f"--topk must be a positive number of hits, got {k}")
     sims, ids = searcher.search(query[None], min(int(k), len(gallery)))
     hits = []
     for sim, i in zip(sims[0], ids[0]):

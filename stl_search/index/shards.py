@@ -12,45 +12,40 @@ A folder holds
   last: a shard whose ``.npz`` exists and names its build is finished;
 - ``manifest.json``: the config, the weights and their sha256, the embedding dimension, the
   sources and the shard list (file hashes, box counts) in index order, written once all shards
-  are done (atomically, as every file here).
+  are done (atomically, as every file here); read and checked by
+  :mod:`stl_search.index.manifest`.
 
-Global box ids are positions in the concatenation of the shards in manifest order.
+Global box ids are positions in the concatenation of the shards in manifest order. A shard is
+read as untrusted input: its arrays must agree in length with each other, with its embeddings
+and with the manifest, and every box must point at one of the shard's records.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..utils.io import atomic_open, atomic_write_json
+from ..utils.io import atomic_open
+from .manifest import FORMAT, read_manifest, shard_name
 
 __all__ = [
-    "FORMAT",
     "ShardError",
     "GalleryIndex",
-    "shard_name",
     "write_shard",
     "shard_is_done",
+    "shard_records",
     "sha256_of",
-    "read_manifest",
-    "write_manifest",
 ]
 
-FORMAT = "stl-search-index/1"
-MANIFEST = "manifest.json"
+_ARRAYS = ("boxes", "scores", "record", "file_name", "frame_index", "timestamp")
 
 
 class ShardError(ValueError):
     """A shard that is missing, corrupt, or belongs to another index (the message names it)."""
-
-
-def shard_name(number: int) -> str:
-    return f"shard_{number:05d}"
 
 
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
@@ -117,19 +112,43 @@ def shard_is_done(folder: str, number: int, index_id: str, records: Sequence[Dic
     ].tolist() == [int(r["frame_index"]) for r in records]
 
 
-def read_manifest(folder: str) -> Dict:
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{folder} is not a built index (no {MANIFEST})")
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+def shard_records(folder: str, number: int) -> Set[Tuple[str, int]]:
+    """``(absolute file name, frame index)`` of every record of finished shard ``number``."""
+    meta = _load_npz(os.path.join(folder, shard_name(number) + ".npz"))
+    names = [os.path.abspath(str(n)) for n in meta.get("file_name", [])]
+    return set(zip(names, (int(i) for i in meta.get("frame_index", []))))
 
 
-def write_manifest(folder: str, manifest: Dict) -> None:
-    atomic_write_json(manifest, os.path.join(folder, MANIFEST))
+def _check_shard(path: str, meta: Dict[str, np.ndarray], entry: Dict, dim: int, emb) -> None:
+    """Raise :class:`ShardError` naming ``path`` and the field when the shard's arrays disagree
+    with each other, with its embeddings or with its manifest entry."""
+    missing = [k for k in _ARRAYS + ("shard",) if k not in meta]
+    if missing:
+        raise ShardError(f"shard {path} lacks the arrays {missing}")
+    n, records = int(entry["num_boxes"]), len(meta["file_name"])
+    expected = {
+        "boxes": (n, 4),
+        "scores": (n,),
+        "record": (n,),
+        "file_name": (int(entry["num_records"]),),
+        "frame_index": (records,),
+        "timestamp": (records,),
+    }
+    for key, shape in expected.items():
+        if meta[key].shape != shape:
+            raise ShardError(f"shard {path}: {key} has shape {meta[key].shape}, expected {shape}")
+    if int(meta["shard"]) != entry["number"]:
+        raise ShardError(
+            f"shard {path} says it is shard {int(meta['shard'])}, not {entry['number']}"
+        )
+    if emb.shape != (n, dim):
+        raise ShardError(f"shard {path}: embeddings {emb.shape}, expected {(n, dim)}")
+    rows = meta["record"]
+    if n and (rows.min() < 0 or rows.max() >= records):
+        raise ShardError(f"shard {path}: record rows must lie in [0, {records}), got {rows.max()}")
+    for key in ("boxes", "scores"):
+        if not np.isfinite(meta[key]).all():
+            raise ShardError(f"shard {path}: {key} holds non-finite values")
 
 
 @dataclass
@@ -154,10 +173,11 @@ class GalleryIndex:
     timestamp: np.ndarray
 
     @classmethod
-    def open(cls, folder: str, verify: bool = True) -> "GalleryIndex":
+    def open(cls, folder: str, verify: bool = True, manifest: Dict = None) -> "GalleryIndex":
         """Read ``folder``; with ``verify`` every shard file's sha256 is checked against the
-        manifest. Raises :class:`ShardError` naming the first bad shard."""
-        manifest = read_manifest(folder)
+        manifest (``manifest``: the one about to be committed instead of ``manifest.json``).
+        Raises :class:`ShardError` naming the first bad shard."""
+        manifest = manifest or read_manifest(folder)
         dim = int(manifest["embedding_dim"])
         dtype = np.dtype(manifest.get("embedding_dtype", "float16"))
         parts = {k: [] for k in ("boxes", "scores", "file_name", "frame_index", "timestamp")}
@@ -173,17 +193,21 @@ class GalleryIndex:
                         "corrupt, or copied from another index"
                     )
             meta = _load_npz(base + ".npz")
-            if str(meta["format"]) != FORMAT or str(meta["index_id"]) != manifest["index_id"]:
+            if (
+                str(meta.get("format")) != FORMAT
+                or str(meta.get("index_id")) != manifest["index_id"]
+            ):
                 raise ShardError(f"shard {base}.npz belongs to another index")
             try:
                 emb = np.load(base + ".emb.npy", mmap_mode="r", allow_pickle=False)
             except Exception as e:
                 raise ShardError(f"shard {base}.emb.npy is not a readable .npy ({e})") from None
-            if emb.dtype != dtype or emb.shape != (len(meta["scores"]), dim):
+            if emb.dtype != dtype or emb.ndim != 2:
                 raise ShardError(
-                    f"shard {base}.emb.npy holds {emb.dtype} {emb.shape}, expected {dtype} "
-                    f"({len(meta['scores'])}, {dim})"
+                    f"shard {base}.emb.npy holds {emb.dtype} {emb.shape}, "
+                    f"expected {dtype} (B, {dim})"
                 )
+            _check_shard(base + ".npz", meta, entry, dim, emb)
             embeddings.append(emb)
             rows = meta["record"]
             parts["boxes"].append(meta["boxes"])

@@ -30,11 +30,12 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def image_records(pattern: str) -> List[Dict]:
-    """Records of the images of a folder (sorted, by extension), a glob, or one image file.
+def image_records(pattern: str, flag: str = "--input") -> List[Dict]:
+    """Records of the images of a folder (sorted, by extension), a glob, or one image file, with
+    absolute file names (an index is used from other working directories).
 
     Raises:
-        FileNotFoundError: naming ``pattern`` when it matches no image.
+        FileNotFoundError: naming ``flag`` and ``pattern`` when it matches no image.
         ValueError: naming the file when ``pattern`` is a single file that is not an image.
     """
     if os.path.isdir(pattern):
@@ -42,15 +43,15 @@ def image_records(pattern: str) -> List[Dict]:
         files = [os.path.join(pattern, f) for f in names]
     elif os.path.isfile(pattern):
         if not pattern.lower().endswith(IMAGE_EXTENSIONS):
-            raise ValueError(f"--input {pattern} is not an image ({'/'.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(f"{flag} {pattern} is not an image ({'/'.join(IMAGE_EXTENSIONS)})")
         files = [pattern]
     else:
         files = sorted(f for f in glob.glob(pattern) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise FileNotFoundError(
-            f"--input {pattern} holds or matches no {'/'.join(IMAGE_EXTENSIONS)} images"
+            f"{flag} {pattern} holds or matches no {'/'.join(IMAGE_EXTENSIONS)} images"
         )
-    return [{"file_name": f, "frame_index": -1, "timestamp": -1.0} for f in files]
+    return [{"file_name": os.path.abspath(f), "frame_index": -1, "timestamp": -1.0} for f in files]
 
 
 def _open_video(path: str) -> cv2.VideoCapture:
@@ -93,6 +94,7 @@ def sample_frame_indices(fps: float, count: int, sample_fps: float) -> List[int]
 def video_records(path: str, sample_fps: float) -> List[Dict]:
     """One record per sampled frame: ``frame_index`` and ``timestamp = frame_index / fps``."""
     fps, count = video_info(path)
+    path = os.path.abspath(path)
     return [
         {"file_name": path, "frame_index": i, "timestamp": i / fps}
         for i in sample_frame_indices(fps, count, sample_fps)

@@ -55,9 +55,10 @@ class ExistingRunError(FileExistsError):
         return str(self.args[0])
 
 
-def lock_output_dir(output_dir: str) -> None:
+def lock_output_dir(output_dir: str, what: str = "OUTPUT_DIR") -> None:
     """Hold the lock of ``output_dir`` (created if needed) until the process ends or
-    :func:`release_output_dir`. Re-entrant within one process.
+    :func:`release_output_dir`. Re-entrant within one process. ``what`` names the folder in the
+    error (e.g. "index folder").
 
     Raises:
         OutputDirInUseError: naming the holder (pid, host, start, command) read from the lock file.
@@ -74,8 +75,8 @@ def lock_output_dir(output_dir: str) -> None:
         holder = ", ".join(line.strip() for line in lock if line.strip()) or "holder unknown"
         lock.close()
         raise OutputDirInUseError(
-            f"OUTPUT_DIR {output_dir} is in use by another run ({holder}). Wait for it to end or "
-            "choose another OUTPUT_DIR."
+            f"{what} {output_dir} is in use by another run ({holder}). Wait for it to end or "
+            f"choose another {what}."
         ) from None
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     lock.seek(0)

@@ -15,7 +15,7 @@ from stl_search.data.datasets.synthetic import PRESETS
 from stl_search.utils.checkpoint import AtomicCheckpointer
 
 from ..tiny_configs import tiny_person_search_cfg
-from .helpers import build_index
+from .helpers import build_index, gallery_of
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +54,10 @@ def gallery_index(tmp_path_factory, tiny_model, synthetic):
     folder = str(tmp_path_factory.mktemp("index_one") / "index")
     build_index(folder, tiny_model[0], synthetic[0])
     return folder
+
+
+@pytest.fixture(scope="session")
+def two_images(tmp_path_factory, synthetic):
+    """A gallery folder of the first two synthetic gallery images."""
+    folder = tmp_path_factory.mktemp("index_two") / "two"
+    return gallery_of(folder, synthetic[0], sorted(os.listdir(synthetic[0]))[:2])

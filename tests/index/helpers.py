@@ -1,13 +1,19 @@
-"""Helpers of the index tests: the build command with the tests' settings, index contents."""
+"""Helpers of the index tests: the build command with the tests' settings, index contents,
+galleries of chosen images, models of other weights."""
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Sequence
 
 import numpy as np
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
 
 from stl_search.index import cli
 from stl_search.index.shards import GalleryIndex
+from stl_search.utils.checkpoint import AtomicCheckpointer
 
 
 def build_index(folder: str, config: str, source: str, *extra: str, video_fps: float = 0) -> Dict:
@@ -54,3 +60,30 @@ def assert_same_index(a: str, b: str, keys: Sequence[str] = ()) -> None:
     assert len(ca["scores"]) > 0
     for key in keys or ca:
         np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+
+
+def add_images(folder: str, source: str, *extra: str) -> Dict:
+    """``python -m stl_search.index add`` with the tests' settings."""
+    return cli.main(
+        ["add", "--index", folder, "--input", source, "--batch-size", "2", "--threads", "1", *extra]
+    )
+
+
+def gallery_of(folder, source: str, names: Sequence[str]) -> str:
+    """A folder ``folder`` of links to the images ``names`` of ``source``."""
+    os.makedirs(folder)
+    for name in names:
+        os.symlink(os.path.join(source, name), os.path.join(folder, name))
+    return str(folder)
+
+
+def save_model(cfg, folder, seed: int, nan_parameter: str = None) -> str:
+    """A tiny model of seed ``seed`` saved as ``folder/model.pth`` (``nan_parameter``: that
+    parameter filled with NaN, a broken checkpoint)."""
+    seed_all_rng(seed)
+    model = build_model(cfg)
+    if nan_parameter:
+        with torch.no_grad():
+            dict(model.named_parameters())[nan_parameter].fill_(float("nan"))
+    AtomicCheckpointer(model, save_dir=str(folder)).save("model")
+    return os.path.join(str(folder), "model.pth")

@@ -1,0 +1,28 @@
+"""Argument types shared by the index and search commands: a bad count is refused by argparse
+with the flag's name (``argument --batch-size: must be a positive integer, got '0'``)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["positive_int", "non_negative_int"]
+
+
+def _integer(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count of images, hits, processes)."""
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (0 meaning none or the default, e.g. data-loader workers)."""
+    return _integer(text, 0, "an integer >= 0")
