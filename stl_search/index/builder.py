@@ -31,6 +31,7 @@ from detectron2.utils import comm
 
 from ..engine.predictor import PersonSearchPredictor
 from ..engine.setup import load_config
+from ..export.predictor import exported_predictor
 from ..utils.io import atomic_write_json
 from .backends import build_ann
 from .shards import (
@@ -159,10 +160,14 @@ def extract_shards(
     batch_size: int = 4,
     num_workers: int = 0,
     predictor: PersonSearchPredictor = None,
+    export_dir: str = None,
+    num_threads: int = None,
 ) -> int:
     """This process's share of the unfinished shards of ``folder/build_plan.json``; returns how
     many shards it wrote. Call it in every process (it synchronises them at the end). The
-    model is built from the plan's config and weights unless ``predictor`` is given."""
+    model is built from the plan's config and weights unless ``predictor`` is given; with
+    ``export_dir``, the export there runs instead (refused unless made from the plan's weights,
+    by sha256; ``num_threads``: onnxruntime's)."""
     plan = _read_plan(folder)
     pending = _pending(folder, plan)
     mine = [pending[i] for i in InferenceSampler(len(pending))] if pending else []
@@ -174,6 +179,10 @@ def extract_shards(
         len(mine),
     )
     if mine:
+        if predictor is None and export_dir:
+            predictor = exported_predictor(
+                config_of(plan), export_dir, plan["weights_sha256"], num_threads
+            )
         predictor = predictor or PersonSearchPredictor(config_of(plan))
         _extract(predictor, folder, plan, mine, batch_size, num_workers)
     comm.synchronize()
