@@ -2,13 +2,15 @@
 
     python -m stl_search.search --config-file configs/synthetic/person_search.yaml \
         --query QUERY.jpg --box x1 y1 x2 y2 --gallery FOLDER --out result.png [--topk 5] \
-        MODEL.WEIGHTS output/person_search/model_final.pth MODEL.DEVICE cpu
+        [--export DIR] MODEL.WEIGHTS output/person_search/model_final.pth MODEL.DEVICE cpu
 
 The gallery goes into a temporary gallery index (:mod:`stl_search.index`: the predictor's
 detections, kept when their score reaches ``TEST.PERSON_SEARCH.SCORE_THRESH`` as in evaluation,
 searched exactly) and the query box through the predictor's identification path; prints the
 top-k and saves the query beside its top hits. For galleries searched more than once, build an
-index with ``python -m stl_search.index build`` and query it instead.
+index with ``python -m stl_search.index build`` and query it instead. ``--export DIR`` runs the
+ONNX or TorchScript export in DIR (``python -m stl_search.export``) instead of PyTorch; it is
+refused unless made from ``MODEL.WEIGHTS`` (sha256) with this config's settings.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import argparse
 import tempfile
 from typing import List, Sequence
 
-import torch
-
 from .engine.predictor import PersonSearchPredictor
 from .engine.setup import load_config
+from .export.predictor import exported_predictor
 from .index.arguments import positive_int
 from .index.backends import ExactSearcher
 from .index.builder import commit_index, extract_shards, plan_index
@@ -38,14 +39,17 @@ def list_gallery(folder: str) -> List[str]:
 
 
 def search(
-    model: torch.nn.Module,
-    cfg,
+    predictor: PersonSearchPredictor,
     query_image: str,
     query_box: Sequence[float],
     gallery_files: Sequence[str],
 ) -> List[Hit]:
-    """All kept detections of ``gallery_files`` ranked by similarity to the query person."""
-    predictor = PersonSearchPredictor(cfg, model=model)
+    """All kept detections of ``gallery_files`` ranked by similarity to the query person.
+
+    ``predictor`` (its model: PyTorch or an export, prepared once) embeds the query and detects
+    in the gallery; its config gives the score threshold of the kept detections.
+    """
+    cfg = predictor.cfg
     query_embedding = predictor.embed_query(query_image, query_box)
     records = [{"file_name": f, "frame_index": -1, "timestamp": -1.0} for f in gallery_files]
     with tempfile.TemporaryDirectory(prefix="stl_search_") as folder:
@@ -71,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="search_result.png", help="picture of the query and its top hits"
     )
     parser.add_argument("--topk", type=positive_int, default=5)
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="run the ONNX or TorchScript export in DIR instead of PyTorch (docs/deploying.md)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 
@@ -80,8 +89,8 @@ def main(argv: Sequence[str] = None) -> List[Hit]:
     check_picture_path(args.out)
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    predictor = PersonSearchPredictor(cfg)
-    hits = search(predictor.model, cfg, args.query, args.box, list_gallery(args.gallery))
+    predictor = exported_predictor(cfg, args.export) if args.export else PersonSearchPredictor(cfg)
+    hits = search(predictor, args.query, args.box, list_gallery(args.gallery))
     top = hits[: args.topk]
     print(format_hits(top))
     render(args.query, args.box, top, args.out)

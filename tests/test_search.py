@@ -13,6 +13,7 @@ from stl_search import search
 from stl_search.data.datasets.builtin import register_synthetic
 from stl_search.data.datasets.synthetic import PRESETS
 from stl_search.engine.model import resolve_training_metadata
+from stl_search.engine.predictor import PersonSearchPredictor
 from stl_search.engine.setup import load_config
 from stl_search.utils.checkpoint import AtomicCheckpointer
 
@@ -90,7 +91,8 @@ def test_search_rejects_a_box_outside_the_image(repo_root, tiny, tmp_path):
         ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{tiny}_train',)"],
     )
     with pytest.raises(ValueError, match="not a box inside"):
-        search.search(torch.nn.Identity(), cfg, query["file_name"], [0, 0, 1e5, 10], [])
+        predictor = PersonSearchPredictor(cfg, model=torch.nn.Identity())
+        search.search(predictor, query["file_name"], [0, 0, 1e5, 10], [])
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,14 @@ class PersonSearchPredictor:
     Args:
         cfg: a config with ``MODEL.WEIGHTS`` (cloned; the model is built and loaded by
             ``build_inference_model``, in eval mode).
-        model: an already built and loaded model to use instead (e.g. the trainer's); then
-            ``MODEL.WEIGHTS`` is not read.
+        model: an already built and loaded model to use instead; then ``MODEL.WEIGHTS`` is not
+            read. A torch model (plain, or the trainer's ``DistributedDataParallel``) or one
+            that is already prepared (an exported model, ``ExportedPersonSearch``): all go
+            through :func:`~stl_search.modeling.fast_path.prepare_inference_model`, which folds
+            and converts a torch model once (a copy under ``TEST.FAST_PATH``) and takes a
+            prepared one as it is. Make one predictor per process and pass it around (search,
+            index build): a second predictor on ``predictor.model`` would not prepare it again,
+            but a second predictor on the original model would copy it again.
 
     Attributes:
         gallery_mapper, query_mapper: the evaluation's mapper in ``test`` / ``query`` mode.

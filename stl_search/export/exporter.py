@@ -3,8 +3,13 @@
 ``export_person_search(model, cfg, out_dir, fmt)`` traces :class:`~.graphs.GalleryGraph` and
 :class:`~.graphs.QueryGraph` (Detectron2's tracing method, ``tools/deploy/export_model.py``) on an
 example image and writes ``gallery.{ts,onnx}``, ``query.{ts,onnx}`` and ``export.json``: the
-graphs' inputs and outputs, the pre-processing a caller must do (channel order, resize rule;
+graphs' inputs, outputs and sha256, the pre-processing a caller must do (decoding, channel
+order, the exact resize: Pillow's bilinear filter and Detectron2's rounding of the target size;
 mean / std are applied inside the graphs), what the trace fixed, and the exporting versions.
+
+The folder is written whole or not at all: the files go to a hidden staging folder beside it,
+which then replaces it (a killed export leaves the previous export intact, never one model's
+gallery graph beside another's query graph); the runtime checks each graph's sha256 at load.
 
 Dynamic: the image height and width, the number of detections and of query boxes. Fixed by the
 trace: one image per call, the RPN's top-k and NMS thresholds, the box NMS threshold and
@@ -18,15 +23,18 @@ import inspect
 import io
 import logging
 import os
+import secrets
+import shutil
 import warnings
 from typing import Dict, Optional
 
 import detectron2
+import PIL
 import torch
 import torchvision
 from detectron2.config import CfgNode
 
-from ..utils.io import atomic_open, atomic_write_json
+from ..utils.io import _fsync_directory, atomic_open, atomic_write_json
 from .graphs import GalleryGraph, QueryGraph, check_exportable, prepare_for_export
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "export_person_search",
     "file_sha256",
     "fixed_settings",
+    "resize_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,6 +137,7 @@ def _legacy_onnx_exporter() -> dict:
 
 def _versions(fmt: str) -> Dict[str, object]:
     versions: Dict[str, object] = {
+        "pillow": PIL.__version__,  # the resize (export.json "preprocessing")
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "detectron2": detectron2.__version__,
@@ -163,23 +173,49 @@ def fixed_settings(cfg: CfgNode) -> Dict[str, object]:
     }
 
 
-def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
-    """The ``export.json`` content (docs/interfaces.md, "Export")."""
+def resize_spec(cfg: CfgNode) -> Dict[str, object]:
+    """The exact resize of the evaluation's mapper (Detectron2's ``ResizeShortestEdge`` at test
+    time), as ``export.json`` ``"preprocessing"."resize"`` states it for a runtime without torch.
+
+    The filter matters: Pillow's bilinear widens its support with the downscale factor (it
+    antialiases); OpenCV's ``INTER_LINEAR`` samples 2 x 2 pixels whatever the factor, gives other
+    pixels on every downscale, and so other detections (docs/deploying.md).
+    """
+    return {
+        "rule": "ResizeShortestEdge: scale so that the shorter side is short_edge, unless the "
+        "longer side would exceed max_size (then the longer side is max_size)",
+        "short_edge": cfg.INPUT.MIN_SIZE_TEST,
+        "max_size": cfg.INPUT.MAX_SIZE_TEST,
+        "target_size": "in float: scale = short_edge / min(h, w); new_h, new_w = h * scale, "
+        "w * scale; if max(new_h, new_w) > max_size: multiply both by max_size / max(new_h, "
+        "new_w); then new_h = int(new_h + 0.5), new_w = int(new_w + 0.5) (Detectron2's "
+        "ResizeShortestEdge.get_output_shape); short_edge 0: no resize",
+        "library": "Pillow",
+        "call": "PIL.Image.fromarray(image).resize((new_w, new_h), PIL.Image.BILINEAR)",
+        "filter": "PIL.Image.BILINEAR (antialiased when downscaling; not OpenCV INTER_LINEAR)",
+        "input": "H x W x 3 uint8 array in channel_order (decoded as Detectron2's read_image: "
+        "Pillow, EXIF orientation applied, converted to RGB, reversed for BGR)",
+        "output": "H' x W' x 3 uint8 (Pillow rounds), transposed to 3 x H' x W'",
+    }
+
+
+def describe(
+    cfg: CfgNode, fmt: str, embedding_dim: int, graph_sha256: Optional[Dict[str, str]] = None
+) -> dict:
+    """The ``export.json`` content (docs/interfaces.md, "Export"; docs/deploying.md)."""
+    graph_sha256 = graph_sha256 or {}
     return {
         "format": fmt,
-        "graphs": {name: {"file": name + FORMATS[fmt], **spec} for name, spec in _IO.items()},
+        "graphs": {
+            name: {"file": name + FORMATS[fmt], "sha256": graph_sha256.get(name), **spec}
+            for name, spec in _IO.items()
+        },
         "embedding_dim": embedding_dim,
         "preprocessing": {
             "channel_order": cfg.INPUT.FORMAT,
             "layout": "CHW",
             "dtype": "uint8",
-            "resize": {
-                "rule": "ResizeShortestEdge: scale so that the shorter side is short_edge, "
-                "unless the longer side would exceed max_size (then the longer side is max_size); "
-                "bilinear",
-                "short_edge": cfg.INPUT.MIN_SIZE_TEST,
-                "max_size": cfg.INPUT.MAX_SIZE_TEST,
-            },
+            "resize": resize_spec(cfg),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
             "normalisation": "inside the graphs: (image - pixel_mean) / pixel_std",
@@ -196,6 +232,51 @@ def describe(cfg: CfgNode, fmt: str, embedding_dim: int) -> dict:
         },
         "versions": _versions(fmt),
     }
+
+
+def _export_files() -> set:
+    """What an export folder holds; a folder with anything else is not replaced."""
+    return {DESCRIPTION_FILE} | {name + ext for name in _IO for ext in FORMATS.values()}
+
+
+def _check_replaceable(out_dir: str) -> None:
+    """Refuse an ``out_dir`` that holds anything but an earlier export (it would be lost)."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise FileExistsError(f"--out {out_dir} is a file, not a folder")
+    others = sorted(set(os.listdir(out_dir)) - _export_files())
+    if others:
+        raise FileExistsError(
+            f"--out {out_dir} holds other files than an export ({', '.join(others[:5])}): "
+            "give a new or empty folder, or an earlier export's"
+        )
+
+
+def _new_folder_beside(out_dir: str, kind: str) -> str:
+    """A new hidden folder beside ``out_dir`` (mode: a plain ``mkdir``'s, the umask's)."""
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    while True:
+        path = os.path.join(parent, f".{name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _replace_folder(staging: str, out_dir: str) -> None:
+    """Move the finished ``staging`` folder to ``out_dir``, replacing an earlier export."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.exists(out_dir):
+        os.rename(staging, out_dir)
+    else:
+        old = _new_folder_beside(out_dir, "old")
+        os.rename(out_dir, os.path.join(old, "export"))
+        os.rename(staging, out_dir)
+        shutil.rmtree(old)
+    _fsync_directory(parent)
 
 
 def export_person_search(
@@ -224,18 +305,28 @@ def export_person_search(
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
     check_exportable(cfg)
+    _check_replaceable(out_dir)
     model = prepare_for_export(model)
     image = example_image(cfg) if image is None else image
-    os.makedirs(out_dir, exist_ok=True)
-    gallery_args = (image, torch.tensor(float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)))
-    query_args = (image, _example_query_boxes(image))
-    for name, graph, args in (
-        ("gallery", GalleryGraph(model), gallery_args),
-        ("query", QueryGraph(model), query_args),
-    ):
-        path = os.path.join(out_dir, name + FORMATS[fmt])
-        _write_graph(graph.eval(), args, fmt, name, path)
-        logger.info("wrote %s", path)
-    description = describe(cfg, fmt, model.roi_heads.id_head.embedding_dim)
-    atomic_write_json(description, os.path.join(out_dir, DESCRIPTION_FILE))
+    staging = _new_folder_beside(out_dir, "partial")
+    try:
+        gallery_args = (image, torch.tensor(float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)))
+        query_args = (image, _example_query_boxes(image))
+        hashes = {}
+        for name, graph, args in (
+            ("gallery", GalleryGraph(model), gallery_args),
+            ("query", QueryGraph(model), query_args),
+        ):
+            path = os.path.join(staging, name + FORMATS[fmt])
+            _write_graph(graph.eval(), args, fmt, name, path)
+            hashes[name] = file_sha256(path)
+        description = describe(cfg, fmt, model.roi_heads.id_head.embedding_dim, hashes)
+        atomic_write_json(description, os.path.join(staging, DESCRIPTION_FILE))
+        _replace_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(
+        "wrote %s (%s)", out_dir, ", ".join(sorted(_export_files() & set(os.listdir(out_dir))))
+    )
     return description

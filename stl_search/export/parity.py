@@ -23,8 +23,7 @@ from detectron2.structures import Instances, pairwise_iou
 from ..data.build import build_person_search_test_loader
 from ..engine.model import build_inference_model
 from ..engine.setup import load_config
-from .exporter import fixed_settings
-from .runtime import ExportedPersonSearch
+from .runtime import ExportedPersonSearch, check_same_settings
 
 __all__ = [
     "GalleryParity",
@@ -121,23 +120,6 @@ def _inverse(matches: Sequence[torch.Tensor], exported_counts: Sequence[int]) ->
         out.append(inverse)
         ref_offset += len(match)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
-
-
-def check_same_settings(exported: ExportedPersonSearch, cfg) -> None:
-    """Raise ``ValueError`` naming each setting fixed in the export that ``cfg`` sets otherwise."""
-    fixed = exported.description["fixed"]
-    wanted = dict(fixed_settings(cfg), score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
-    fixed = dict(fixed, score_thresh=exported.score_thresh)
-    differ = [
-        f"{k}: export {fixed.get(k)!r}, config {v!r}"
-        for k, v in wanted.items()
-        if fixed.get(k) != v
-    ]
-    if differ:
-        raise ValueError(
-            "the export was made with other settings than this config (export again with the "
-            "same overrides): " + "; ".join(differ)
-        )
 
 
 @torch.no_grad()

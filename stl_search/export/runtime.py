@@ -7,8 +7,15 @@ resized, ``height``, ``width``; ``query_boxes`` for queries), the same
 ``[{"instances": Instances(...)}]`` / ``[{"query_embedding": ...}]`` out. So it stands in for the
 model wherever the model is called: evaluation, the parity checks, and the predictor,
 ``PersonSearchPredictor(cfg, model=ExportedPersonSearch(folder))`` (its ``detect`` /
-``embed_query``: a ``--backend onnx``). The config must be the exported model's (the predictor's
-mapper resizes and orders channels as ``export.json`` says).
+``embed_query``; ``--export DIR`` of the search and index commands). It declares itself prepared
+(``inference_prepared``): the predictor's ``TEST.FAST_PATH`` preparation, which folds and
+converts a torch model, leaves it alone and only calls :meth:`ExportedPersonSearch.check_config`:
+the config must resize, order channels and threshold as ``export.json`` says (the predictor's
+mapper does that pre-processing).
+
+Each graph file's sha256 is recorded in ``export.json`` and checked at load: a folder whose
+graphs are not the ones its ``export.json`` describes (a partial overwrite, a file copied in
+from another export) is refused, naming the file.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ import torchvision  # noqa: F401  (registers torchvision::nms / roi_align for To
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from .exporter import DESCRIPTION_FILE, FORMATS, file_sha256
+from .exporter import DESCRIPTION_FILE, FORMATS, file_sha256, fixed_settings
 
-__all__ = ["ExportedPersonSearch"]
+__all__ = ["ExportedPersonSearch", "check_same_settings"]
 
 
 class _OnnxGraph:
@@ -67,6 +74,9 @@ class ExportedPersonSearch:
             ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` (``export.json`` ``"score_thresh"``).
     """
 
+    #: Nothing to fold or convert: ``prepare_inference_model`` takes it as it is.
+    inference_prepared = True
+
     def __init__(
         self,
         export_dir: str,
@@ -84,9 +94,10 @@ class ExportedPersonSearch:
         if fmt not in FORMATS:
             raise ValueError(f"{path}: 'format' must be one of {sorted(FORMATS)}, got {fmt!r}")
         self.format = fmt
+        self.export_dir = export_dir
         graphs = {}
         for name in ("gallery", "query"):
-            file = os.path.join(export_dir, self.description["graphs"][name]["file"])
+            file = _checked_graph_file(export_dir, self.description, name)
             graphs[name] = (
                 _OnnxGraph(file, num_threads) if fmt == "onnx" else _TorchScriptGraph(file)
             )
@@ -95,10 +106,21 @@ class ExportedPersonSearch:
             self.description["score_thresh"] if score_thresh is None else float(score_thresh)
         )
 
+    @property
+    def weights_sha256(self) -> Optional[str]:
+        """The sha256 of the weights file it was exported from (None: exported from a model in
+        memory)."""
+        return self.description.get("model", {}).get("weights_sha256")
+
     def made_from(self, weights_file: str) -> bool:
         """Whether this export was made from ``weights_file`` (its sha256 in ``export.json``)."""
-        recorded = self.description.get("model", {}).get("weights_sha256")
-        return recorded is not None and recorded == file_sha256(weights_file)
+        return self.weights_sha256 is not None and self.weights_sha256 == file_sha256(weights_file)
+
+    def check_config(self, cfg) -> None:
+        """Raise ``ValueError`` naming each setting where ``cfg`` differs from the export: the
+        pre-processing a caller does (``INPUT.FORMAT``, ``INPUT.MIN_SIZE_TEST``,
+        ``INPUT.MAX_SIZE_TEST``), the settings the trace fixed, the score threshold."""
+        check_same_settings(self, cfg)
 
     def eval(self) -> "ExportedPersonSearch":
         """Nothing to switch (the graphs are inference-only); lets it stand in for the model."""
@@ -139,6 +161,58 @@ class ExportedPersonSearch:
             raise ValueError("embed_query needs at least one box")
         (embeddings,) = self._query(image, boxes.to(torch.float32).numpy())
         return torch.from_numpy(embeddings)
+
+
+def _checked_graph_file(export_dir: str, description: Dict, name: str) -> str:
+    """The path of graph ``name``, after checking its sha256 against ``export.json``."""
+    graph = description["graphs"][name]
+    path = os.path.join(export_dir, graph["file"])
+    recorded = graph.get("sha256")
+    if recorded is None:
+        raise ValueError(
+            f"{os.path.join(export_dir, DESCRIPTION_FILE)}: graphs.{name} records no sha256 "
+            "(written before graph hashes were recorded): export the model again"
+        )
+    actual = file_sha256(path)
+    if actual != recorded:
+        raise ValueError(
+            f"{path} is not the {name} graph that {DESCRIPTION_FILE} describes (sha256 "
+            f"{(actual or 'missing file')[:16]}, recorded {recorded[:16]}): the folder was "
+            "partly overwritten or mixed with another export; export the model again"
+        )
+    return path
+
+
+def check_same_settings(exported: ExportedPersonSearch, cfg) -> None:
+    """Raise ``ValueError`` naming each setting of ``cfg`` that differs from ``exported``'s:
+    pre-processing (channel order, resize sizes), the settings fixed by the trace, and the score
+    threshold (the runtime's, which may override the exported model's)."""
+    pre = exported.description["preprocessing"]
+    fixed = dict(
+        exported.description["fixed"],
+        score_thresh=exported.score_thresh,
+        input_format=pre["channel_order"],
+        min_size_test=pre["resize"]["short_edge"],
+        max_size_test=pre["resize"]["max_size"],
+    )
+    wanted = dict(
+        fixed_settings(cfg),
+        score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        input_format=cfg.INPUT.FORMAT,
+        min_size_test=cfg.INPUT.MIN_SIZE_TEST,
+        max_size_test=cfg.INPUT.MAX_SIZE_TEST,
+    )
+    differ = [
+        f"{k}: export {fixed.get(k)!r}, config {v!r}"
+        for k, v in wanted.items()
+        if fixed.get(k) != v
+    ]
+    if differ:
+        raise ValueError(
+            f"the export {exported.export_dir} was made with other settings than this config "
+            "(use the exported model's config, or export again with the same overrides): "
+            + "; ".join(differ)
+        )
 
 
 def _as_uint8_chw(image) -> np.ndarray:

@@ -33,6 +33,7 @@ from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
 from ..engine.predictor import PersonSearchPredictor
+from ..export.predictor import exported_predictor
 from .backends import GalleryTooSmall, ann_params, build_ann, remove_stale_ann_files
 from .manifest import (
     FORMAT,
@@ -43,7 +44,7 @@ from .manifest import (
     write_manifest,
     write_plan,
 )
-from .model import index_predictor, resolve_weights
+from .model import config_of, index_predictor, resolve_weights
 from .shards import GalleryIndex, sha256_of, shard_is_done, shard_records, write_shard
 from .sources import load_record
 
@@ -203,10 +204,14 @@ def extract_shards(
     batch_size: int = 4,
     num_workers: int = 0,
     predictor: PersonSearchPredictor = None,
+    export_dir: str = None,
+    num_threads: int = None,
 ) -> int:
     """This process's share of the unfinished shards of ``folder/build_plan.json``; returns how
     many shards it wrote. Call it in every process (it synchronises them at the end). The
-    model is built from the plan's config and weights unless ``predictor`` is given."""
+    model is built from the plan's config and weights unless ``predictor`` is given; with
+    ``export_dir``, the export there runs instead (refused unless made from the plan's weights,
+    by sha256; ``num_threads``: onnxruntime's)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     plan = read_plan(folder)
@@ -220,6 +225,10 @@ def extract_shards(
         len(mine),
     )
     if mine:
+        if predictor is None and export_dir:
+            predictor = exported_predictor(
+                config_of(plan), export_dir, plan["weights_sha256"], num_threads
+            )
         predictor = predictor or index_predictor(plan)
         _extract(predictor, folder, plan, mine, batch_size, num_workers)
     comm.synchronize()

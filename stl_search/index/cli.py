@@ -3,12 +3,15 @@ searched by a query person.
 
     python -m stl_search.index build --index DIR --config-file CFG (--input FOLDER_OR_GLOB |
         --video-input FILE --sample-fps F) [--backend exact|ivfpq|hnsw] [--num-gpus N ...]
-        MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
+        [--export DIR] MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
     python -m stl_search.index add --index DIR (--input ... | --video-input ... --sample-fps F)
         [MODEL.WEIGHTS PATH]
     python -m stl_search.index train --index DIR --backend exact|ivfpq|hnsw [--ann-param K=V ...]
     python -m stl_search.index query --index DIR (--query IMAGE --box X1 Y1 X2 Y2 |
-        --query-embedding FILE.npy) [--topk 10] [--out PREFIX] [MODEL.WEIGHTS PATH]
+        --query-embedding FILE.npy) [--topk 10] [--out PREFIX] [--export DIR] [MODEL.WEIGHTS PATH]
+
+``--export DIR`` runs an ONNX or TorchScript export of the index's weights (onnxruntime, the
+fast CPU path; docs/deploying.md) instead of PyTorch.
 
 ``build`` and ``add`` run under Detectron2's ``launch`` (``--num-gpus`` processes per machine;
 CPU processes with gloo without a GPU; ``--num-machines``, ``--machine-rank``, ``--dist-url`` as
@@ -34,12 +37,13 @@ from detectron2.utils.logger import setup_logger
 
 from ..compat import launch
 from ..engine.setup import load_config
+from ..export.predictor import exported_predictor
 from ..utils.output_dir import lock_output_dir, release_output_dir
 from .arguments import non_negative_int, positive_int
 from .backends import BACKENDS, load_searcher
 from .builder import commit_index, extract_shards, plan_index, set_backend
 from .manifest import read_manifest
-from .model import index_predictor
+from .model import config_of, index_predictor
 from .query import Hit, format_hits, search_index, write_hits
 from .render import check_picture_path, render
 from .shards import GalleryIndex
@@ -67,11 +71,21 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="torch threads per process (0: torch's default)",
     )
+    _add_export_argument(parser)
     parser.add_argument("--num-gpus", type=positive_int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=positive_int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument(
         "--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (needed for >1 machine)"
+    )
+
+
+def _add_export_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="run the ONNX or TorchScript export in DIR (python -m stl_search.export) instead "
+        "of PyTorch; refused unless made from the index's weights (sha256)",
     )
 
 
@@ -109,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--query-embedding", metavar="FILE.npy", help="a (D,) embedding")
     query.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"))
     query.add_argument("--topk", type=positive_int, default=10)
+    _add_export_argument(query)
     query.add_argument("--backend", choices=BACKENDS, help="default: the index's own")
     query.add_argument("--out", default="query_result", metavar="PREFIX")
     query.add_argument("opts", nargs=argparse.REMAINDER, help=_WEIGHTS_HELP)
@@ -174,11 +189,19 @@ def sources_from_args(args: argparse.Namespace) -> List[dict]:
     ]
 
 
-def _extract_worker(folder: str, batch_size: int, num_workers: int, threads: int) -> None:
+def _extract_worker(
+    folder: str, batch_size: int, num_workers: int, threads: int, export_dir: str = None
+) -> None:
     setup_logger(name="stl_search", distributed_rank=comm.get_rank(), abbrev_name="stl")
     if threads:
         torch.set_num_threads(threads)
-    extract_shards(folder, batch_size=batch_size, num_workers=num_workers)
+    extract_shards(
+        folder,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        export_dir=export_dir,
+        num_threads=threads or None,
+    )
 
 
 def _ann_params(pairs: Sequence[str]) -> dict:
@@ -221,7 +244,7 @@ def _extract_and_commit(args: argparse.Namespace) -> dict:
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args.index, args.batch_size, args.num_workers, args.threads),
+        args=(args.index, args.batch_size, args.num_workers, args.threads, args.export),
     )
     if args.machine_rank != 0:
         return {}
@@ -267,7 +290,13 @@ def run_query(args: argparse.Namespace) -> List[Hit]:
     else:
         if args.box is None:
             raise ValueError("--query needs --box X1 Y1 X2 Y2")
-        predictor = index_predictor(gallery.manifest, weights)
+        predictor = (
+            exported_predictor(
+                config_of(gallery.manifest), args.export, gallery.manifest["weights_sha256"]
+            )
+            if args.export
+            else index_predictor(gallery.manifest, weights)
+        )
         embedding = predictor.embed_query(args.query, args.box)
         meta.update(image=args.query, box=list(args.box))
     searcher = load_searcher(gallery, args.backend)

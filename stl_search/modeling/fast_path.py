@@ -26,6 +26,8 @@ reference path):
 
 Folding changes parameters, so it works on a copy: :func:`prepare_inference_model` returns the
 model itself when no piece is on and a folded copy otherwise; the training model is never touched.
+The copy is marked prepared (``inference_prepared``), as an exported model marks itself: the
+pieces apply to a torch model, once, and never to a model that is already prepared.
 Reduced-precision autocast (``TEST.AMP``) is the meta architecture's (it is a property of the
 forward, not of the weights): :class:`~stl_search.modeling.meta_arch.PersonSearchRCNN`.
 """
@@ -65,19 +67,40 @@ def fast_path_enabled(cfg: CfgNode) -> bool:
     return bool(fp.FOLD_BN or fp.CHANNELS_LAST or fp.COMPILE)
 
 
-def prepare_inference_model(model: nn.Module, cfg: CfgNode) -> nn.Module:
-    """The model to run inference with under ``cfg.TEST.FAST_PATH``.
+def prepare_inference_model(model, cfg: CfgNode):
+    """The model to run inference with under ``cfg.TEST.FAST_PATH``: the one door every model
+    goes through before inference (predictor, evaluation, search, index).
 
-    Returns ``model`` itself, untouched (its train/eval mode too), when none of ``FOLD_BN``,
-    ``CHANNELS_LAST`` and ``COMPILE`` is on; otherwise an eval-mode deep copy (of the wrapped
-    module for a ``DistributedDataParallel`` model) with the enabled pieces applied. ``TF32`` and
-    ``CUDNN_BENCHMARK`` are applied process-wide (:func:`apply_backend_settings`).
+    - A ``DistributedDataParallel`` model stands for the module it wraps (inference needs no
+      gradient synchronisation).
+    - A model that declares itself prepared (``inference_prepared = True``: the copy this function
+      returns, an exported model) is returned as is, after its ``check_config(cfg)`` when it has
+      one (an export checks that ``cfg`` resizes and thresholds as it was exported). So preparing
+      twice costs nothing and never folds or wraps a model twice.
+    - A torch model (``nn.Module``) is returned itself, untouched (its train/eval mode too),
+      when none of ``FOLD_BN``, ``CHANNELS_LAST`` and ``COMPILE`` is on; otherwise as an
+      eval-mode deep copy with the enabled pieces applied, marked prepared.
+
+    ``TF32`` and ``CUDNN_BENCHMARK`` are applied process-wide (:func:`apply_backend_settings`).
+
+    Raises:
+        TypeError: naming the type of a model that is neither an ``nn.Module`` nor prepared.
     """
     apply_backend_settings(cfg)
-    if not fast_path_enabled(cfg):
-        return model
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
+    if getattr(model, "inference_prepared", False):
+        check_config = getattr(model, "check_config", None)
+        if check_config is not None:
+            check_config(cfg)
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"cannot prepare a {type(model).__name__} for inference: a model is a torch "
+            "nn.Module, or declares itself prepared (inference_prepared = True, as an export does)"
+        )
+    if not fast_path_enabled(cfg):
+        return model
     fast = copy.deepcopy(model).eval()
     if cfg.TEST.FAST_PATH.FOLD_BN:
         fold_batchnorm(fast)
@@ -85,6 +108,7 @@ def prepare_inference_model(model: nn.Module, cfg: CfgNode) -> nn.Module:
         to_channels_last(fast)
     if cfg.TEST.FAST_PATH.COMPILE:
         fast.backbone.compile(mode=cfg.TEST.FAST_PATH.COMPILE)
+    fast.inference_prepared = True
     return fast
 
 

@@ -75,7 +75,7 @@ def test_gallery_and_query_parity(exported, mrfp, fmt):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_predictor_runs_on_the_export(exported, fmt):
-    """``PersonSearchPredictor`` with the export as its model (a ``--backend onnx``): the same
+    """``PersonSearchPredictor`` with the export as its model (what ``--export DIR`` runs): the same
     detections and query embeddings as with the PyTorch model, from a BGR original image
     (the predictor's mapper resizes it and flips it to the model's RGB)."""
     cfg, model, out = exported(True, fmt)

@@ -116,6 +116,35 @@ def test_no_piece_on_returns_the_model_itself_in_its_mode(cfg, model):
     assert prepare_inference_model(model.train(), cfg) is model and model.training
 
 
+def test_one_door_for_plain_ddp_and_prepared_models(cfg, model, tmp_path):
+    """A DDP model is prepared as the module it wraps, a prepared model (the fast copy, or an
+    export that says so) is taken as it is, and anything else is refused by type."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        ddp = nn.parallel.DistributedDataParallel(model)
+        assert prepare_inference_model(ddp, cfg) is model
+        cfg.TEST.FAST_PATH.FOLD_BN = True
+        fast = prepare_inference_model(ddp, cfg)
+    finally:
+        torch.distributed.destroy_process_group()
+    assert fast is not model and fast.inference_prepared
+    assert prepare_inference_model(fast, cfg) is fast  # folded once, never twice
+
+    class Prepared:  # what an exported model declares
+        inference_prepared = True
+        checked = []
+
+        def check_config(self, cfg):
+            self.checked.append(cfg)
+
+    exported = Prepared()
+    assert prepare_inference_model(exported, cfg) is exported and exported.checked == [cfg]
+    with pytest.raises(TypeError, match="cannot prepare a object"):
+        prepare_inference_model(object(), cfg)
+
+
 @pytest.mark.parametrize("batch", [2, 4])
 def test_batched_inference_equals_one_image_at_a_time(model, batch):
     """Images of equal and of different sizes in one batch: same detections, same order."""

@@ -1,0 +1,69 @@
+"""An export folder is written whole or not at all, and its graphs are checked at load."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from stl_search.export import ExportedPersonSearch, export_person_search
+from stl_search.export import exporter as exporter_module
+
+from .conftest import tiny_export_cfg
+
+
+def _files(folder):
+    names = sorted(os.listdir(folder))
+    return {n: open(os.path.join(folder, n), "rb").read() for n in names}
+
+
+def test_a_killed_export_leaves_the_previous_export_whole(exported, tmp_path, monkeypatch):
+    cfg, _, export_a = exported(False, "torchscript")
+    out = tmp_path / "export"
+    shutil.copytree(export_a, out)
+    torch.manual_seed(1)
+    model_b = build_model(tiny_export_cfg(False)).eval()
+    write_graph = exporter_module._write_graph
+
+    def killed_at_the_query_graph(graph, args, fmt, name, path):
+        if name == "query":
+            raise KeyboardInterrupt  # the gallery graph of B is written by now
+        write_graph(graph, args, fmt, name, path)
+
+    monkeypatch.setattr(exporter_module, "_write_graph", killed_at_the_query_graph)
+    with pytest.raises(KeyboardInterrupt):
+        export_person_search(model_b, cfg, str(out), "torchscript")
+    assert _files(out) == _files(export_a)  # all of A, nothing of B
+    assert os.listdir(tmp_path) == ["export"]  # no staging folder left behind
+    ExportedPersonSearch(str(out))
+
+    monkeypatch.setattr(exporter_module, "_write_graph", write_graph)
+    export_person_search(model_b, cfg, str(out), "torchscript")  # replaces A whole
+    assert _files(out)["gallery.ts"] != _files(export_a)["gallery.ts"]
+    assert sorted(os.listdir(tmp_path)) == ["export"]
+    ExportedPersonSearch(str(out))
+
+
+def test_a_graph_of_another_export_is_refused_at_load(exported, tmp_path):
+    _, _, export_a = exported(False, "torchscript")
+    _, _, export_b = exported(True, "torchscript")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(export_a, mixed)
+    shutil.copy(os.path.join(export_b, "gallery.ts"), mixed / "gallery.ts")
+    with pytest.raises(ValueError, match=r"gallery\.ts is not the gallery graph that export\.json"):
+        ExportedPersonSearch(str(mixed))
+    os.remove(mixed / "query.ts")
+    shutil.copy(os.path.join(export_a, "gallery.ts"), mixed / "gallery.ts")
+    with pytest.raises(ValueError, match=r"query\.ts is not the query graph .*missing file"):
+        ExportedPersonSearch(str(mixed))
+
+
+def test_export_refuses_a_folder_holding_other_files(exported, tmp_path):
+    cfg, model, _ = exported(False, "torchscript")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        export_person_search(model, cfg, str(tmp_path), "torchscript")
+    assert os.listdir(tmp_path) == ["notes.txt"]
