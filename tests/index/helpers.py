@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -12,28 +12,31 @@ from stl_search.index.shards import GalleryIndex
 
 def build_index(folder: str, config: str, source: str, *extra: str, video_fps: float = 0) -> Dict:
     """``python -m stl_search.index build``: 2 images per shard, batches of 2, 1 torch thread."""
+    return cli.main(build_argv(folder, config, source, *extra, video_fps=video_fps))
+
+
+def build_argv(folder: str, config: str, source: str, *extra: str, video_fps: float = 0) -> List:
+    """The arguments of :func:`build_index` (for a command line of its own)."""
     inputs = (
         ["--video-input", source, "--sample-fps", str(video_fps)]
         if video_fps
         else ["--input", source]
     )
-    return cli.main(
-        [
-            "build",
-            "--index",
-            folder,
-            "--config-file",
-            config,
-            *inputs,
-            "--images-per-shard",
-            "2",
-            "--batch-size",
-            "2",
-            "--threads",
-            "1",
-            *extra,
-        ]
-    )
+    return [
+        "build",
+        "--index",
+        folder,
+        "--config-file",
+        config,
+        *inputs,
+        "--images-per-shard",
+        "2",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def contents(folder: str) -> Dict[str, np.ndarray]:
