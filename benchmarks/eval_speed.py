@@ -34,17 +34,39 @@ import time
 
 
 def parse_args():
+    # Before numpy is imported (the thread variables), so no stl_search.utils.cli.HelpFormatter.
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all cores)")
-    p.add_argument("--datasets", nargs="+", choices=("cuhk", "prw"), default=["cuhk", "prw"])
-    p.add_argument("--loop-queries-cuhk", type=int, default=0, help="queries for the loop (0: all)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads (none: all cores)")
     p.add_argument(
-        "--loop-queries-prw", type=int, default=200, help="queries for the loop (0: all)"
+        "--datasets",
+        nargs="+",
+        choices=("cuhk", "prw"),
+        default=["cuhk", "prw"],
+        help="the evaluation protocols (gallery and query sizes) to time (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="vectorised runs; the median is reported")
+    p.add_argument(
+        "--loop-queries-cuhk",
+        type=int,
+        default=0,
+        help="queries for the loop (0: all; default: %(default)s)",
+    )
+    p.add_argument(
+        "--loop-queries-prw",
+        type=int,
+        default=200,
+        help="queries for the loop (0: all; default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the features (default: %(default)s)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="vectorised runs, median reported (default: %(default)s)",
+    )
     return p.parse_args()
 
 

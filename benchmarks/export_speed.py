@@ -37,6 +37,7 @@ from machine import cpu_line  # noqa: E402
 from stl_search.engine.setup import load_config  # noqa: E402
 from stl_search.export import ExportedPersonSearch, export_person_search  # noqa: E402
 from stl_search.export.parity import compare_detections  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
 
 def build_cfg(config: str, mrfp: bool, persons: int, num_ids: int):
@@ -52,17 +53,17 @@ def build_cfg(config: str, mrfp: bool, persons: int, num_ids: int):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--config", default=os.path.join(os.path.dirname(HERE), "configs", "Base-PersonSearch.yaml")
+        "--config",
+        default=os.path.join(os.path.dirname(HERE), "configs", "Base-PersonSearch.yaml"),
+        help="the model's config (random weights)",
     )
     parser.add_argument("--size", default="960x640", help="WIDTHxHEIGHT of the input")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--persons", type=int, default=10, help="detections per image")
     parser.add_argument("--iters", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--num-ids", type=int, default=482, help="ID classifier size (PRW: 482)")
     parser.add_argument("--no-mrfp", action="store_true", help="the single-level baseline")
     args = parser.parse_args()

@@ -57,6 +57,7 @@ from stl_search.index.backends import ANNSearcher, ExactSearcher, build_ann  # n
 from stl_search.index.builder import commit_index, extract_shards, plan_index  # noqa: E402
 from stl_search.index.shards import GalleryIndex  # noqa: E402
 from stl_search.index.sources import load_record  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(HERE), "configs", "synthetic", "person_search.yaml")
 
@@ -304,13 +305,11 @@ def extraction_rows(predictor: PersonSearchPredictor, args: argparse.Namespace) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--weights",
         default="",
-        help="a person-search checkpoint or an STL export, loaded as an initialisation (default: "
+        help="a person-search checkpoint or an STL export, loaded as an initialisation (none: "
         "random weights)",
     )
     parser.add_argument(
@@ -321,14 +320,14 @@ def main() -> None:
         "each other and a forward takes 10x the CPU time)",
     )
     parser.add_argument("--images", type=int, default=24, help="0: no extraction rows")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="extraction rounds (median)")
     parser.add_argument(
         "--frames", type=int, default=200, help="gallery frames embedded for structure"
     )
     parser.add_argument(
         "--sizes", type=int, nargs="*", default=[100_000, 1_000_000], help="none: extraction only"
     )
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=200, help="queries per gallery size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(1)  # single queries gain nothing from threads on a shared machine

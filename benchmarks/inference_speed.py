@@ -72,6 +72,7 @@ from seqnet_reference import build_seqnet, seqnet_gallery_call  # noqa: E402
 import stl_search.modeling  # noqa: E402,F401  (registers the model)
 from stl_search.config import add_stl_search_config  # noqa: E402
 from stl_search.modeling.fast_path import prepare_inference_model  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 from stl_search.utils.io import atomic_write_json  # noqa: E402
 from stl_search.utils.yaml_config import merge_yaml_config  # noqa: E402
 
@@ -316,26 +317,35 @@ def _device_name(args) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--config", default=os.path.join(os.path.dirname(HERE), "configs", "Base-PersonSearch.yaml")
+        "--config",
+        default=os.path.join(os.path.dirname(HERE), "configs", "Base-PersonSearch.yaml"),
+        help="the model's config (random weights)",
     )
     parser.add_argument("--sizes", nargs="+", default=["960x640", "1500x900"], help="WIDTHxHEIGHT")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--persons", type=int, default=10, help="detections per image")
     parser.add_argument("--iters", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--num-ids", type=int, default=482, help="ID classifier size (PRW: 482)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="MODEL.DEVICE (cuda where torch sees a GPU)",
+    )
     parser.add_argument(
         "--no-breakdown", action="store_true", help="skip the per-component timing pass"
     )
     parser.add_argument("--fast", action="store_true", help="add the named fast variant's row")
     parser.add_argument("--seqnet", default="", help="a local copy of SeqNet's source: add its row")
     parser.add_argument("--batch", type=int, default=1, help="images per call (side-by-side mode)")
-    parser.add_argument("--amp", default="", choices=["", "float16", "bfloat16"])
+    parser.add_argument(
+        "--amp",
+        default="",
+        choices=["", "float16", "bfloat16"],
+        help="autocast dtype of the test-time AMP (TEST.AMP); empty: off",
+    )
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE ... for every model")
     parser.add_argument("--json", default="", help="write the side-by-side figures here")
     args = parser.parse_args()

@@ -28,6 +28,7 @@ from detectron2.structures import Boxes  # noqa: E402
 from inference_speed import interleaved  # noqa: E402  (this folder is on sys.path)
 
 from stl_search.modeling.separable_roi_align import SeparableRoIAlign  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
 LEVELS = (("res2 -> 64x32", 256, 4, (64, 32)), ("res3 -> 32x16", 512, 8, (32, 16)))
 
@@ -51,12 +52,10 @@ def forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], feature: torch.
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--persons", type=int, default=10)
-    parser.add_argument("--iters", type=int, default=20)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--persons", type=int, default=10, help="boxes per image")
+    parser.add_argument("--iters", type=int, default=20, help="interleaved rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     width, height = 960, 640

@@ -23,6 +23,7 @@ from machine import cpu_line  # this folder is on sys.path when run as a script
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 from stl_search.utils.io import atomic_open  # noqa: E402
 
 BENCHMARKS = (
@@ -42,10 +43,14 @@ def machine_line() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=BENCHMARKS,
+        default=list(BENCHMARKS),
+        help="the benchmarks to run",
     )
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads for each benchmark"
     )

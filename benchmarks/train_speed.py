@@ -46,6 +46,7 @@ from stl_search.reid.trainer import (  # noqa: E402
     build_reid_optimizers,
     load_reid_train_set,
 )
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 from stl_search.utils.io import atomic_write_json  # noqa: E402
 
 
@@ -172,24 +173,32 @@ def paper_mode(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (none: torch's)")
+    parser.add_argument("--iters", type=int, default=20, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     parser.add_argument(
-        "--reid-config", default=os.path.join(REPO, "configs", "STL", "synthetic.yaml")
+        "--reid-config",
+        default=os.path.join(REPO, "configs", "STL", "synthetic.yaml"),
+        help="the Re-ID pretraining config",
     )
     parser.add_argument(
-        "--ps-config", default=os.path.join(REPO, "configs", "synthetic", "person_search.yaml")
+        "--ps-config",
+        default=os.path.join(REPO, "configs", "synthetic", "person_search.yaml"),
+        help="the person-search config",
     )
     parser.add_argument("--device", default="cpu", help="cuda: the paper-configuration mode")
     parser.add_argument("--paper", action="store_true", help="paper-configuration mode")
-    parser.add_argument("--amp", default="both", choices=["both", "on", "off"])
-    parser.add_argument("--ims-per-batch", type=int, default=16)
     parser.add_argument(
-        "--paper-config", default=os.path.join(REPO, "configs", "Base-PersonSearch.yaml")
+        "--amp", default="both", choices=["both", "on", "off"], help="paper mode: AMP rows"
+    )
+    parser.add_argument(
+        "--ims-per-batch", type=int, default=16, help="paper mode: images per iteration"
+    )
+    parser.add_argument(
+        "--paper-config",
+        default=os.path.join(REPO, "configs", "Base-PersonSearch.yaml"),
+        help="paper mode: the person-search config",
     )
     parser.add_argument("--json", default="", help="write the paper-mode figures here")
     args = parser.parse_args()

@@ -37,6 +37,7 @@ from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 
 import stl_search
+from stl_search.utils.cli import HelpFormatter
 
 
 class Trainer(DefaultTrainer):
@@ -88,5 +89,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.formatter_class = HelpFormatter  # --help shows the defaults too
+    args = parser.parse_args()
     launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))

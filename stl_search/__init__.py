@@ -6,6 +6,9 @@ The names below are what a Detectron2 project of its own needs to train and eval
 with Detectron2's ``DefaultTrainer`` (``examples/detectron2_default_trainer.py``).
 """
 
+from . import library_warnings  # noqa: F401  (first: filters before Detectron2 is imported)
+
+# isort: split
 from . import data, modeling  # noqa: F401  (registration side effects)
 from .config import add_stl_search_config
 from .data.build import build_person_search_eval_loader

@@ -29,6 +29,7 @@ from .index.query import Hit, format_hits, search_index
 from .index.render import check_picture_path, render
 from .index.shards import GalleryIndex
 from .index.sources import image_records
+from .utils.cli import HelpFormatter
 
 __all__ = ["Hit", "search", "list_gallery", "main"]
 
@@ -62,19 +63,24 @@ def search(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the model's config (YAML)"
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--query", required=True, help="image holding the query person")
     parser.add_argument(
-        "--box", required=True, nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2")
+        "--box",
+        required=True,
+        nargs=4,
+        type=float,
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="the query person's box in --query, in pixels",
     )
     parser.add_argument("--gallery", required=True, help="folder of scene images to search")
     parser.add_argument(
         "--out", default="search_result.png", help="picture of the query and its top hits"
     )
-    parser.add_argument("--topk", type=positive_int, default=5)
+    parser.add_argument("--topk", type=positive_int, default=5, help="hits printed and drawn")
     parser.add_argument(
         "--export",
         metavar="DIR",

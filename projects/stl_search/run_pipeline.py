@@ -32,10 +32,13 @@ import sys
 import time
 from typing import List, Sequence
 
+import stl_search  # noqa: F401  (first: registers the synthetic data set, quiets Detectron2)
+
+# isort: split
 from detectron2.data import DatasetCatalog
 
-import stl_search  # noqa: F401  (registers the synthetic data set)
 from stl_search.data.datasets.builtin import data_root
+from stl_search.utils.cli import HelpFormatter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STL_CONFIG = os.path.join(REPO, "configs", "STL", "synthetic.yaml")
@@ -70,9 +73,7 @@ def summary_rows(metrics: dict) -> List[tuple]:
 
 
 def main(argv: Sequence[str] = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--output", help="default: output/stl_pipeline (output/stl_pipeline_json with json data)"
     )

@@ -31,6 +31,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 from stl_search.utils.io import atomic_open  # noqa: E402
 
 # Per data set: the folder of its Table 2 row configs, and its STL pretraining config.
@@ -147,19 +148,23 @@ def format_table(results: Dict[str, List[Dict[str, dict]]]) -> str:
 
 
 def main(argv: Sequence[str] = None) -> str:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--dataset", choices=sorted(DATASETS), default="synthetic", help="whose Table 2 to run"
     )
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
     parser.add_argument(
         "--stl-weights", default="", help="STL export (stl_init.pth) of the data set"
     )
     parser.add_argument(
         "--imagenet-weights", default="", help="converted ImageNet weights (optional)"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--output", default=None)
-    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="a training run per row and seed"
+    )
+    parser.add_argument("--output", default=None, help="default: output/table2_DATASET")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per run (train_net.py --num-gpus)"
+    )
     parser.add_argument(
         "--rows",
         nargs="+",

@@ -16,6 +16,7 @@ import argparse
 import os
 from typing import Dict, List, Optional, Sequence
 
+from ..utils.cli import HelpFormatter
 from .datasets.cuhk_sysu import GALLERY_SIZES, load_cuhk_sysu_queries, load_cuhk_sysu_scenes
 from .datasets.person_search_json import (
     check_person_search_file,
@@ -86,10 +87,8 @@ def convert(fmt: str, root: str, out: str, gallery_size: int = 100) -> Dict[str,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("format", choices=FORMATS)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("format", choices=FORMATS, help="the layout of the copy")
     parser.add_argument("root", help="the copy's root, e.g. datasets/PRW-v16.04.20")
     parser.add_argument("out", help="the JSON file to write")
     parser.add_argument(

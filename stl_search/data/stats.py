@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from detectron2.data import DatasetCatalog
 
+from ..utils.cli import HelpFormatter
 from ..utils.io import atomic_open
 
 __all__ = ["compute_stats", "format_stats", "plot_long_tail", "main"]
@@ -134,7 +135,8 @@ def plot_long_tail(counts: Sequence[int], path: str, title: str = "") -> None:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(
-        description="Statistics of a registered person-search data set."
+        description="Statistics of a registered person-search data set.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("name", help="registered data set name, e.g. synthetic_train, prw_gallery")
     parser.add_argument("--out", help="PNG file for the long-tail histogram")

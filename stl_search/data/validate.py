@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from ..utils.cli import HelpFormatter
 from .datasets.common import DatasetFormatError
 from .datasets.person_search_json import (
     json_to_dicts,
@@ -46,10 +47,8 @@ def validate(json_file: str, image_root: Optional[str] = None) -> Tuple[bool, Li
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("json_file")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("json_file", help="the person-search JSON file to check")
     parser.add_argument(
         "--image-root",
         default=None,

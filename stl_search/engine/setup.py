@@ -26,6 +26,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_stl_search_config
 from ..data.datasets.person_search_json import register_person_search_json
+from ..utils.cli import HelpFormatter
 from ..utils.io import atomic_open, remove_stale_temp_files
 from ..utils.output_dir import claim_output_dir
 from ..utils.yaml_config import merge_yaml_config
@@ -112,8 +113,9 @@ def load_config(
 
 
 def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """Detectron2's ``default_argument_parser`` plus ``--overwrite``."""
+    """Detectron2's ``default_argument_parser`` plus ``--overwrite``; ``--help`` shows defaults."""
     parser = default_argument_parser(epilog)
+    parser.formatter_class = HelpFormatter
     parser.add_argument(
         "--overwrite",
         action="store_true",

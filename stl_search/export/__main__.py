@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..engine.model import build_inference_model
 from ..engine.setup import load_config
+from ..utils.cli import HelpFormatter
 from .exporter import FORMATS, export_person_search
 from .graphs import check_exportable
 
@@ -22,10 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.export",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the model's config (YAML)"
+    )
+    parser.add_argument(
+        "--format", required=True, choices=sorted(FORMATS), help="the graph format to write"
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser

@@ -23,6 +23,7 @@ from detectron2.structures import Instances, pairwise_iou
 from ..data.build import build_person_search_test_loader
 from ..engine.model import build_inference_model
 from ..engine.setup import load_config
+from ..utils.cli import HelpFormatter
 from .runtime import ExportedPersonSearch, check_same_settings
 
 __all__ = [
@@ -165,12 +166,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.export.parity",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--export-dir", required=True, metavar="DIR")
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the model's config (YAML)"
+    )
+    parser.add_argument(
+        "--export-dir", required=True, metavar="DIR", help="output folder of stl_search.export"
+    )
+    parser.add_argument("--topk", type=int, default=5, help="top-k hits compared per query")
+    parser.add_argument("--threads", type=int, default=2, help="torch and runtime threads")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -38,6 +38,7 @@ from detectron2.utils.logger import setup_logger
 from ..compat import launch
 from ..engine.setup import load_config
 from ..export.predictor import exported_predictor
+from ..utils.cli import HelpFormatter
 from ..utils.output_dir import lock_output_dir, release_output_dir
 from .arguments import non_negative_int, positive_int
 from .backends import BACKENDS, load_searcher
@@ -73,10 +74,19 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_export_argument(parser)
     parser.add_argument("--num-gpus", type=positive_int, default=1, help="processes per machine")
-    parser.add_argument("--num-machines", type=positive_int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument(
-        "--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (needed for >1 machine)"
+        "--num-machines",
+        type=positive_int,
+        default=1,
+        help="machines of the job (docs/multi-machine.md)",
+    )
+    parser.add_argument(
+        "--machine-rank", type=int, default=0, help="this machine's rank (0: plans and commits)"
+    )
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="tcp://HOST:PORT of machine 0, the same on every machine (needed for >1 machine)",
     )
 
 
@@ -93,14 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.index",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="a new index")
-    build.add_argument("--index", required=True, metavar="DIR")
-    build.add_argument("--config-file", required=True, metavar="FILE")
+    build = sub.add_parser("build", help="a new index", formatter_class=HelpFormatter)
+    build.add_argument("--index", required=True, metavar="DIR", help="the new index's folder")
+    build.add_argument("--config-file", required=True, metavar="FILE", help="model config (YAML)")
     _add_input_arguments(build)
-    build.add_argument("--images-per-shard", type=positive_int, default=256)
+    build.add_argument(
+        "--images-per-shard", type=positive_int, default=256, help="images per shard (unit of work)"
+    )
     build.add_argument(
         "--embedding-dtype",
         choices=("float16", "float32"),
@@ -109,23 +121,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_backend_arguments(build, default="exact")
     build.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    add = sub.add_parser("add", help="append images or video to an index")
-    add.add_argument("--index", required=True, metavar="DIR")
+    add = sub.add_parser(
+        "add", help="append images or video to an index", formatter_class=HelpFormatter
+    )
+    add.add_argument("--index", required=True, metavar="DIR", help="the index's folder")
     _add_input_arguments(add)
     add.add_argument("opts", nargs=argparse.REMAINDER, help=_WEIGHTS_HELP)
-    train = sub.add_parser("train", help="(re)build the search back end on the index's shards")
-    train.add_argument("--index", required=True, metavar="DIR")
+    train = sub.add_parser(
+        "train",
+        help="(re)build the search back end on the index's shards",
+        formatter_class=HelpFormatter,
+    )
+    train.add_argument("--index", required=True, metavar="DIR", help="the index's folder")
     _add_backend_arguments(train, default=None)
-    query = sub.add_parser("query", help="the top-k boxes for a query person")
-    query.add_argument("--index", required=True, metavar="DIR")
+    query = sub.add_parser(
+        "query", help="the top-k boxes for a query person", formatter_class=HelpFormatter
+    )
+    query.add_argument("--index", required=True, metavar="DIR", help="the index's folder")
     group = query.add_mutually_exclusive_group(required=True)
     group.add_argument("--query", metavar="IMAGE", help="image holding the query person")
     group.add_argument("--query-embedding", metavar="FILE.npy", help="a (D,) embedding")
-    query.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"))
-    query.add_argument("--topk", type=positive_int, default=10)
+    query.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="the query person's box in --query, in pixels",
+    )
+    query.add_argument("--topk", type=positive_int, default=10, help="hits returned")
     _add_export_argument(query)
     query.add_argument("--backend", choices=BACKENDS, help="default: the index's own")
-    query.add_argument("--out", default="query_result", metavar="PREFIX")
+    query.add_argument(
+        "--out", default="query_result", metavar="PREFIX", help="PREFIX.json, .csv and .png"
+    )
     query.add_argument("opts", nargs=argparse.REMAINDER, help=_WEIGHTS_HELP)
     return parser
 
@@ -134,7 +162,13 @@ _WEIGHTS_HELP = "MODEL.WEIGHTS PATH: the index's weights moved there (checked by
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, default=default, required=not default)
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=default,
+        required=not default,
+        help="search back end (docs/index.md)",
+    )
     parser.add_argument(
         "--ann-param",
         action="append",

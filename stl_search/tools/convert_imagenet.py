@@ -42,6 +42,7 @@ from ..reid.export import (
     save_person_search_init,
 )
 from ..utils.checkpoint import read_weights_file
+from ..utils.cli import HelpFormatter
 
 __all__ = ["convert_for", "convert_imagenet_resnet", "resnet_config_of"]
 
@@ -164,7 +165,9 @@ def convert_for(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stl_search.tools.convert_imagenet", description=__doc__.split("\n")[0]
+        prog="python -m stl_search.tools.convert_imagenet",
+        description=__doc__.split("\n")[0],
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "input",
@@ -176,8 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dest="target",
         choices=("person_search", "reid"),
         default="person_search",
-        help="person_search: the person-search model's keys (default); "
-        "reid: the STL pretraining network's",
+        help="person_search: the person-search model's keys; reid: the STL pretraining network's",
     )
     parser.add_argument(
         "--no-mrfp-neck", action="store_true", help="person_search: omit the MRFP neck copy of res3"

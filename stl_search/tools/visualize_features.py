@@ -36,6 +36,7 @@ from torch import nn
 from ..data.mapper import build_person_search_augmentations
 from ..engine.setup import load_config
 from ..utils.checkpoint import read_weights_file
+from ..utils.cli import HelpFormatter
 from ..utils.io import atomic_open
 
 __all__ = ["BASE_NET_STAGES", "RANDOM", "feature_maps", "load_base_nets", "render_feature_grid"]
@@ -142,16 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.tools.visualize_features",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="the model's config (YAML)"
+    )
     parser.add_argument(
         "--weights", required=True, nargs="+", help=f"weight files to compare ({RANDOM!r}: random)"
     )
     parser.add_argument("--labels", nargs="+", help="column labels (default: the file names)")
     parser.add_argument("--image", required=True, nargs="+", help="scene image(s)")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--stages", nargs="+", default=list(BASE_NET_STAGES))
+    parser.add_argument(
+        "--stages", nargs="+", default=list(BASE_NET_STAGES), help="base-net stages to draw"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 

@@ -4,7 +4,7 @@ galleries of chosen images, models of other weights."""
 from __future__ import annotations
 
 import os
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -18,28 +18,31 @@ from stl_search.utils.checkpoint import AtomicCheckpointer
 
 def build_index(folder: str, config: str, source: str, *extra: str, video_fps: float = 0) -> Dict:
     """``python -m stl_search.index build``: 2 images per shard, batches of 2, 1 torch thread."""
+    return cli.main(build_argv(folder, config, source, *extra, video_fps=video_fps))
+
+
+def build_argv(folder: str, config: str, source: str, *extra: str, video_fps: float = 0) -> List:
+    """The arguments of :func:`build_index` (for a command line of its own)."""
     inputs = (
         ["--video-input", source, "--sample-fps", str(video_fps)]
         if video_fps
         else ["--input", source]
     )
-    return cli.main(
-        [
-            "build",
-            "--index",
-            folder,
-            "--config-file",
-            config,
-            *inputs,
-            "--images-per-shard",
-            "2",
-            "--batch-size",
-            "2",
-            "--threads",
-            "1",
-            *extra,
-        ]
-    )
+    return [
+        "build",
+        "--index",
+        folder,
+        "--config-file",
+        config,
+        *inputs,
+        "--images-per-shard",
+        "2",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def contents(folder: str) -> Dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Optional, Sequence
 
+from ....utils.cli import HelpFormatter
 from .generate import COMPLETE_MARKER, PRESETS, SyntheticSpec, ensure_generated
 
 
@@ -22,13 +23,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.data.datasets.synthetic",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--out", required=True, help="output directory (created; must be empty or absent)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="the sizes to start from (tiny: the tests' set); the options below override them",
+    )
     for field in dataclasses.fields(SyntheticSpec):
         if field.name in ("seed",) or field.type not in ("int", "float"):
             continue
@@ -36,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             "--" + field.name.replace("_", "-"),
             type=int if field.type == "int" else float,
             default=None,
-            help=f"override {field.name}",
+            help=f"override the preset's {field.name}",
         )
     args = parser.parse_args(argv)
     overrides = {
