@@ -224,7 +224,7 @@ def export_person_search(
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
     check_exportable(cfg)
-    model = prepare_for_export(model)
+    model = prepare_for_export(model, cfg)
     image = example_image(cfg) if image is None else image
     os.makedirs(out_dir, exist_ok=True)
     gallery_args = (image, torch.tensor(float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)))
