@@ -29,7 +29,7 @@ before each model; it includes both models' weights and the Python runtime).
 Side by side (``--fast`` and/or ``--seqnet DIR``): instead of the three rows above, it times in
 interleaved rounds the config's model on the reference path ("reference path": every piece of the
 fast path forced off), the same model on the inference fast path ("fast path":
-``TEST.FAST_PATH.FOLD_BN``, ``CHANNELS_LAST`` and ``SYNC_FREE_POSTPROCESS``, the paper configs'
+``TEST.FAST_PATH.FOLD_BN``, ``CHANNELS_LAST`` and the sync-free post-processing, the paper configs'
 default, on CUDA also ``TF32`` and ``CUDNN_BENCHMARK``), with ``--fast`` the named fast variant (the
 128-wide RPN conv of ``configs/*/fast_stl_mrfp.yaml``, on the fast path), and with ``--seqnet DIR``
 SeqNet's gallery inference from a local copy of its source (``benchmarks/seqnet_reference.py``:
@@ -81,14 +81,15 @@ FAST_VARIANT_OPTS = ["MODEL.RPN.CONV_DIMS", [128]]
 #: The inference fast path (stl_search/modeling/fast_path.py); CUDA adds TF32 and cudnn.benchmark.
 FAST_PATH_OPTS = [
     "TEST.FAST_PATH.FOLD_BN", True, "TEST.FAST_PATH.CHANNELS_LAST", True,
-    "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS", True,
+    "MODEL.PROPOSAL_GENERATOR.NAME", "SyncFreeRPN", "MODEL.ROI_HEADS.SYNC_FREE_INFERENCE", True,
 ]  # fmt: skip
 FAST_PATH_CUDA_OPTS = ["TEST.FAST_PATH.TF32", True, "TEST.FAST_PATH.CUDNN_BENCHMARK", True]
 #: The reference path: every model-changing piece of the fast path off, whatever the config says
 #: (configs/Base-PersonSearch.yaml turns FOLD_BN and CHANNELS_LAST on).
 REFERENCE_PATH_OPTS = [
     "TEST.FAST_PATH.FOLD_BN", False, "TEST.FAST_PATH.CHANNELS_LAST", False,
-    "TEST.FAST_PATH.COMPILE", "", "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS", False,
+    "TEST.FAST_PATH.COMPILE", "", "MODEL.PROPOSAL_GENERATOR.NAME", "RPN",
+    "MODEL.ROI_HEADS.SYNC_FREE_INFERENCE", False,
 ]  # fmt: skip
 
 

@@ -60,6 +60,12 @@ def _add_batch_norm_config(cfg: CN) -> None:
 
 
 def _add_person_search_model_config(cfg: CN) -> None:
+    # Inference box step without host reads of device values between its steps
+    # (stl_search/modeling/sync_free_postprocess.py): dropped candidates get a -inf score instead
+    # of being filtered out and are compacted once per batch; each NMS is the only other host
+    # read. Same detections in the same order. Needed with MODEL.PROPOSAL_GENERATOR.NAME
+    # "SyncFreeRPN" (whose dropped proposals it skips), which the paper configs select.
+    cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE = False
     cfg.MODEL.PERSON_SEARCH = CN()
     # Number of labeled training identities (the ID classifier's classes). 0: the trainer reads it
     # from the training set's metadata (``num_identities``), an inference model from the weights
@@ -188,12 +194,16 @@ def _add_test_config(cfg: CN) -> None:
     # "max-autotune-no-cudagraphs". The first image of each new size pays the compilation
     # (seconds to a minute); worth it for a long gallery of one frame size.
     cfg.TEST.FAST_PATH.COMPILE = ""
-    # Gallery post-processing (RPN proposals, Fast R-CNN detections, rescaling) without host reads
-    # of device values between its steps (stl_search/modeling/sync_free_postprocess.py): dropped
-    # candidates get a -inf score instead of being filtered out, and the detections are compacted
-    # once per batch; each NMS is the only other host read. Same detections in the same order.
-    # Read when the model is built (it swaps Detectron2's RPN for SyncFreeRPN, same parameters).
-    cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS = False
+    # The sync-free post-processing is a model part chosen by name, not a fast-path switch:
+    # MODEL.PROPOSAL_GENERATOR.NAME "SyncFreeRPN" + MODEL.ROI_HEADS.SYNC_FREE_INFERENCE True.
+    old = "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS"
+    if not cfg.key_is_renamed(old):
+        cfg.register_renamed_key(
+            old,
+            "MODEL.PROPOSAL_GENERATOR.NAME 'SyncFreeRPN' and MODEL.ROI_HEADS.SYNC_FREE_INFERENCE "
+            "True",
+            "remove the key; with False, nothing else to set (the reference path is the default)",
+        )
 
     # Inference under torch.autocast: the convolutions and matmuls in DTYPE ("float16" or
     # "bfloat16"; bfloat16 on the CPU), RoI pooling from float32 features, outputs in float32.

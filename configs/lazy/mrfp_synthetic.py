@@ -83,8 +83,8 @@ model = L(PersonSearchRCNN)(
         out_features=["res2", "res3"],
         freeze_at=0,
     ),
-    # SyncFreeRPN + sync_free_postprocess: the sync-free inference post-processing that the YAML
-    # configs turn on (TEST.FAST_PATH.SYNC_FREE_POSTPROCESS); training is Detectron2's RPN's.
+    # SyncFreeRPN + the ROI heads' sync_free_inference: the sync-free inference post-processing
+    # that the YAML configs select; training is Detectron2's.
     proposal_generator=L(SyncFreeRPN)(
         in_features=["res3"],
         head=L(StandardRPNHead)(in_channels=64, num_anchors=12, conv_dims=[128]),
@@ -154,11 +154,11 @@ model = L(PersonSearchRCNN)(
         id_loss=L(SoftmaxIDLoss)(embedding_dim=256, num_ids=L(num_training_identities)(name=TRAIN)),
         id_loss_weight=1.0,
         id_train_boxes="gt",
+        sync_free_inference=True,
     ),
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],
     input_format=IMAGE_FORMAT,
-    sync_free_postprocess=True,
 )
 
 

@@ -3,7 +3,7 @@
 ``protocol_inputs`` and ``report``), and the two-loader inference (``inference``).
 The protocol is described in ``../../docs/protocol.md``."""
 
-from .detection import DetectionResult, average_precision, detection_metrics, pairwise_box_iou
+from .detection import DetectionResult, average_precision, detection_metrics, matched_box_iou
 from .evaluator import PersonSearchEvaluator
 from .galleries import (
     CBGMContext,
@@ -28,7 +28,7 @@ __all__ = [
     "average_precision",
     "detection_metrics",
     "explicit_galleries",
-    "pairwise_box_iou",
+    "matched_box_iou",
     "prw_galleries",
     "query_context_from_gallery",
     "reid_iou_threshold",

@@ -15,7 +15,7 @@ import numpy as np
 
 from .csr import check_splits
 
-__all__ = ["average_precision", "pairwise_box_iou", "DetectionResult", "detection_metrics"]
+__all__ = ["average_precision", "matched_box_iou", "DetectionResult", "detection_metrics"]
 
 
 def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -46,8 +46,9 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def pairwise_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise IoU of paired boxes ``a[i]``, ``b[i]`` (``(n, 4)`` XYXY each), float64.
+def matched_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of paired boxes ``a[i]``, ``b[i]`` (``(n, 4)`` XYXY each), float64
+    ``(n,)``; not the ``(n, m)`` matrix of every pair (Detectron2's ``matched_pairwise_iou``).
 
     The reference's formula (no +1 on widths). A non-positive union (degenerate boxes, where the
     reference divides by zero) gives 0.
@@ -151,7 +152,7 @@ def detection_metrics(
     nd_pair = nd[pair_img]
     g = gt_start[pair_img] + local // np.maximum(nd_pair, 1)
     d = det_start[pair_img] + local % np.maximum(nd_pair, 1)
-    iou = pairwise_box_iou(gt_boxes[gt_idx][g], det_boxes[det_idx][d]).astype(np.float32)
+    iou = matched_box_iou(gt_boxes[gt_idx][g], det_boxes[det_idx][d]).astype(np.float32)
 
     # Per detection, its best person (np.argmax: first on ties); per person, its best detection.
     order = np.lexsort((g, -iou, d))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .csr import check_splits, ranges
-from .detection import pairwise_box_iou
+from .detection import matched_box_iou
 
 __all__ = [
     "GalleryDetections",
@@ -316,7 +316,7 @@ def query_context_from_gallery(
         r = np.arange(splits[img], splits[img + 1])
         r = r[gallery.scores[r] >= score_thresh]
         r = r[
-            pairwise_box_iou(gallery.boxes[r], np.broadcast_to(query_boxes[q], (r.size, 4)))
+            matched_box_iou(gallery.boxes[r], np.broadcast_to(query_boxes[q], (r.size, 4)))
             <= nms_iou
         ]
         r = r[np.argsort(-np.asarray(gallery.scores[r], dtype=np.float64), kind="stable")][: k2 - 1]

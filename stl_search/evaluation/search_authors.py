@@ -26,7 +26,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from .csr import ranges
-from .detection import average_precision, pairwise_box_iou
+from .detection import average_precision, matched_box_iou
 from .galleries import GalleryDetections, QueryGalleries
 from .search import SearchResult
 
@@ -61,7 +61,7 @@ def detection_identities(
     pair_gt = ranges(gt_splits[:-1][det_image], gt_count)
     boxes = np.asarray(gallery.boxes, dtype=np.float64).reshape(-1, 4)
     gts = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    iou = pairwise_box_iou(boxes[pair_det], gts[pair_gt])
+    iou = matched_box_iou(boxes[pair_det], gts[pair_gt])
     out = np.full(num_dets, -1, dtype=np.int64)
     if iou.size:
         order = np.lexsort((pair_gt, -iou, pair_det))  # per detection: best IoU, then first box

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import search_kernels as K
 from .csr import ranges
-from .detection import pairwise_box_iou
+from .detection import matched_box_iou
 from .galleries import CBGMContext, GalleryDetections, QueryGalleries
 
 
@@ -111,7 +111,7 @@ class Candidates:
         n = kg.det_counts[t_img]
         pair_t = np.repeat(np.arange(rows.size), n)
         pair_d = ranges(kg.det_starts[t_img], n)
-        iou = pairwise_box_iou(kg.boxes[pair_d], t_box[pair_t])
+        iou = matched_box_iou(kg.boxes[pair_d], t_box[pair_t])
         ok = iou >= reid_iou_threshold(t_box)[pair_t]
         cand_det, cand_target = pair_d[ok], rows[pair_t[ok]]
         cand_splits = np.searchsorted(

@@ -306,7 +306,7 @@ def export_person_search(
         raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
     check_exportable(cfg)
     _check_replaceable(out_dir)
-    model = prepare_for_export(model)
+    model = prepare_for_export(model, cfg)
     image = example_image(cfg) if image is None else image
     staging = _new_folder_beside(out_dir, "partial")
     try:

@@ -20,7 +20,13 @@ N + 1 RoIs, and an image without detections gives empty outputs in every runtime
 threshold is an input (``export.json`` holds the model's): a deployment can change it without
 re-exporting.
 
-:func:`prepare_for_export` copies the model to the CPU in eval mode and replaces the CPU-only
+:func:`prepare_for_export` copies the model to the CPU in eval mode, with Detectron2's ``RPN``
+built from the config (``MODEL.PROPOSAL_GENERATOR.NAME: RPN`` on a copy of it, the model's RPN
+weights loaded): a ``SyncFreeRPN``'s proposal selection has sizes that a trace would fix to the
+example's; Detectron2's is written for tracing. The detections are those of
+:func:`~stl_search.modeling.sync_free_postprocess.fast_rcnn_candidates`, the per-image step of the
+sync-free ROI heads, whose static shapes trace as they are; the graph keeps its finite-score rows.
+It also replaces the CPU-only
 :class:`~stl_search.modeling.separable_roi_align.SeparableRoIAlign` (a Python loop over RoIs,
 which tracing would unroll for the example's count) by Detectron2's ``ROIPooler`` with
 ``ROIAlignV2``: the same aligned RoI Align (torchvision's kernel, ONNX ``RoiAlign``), same numbers.
@@ -34,14 +40,13 @@ from typing import Tuple
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.proposal_generator import RPN
-from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.structures import Boxes
 from torch import nn
 
 from ..modeling import PersonSearchRCNN, PersonSearchROIHeads
 from ..modeling.separable_roi_align import SeparableRoIAlign
-from ..modeling.sync_free_postprocess import SyncFreeRPN
+from ..modeling.sync_free_postprocess import fast_rcnn_candidates
 
 __all__ = [
     "ExportNotSupportedError",
@@ -56,7 +61,7 @@ __all__ = [
 #: heads are not the modules these graphs call.
 SUPPORTED_SETTINGS = (
     ("MODEL.META_ARCHITECTURE", ("PersonSearchRCNN",)),
-    ("MODEL.PROPOSAL_GENERATOR.NAME", ("RPN",)),
+    ("MODEL.PROPOSAL_GENERATOR.NAME", ("RPN", "SyncFreeRPN")),
     ("MODEL.ROI_HEADS.NAME", ("PersonSearchROIHeads",)),
     ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", ("ROIAlignV2", "ROIAlign", "ROIPool")),
     ("MODEL.ID_HEAD.POOLER_TYPE", ("ROIAlignV2", "ROIAlign", "ROIPool")),
@@ -88,9 +93,10 @@ def check_exportable(cfg: CfgNode) -> None:
         raise ExportNotSupportedError("cannot export this model: " + "; ".join(bad))
 
 
-def prepare_for_export(model: nn.Module) -> PersonSearchRCNN:
-    """A CPU, eval-mode copy of ``model`` whose RoI poolers trace to one RoI Align op each, on the
-    reference post-processing (``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS`` undone)."""
+def prepare_for_export(model: nn.Module, cfg: CfgNode) -> PersonSearchRCNN:
+    """A CPU, eval-mode copy of ``model`` (built from ``cfg``) with Detectron2's ``RPN`` (built
+    from ``cfg`` with ``MODEL.PROPOSAL_GENERATOR.NAME`` "RPN", same weights) and RoI poolers that
+    trace to one RoI Align op each; ``model`` is left untouched."""
     if not isinstance(model, PersonSearchRCNN) or not isinstance(
         model.roi_heads, PersonSearchROIHeads
     ):
@@ -99,11 +105,12 @@ def prepare_for_export(model: nn.Module) -> PersonSearchRCNN:
             f"{type(model).__name__} with {type(getattr(model, 'roi_heads', None)).__name__}"
         )
     model = copy.deepcopy(model).cpu().eval()
-    if isinstance(model.proposal_generator, SyncFreeRPN):
-        # The graphs call Detectron2's filtering post-processing (fast_rcnn_inference), which
-        # expects the reference RPN's proposals; SyncFreeRPN adds no state, only its inference.
-        model.proposal_generator.__class__ = RPN
-    model.sync_free_postprocess = False
+    plain = cfg.clone()
+    plain.defrost()
+    plain.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+    rpn = build_proposal_generator(plain, model.backbone.output_shape())
+    rpn.load_state_dict(model.proposal_generator.state_dict())
+    model.proposal_generator = rpn.eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SeparableRoIAlign):
@@ -131,7 +138,9 @@ class _ModelGraph(nn.Module):
 class GalleryGraph(_ModelGraph):
     """``(image, score_thresh) -> (boxes, scores, embeddings)``; see the module docstring.
 
-    The box branch is ``StandardROIHeads._forward_box`` + ``FastRCNNOutputLayers.inference`` with
+    The box branch is ``StandardROIHeads._forward_box`` with the detections of
+    :func:`~stl_search.modeling.sync_free_postprocess.fast_rcnn_candidates` (those of Detectron2's
+    ``fast_rcnn_inference``, followed by dropped rows with a ``-inf`` score, which the graph drops),
     the threshold taken from the input; the embeddings are :meth:`PersonSearchROIHeads.embed` of
     the detections, as in the model's ``forward_with_given_boxes``.
     """
@@ -153,14 +162,15 @@ class GalleryGraph(_ModelGraph):
         boxes = predictor.box2box_transform.apply_deltas(deltas, proposals[0].proposal_boxes.tensor)
         sigmoid = getattr(predictor, "use_sigmoid_ce", False)  # Detectron2 main's option
         probs = logits.sigmoid() if sigmoid else torch.softmax(logits, dim=-1)
-        (detections,), _ = fast_rcnn_inference(
+        (candidates,) = fast_rcnn_candidates(
             [boxes],
             [probs],
-            images.image_sizes,
+            proposals,
             score_thresh,
             predictor.test_nms_thresh,
             predictor.test_topk_per_image,
         )
+        detections = candidates[torch.isfinite(candidates.scores)]
         boxes = detections.pred_boxes.tensor
         # One extra RoI, dropped from the output: the identification nets never see an empty
         # batch, which the traced graph could not run (see the module docstring).

@@ -20,9 +20,9 @@ reference path):
   the model has data-dependent shapes (proposals, detections) and stays eager; the base nets see
   one shape per image size, so a gallery of one frame size compiles once. On a GPU,
   ``"reduce-overhead"`` also captures them as a CUDA graph.
-- ``SYNC_FREE_POSTPROCESS``: the gallery post-processing (RPN proposals, Fast R-CNN detections,
-  rescaling) without host reads between its steps
-  (:mod:`~stl_search.modeling.sync_free_postprocess`); read when the model is built, not here.
+
+The sync-free post-processing is a part of the model, selected by name in the config
+(:mod:`~stl_search.modeling.sync_free_postprocess`), not a piece of this module.
 
 Folding changes parameters, so it works on a copy: :func:`prepare_inference_model` returns the
 model itself when no piece is on and a folded copy otherwise; the training model is never touched.

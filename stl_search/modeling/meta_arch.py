@@ -2,8 +2,12 @@
 
 normalise -> base nets (ResNet-IBN-a stem..res3, outputs ``res2``, ``res3``) -> RPN on ``res3``
 -> :class:`~stl_search.modeling.roi_heads.PersonSearchROIHeads` (box branch + identification
-branch). A ``GeneralizedRCNN`` subclass, so pre-processing, padding and post-processing are
-Detectron2's own; this class adds the query mode.
+branch). A ``GeneralizedRCNN`` subclass, so pre-processing and padding are Detectron2's own;
+this class adds the query mode, runs each group of one kind (gallery or query) and one image size
+through the network together, and overrides Detectron2's ``_postprocess`` seam with a version of
+one host read per batch (same numbers). Which proposals and detections the gallery path computes
+is the config's: ``MODEL.PROPOSAL_GENERATOR.NAME`` (``RPN`` or ``SyncFreeRPN``) and
+``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE`` (``stl_search/modeling/sync_free_postprocess.py``).
 
 Inputs and outputs are fixed by ``docs/interfaces.md``:
 
@@ -17,6 +21,7 @@ Inputs and outputs are fixed by ``docs/interfaces.md``:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List, Optional
 
 import torch
@@ -26,7 +31,7 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, Instances
 
 from .separable_roi_align import SeparableRoIAlign
-from .sync_free_postprocess import SyncFreeRPN, sync_free_inference
+from .sync_free_postprocess import SyncFreeRPN, clip_boxes, compact
 
 __all__ = ["PersonSearchRCNN"]
 
@@ -36,13 +41,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
     """One-step person search on Detectron2's R-CNN; see the module docstring."""
 
     @configurable
-    def __init__(
-        self,
-        *,
-        inference_amp_dtype: Optional[str] = None,
-        sync_free_postprocess: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, inference_amp_dtype: Optional[str] = None, **kwargs):
         """
         NOTE: the other arguments are those of Detectron2's ``GeneralizedRCNN``.
 
@@ -51,20 +50,21 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 under ``torch.autocast`` in that dtype (``TEST.AMP``), with RoI pooling reading
                 float32 features (box coordinates keep full precision) and every floating output
                 returned in float32. None: float32 throughout.
-            sync_free_postprocess (bool): gallery inference through
-                :func:`~stl_search.modeling.sync_free_postprocess.sync_free_inference` (the same
-                detections, without Detectron2's host reads between the post-processing steps;
-                ``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS``). Its proposals are sync-free only from a
-                :class:`~stl_search.modeling.sync_free_postprocess.SyncFreeRPN`, which
-                :meth:`from_config` builds in place of Detectron2's ``RPN`` when the key is on.
         """
         super().__init__(**kwargs)
         if inference_amp_dtype not in (None, "float16", "bfloat16"):
             raise ValueError(
                 f"TEST.AMP.DTYPE must be 'float16' or 'bfloat16', got {inference_amp_dtype!r}"
             )
+        if isinstance(self.proposal_generator, SyncFreeRPN) and not getattr(
+            self.roi_heads, "sync_free_inference", False
+        ):
+            raise ValueError(
+                "MODEL.PROPOSAL_GENERATOR.NAME 'SyncFreeRPN' passes its dropped proposals on with "
+                "a -inf objectness, which only the sync-free ROI heads skip: set "
+                "MODEL.ROI_HEADS.SYNC_FREE_INFERENCE True (or use 'RPN')"
+            )
         self.inference_amp_dtype = inference_amp_dtype
-        self.sync_free_postprocess = sync_free_postprocess
         if inference_amp_dtype is not None:
             for m in self.modules():
                 if isinstance(m, (ROIPooler, SeparableRoIAlign)):
@@ -72,14 +72,8 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
-        sync_free = cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS
-        if sync_free and cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN":
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.MODEL.PROPOSAL_GENERATOR.NAME = SyncFreeRPN.__name__
         ret = super().from_config(cfg)
         ret["inference_amp_dtype"] = cfg.TEST.AMP.DTYPE if cfg.TEST.AMP.ENABLED else None
-        ret["sync_free_postprocess"] = sync_free
         return ret
 
     def inference(
@@ -91,70 +85,69 @@ class PersonSearchRCNN(GeneralizedRCNN):
         """Gallery inputs: detection + embeddings; inputs carrying ``query_boxes``: their
         embeddings.
 
-        A batch may mix both kinds; results come back in input order. Under ``TEST.AMP`` the
-        forward runs in autocast and the outputs come back in float32.
+        A batch may mix both kinds and image sizes: each group of one kind and one size goes
+        through the network together (:meth:`_inference_group`; padding a smaller image to the
+        batch's size would change the InstanceNorm statistics of IBN and the border of every
+        feature map: not the same result as the image alone). Results come back in input order.
+        Under ``TEST.AMP`` the forward runs in autocast and the outputs come back in float32.
         """
         assert not self.training
-        if self.inference_amp_dtype is None:
-            return self._inference(batched_inputs, detected_instances, do_postprocess)
-        dtype = getattr(torch, self.inference_amp_dtype)
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            results = self._inference(batched_inputs, detected_instances, do_postprocess)
-        return [_outputs_to_float32(r) for r in results]
-
-    def _inference(self, batched_inputs, detected_instances, do_postprocess):
-        """Images of one size go through the network together; a batch of several sizes is run
-        as one sub-batch per size. (Padding a smaller image to the batch's size would change the
-        InstanceNorm statistics of IBN and the border of every feature map: not the same result
-        as the image alone.)"""
-        groups: Dict[tuple, List[int]] = {}
-        for i, x in enumerate(batched_inputs):
-            groups.setdefault(tuple(x["image"].shape[-2:]), []).append(i)
-        if len(groups) == 1:
-            return self._inference_one_size(batched_inputs, detected_instances, do_postprocess)
         results: List[Optional[Dict]] = [None] * len(batched_inputs)
-        for idx in groups.values():
-            dets = None if detected_instances is None else [detected_instances[i] for i in idx]
-            part = self._inference_one_size([batched_inputs[i] for i in idx], dets, do_postprocess)
-            for i, r in zip(idx, part):
-                results[i] = r
-        return results
+        amp = self.inference_amp_dtype
+        with (
+            torch.autocast(device_type=self.device.type, dtype=getattr(torch, amp))
+            if amp is not None
+            else contextlib.nullcontext()
+        ):
+            for idx in _groups_of_one_kind_and_size(batched_inputs):
+                dets = None if detected_instances is None else [detected_instances[i] for i in idx]
+                group = [batched_inputs[i] for i in idx]
+                for i, r in zip(idx, self._inference_group(group, dets, do_postprocess)):
+                    results[i] = r
+        return results if amp is None else [_outputs_to_float32(r) for r in results]
 
-    def _inference_one_size(self, batched_inputs, detected_instances, do_postprocess):
-        is_query = ["query_boxes" in x for x in batched_inputs]
-        if detected_instances is not None:
-            return super().inference(batched_inputs, detected_instances, do_postprocess)
-        if not any(is_query):
-            return self._gallery_inference(batched_inputs, do_postprocess)
-        if all(is_query):
-            return self.query_inference(batched_inputs)
-        queries = self.query_inference([x for x, q in zip(batched_inputs, is_query) if q])
-        gallery = self._gallery_inference(
-            [x for x, q in zip(batched_inputs, is_query) if not q], do_postprocess
-        )
-        q_iter, g_iter = iter(queries), iter(gallery)
-        return [next(q_iter) if q else next(g_iter) for q in is_query]
-
-    def _gallery_inference(self, batched_inputs, do_postprocess):
-        if self.sync_free_postprocess:
-            return sync_free_inference(self, batched_inputs, do_postprocess)
-        return super().inference(batched_inputs, None, do_postprocess)
-
-    @torch.no_grad()
-    def query_inference(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
-        """Embeddings of the given ``query_boxes`` (resized input frame), no detection.
-
-        The boxes go through :meth:`PersonSearchROIHeads.embed`, the same function that embeds
-        the final detections in a gallery forward.
-        """
+    def _inference_group(self, batched_inputs, detected_instances, do_postprocess):
+        """Detectron2's ``GeneralizedRCNN.inference`` for images of one size, through
+        :meth:`_postprocess`; for query inputs, the embeddings of their ``query_boxes`` through
+        :meth:`PersonSearchROIHeads.embed` (the function that embeds the final detections of a
+        gallery image), no detection."""
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        boxes = [_as_boxes(x["query_boxes"]).to(self.device) for x in batched_inputs]
-        embeddings = self.roi_heads.embed(features, boxes)
-        out = []
-        for emb in embeddings.split([len(b) for b in boxes]):
-            out.append({"query_embedding": emb[0] if emb.shape[0] == 1 else emb})
-        return out
+        if "query_boxes" in batched_inputs[0]:
+            boxes = [_as_boxes(x["query_boxes"]).to(self.device) for x in batched_inputs]
+            embeddings = self.roi_heads.embed(features, boxes).split([len(b) for b in boxes])
+            return [{"query_embedding": e[0] if e.shape[0] == 1 else e} for e in embeddings]
+        if detected_instances is not None:
+            detected_instances = [x.to(self.device) for x in detected_instances]
+            results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+        else:
+            if self.proposal_generator is not None:
+                proposals, _ = self.proposal_generator(images, features, None)
+            else:
+                proposals = [x["proposals"].to(self.device) for x in batched_inputs]
+            results, _ = self.roi_heads(images, features, proposals, None)
+        if do_postprocess:
+            return self._postprocess(results, batched_inputs, images.image_sizes)
+        return results
+
+    @staticmethod
+    def _postprocess(instances, batched_inputs: List[Dict], image_sizes):
+        """Detectron2's ``GeneralizedRCNN._postprocess`` (``detector_postprocess``: boxes scaled
+        to the ``height`` x ``width`` frame, clipped, empty ones dropped) with one host read for
+        the batch (:func:`~stl_search.modeling.sync_free_postprocess.compact`) instead of a
+        finiteness assert and a ``nonzero`` per image. The same numbers."""
+        if any(x.has("pred_masks") or x.has("pred_keypoints") for x in instances):
+            return GeneralizedRCNN._postprocess(instances, batched_inputs, image_sizes)
+        results = []
+        for inst, x, size in zip(instances, batched_inputs, image_sizes):
+            out_h, out_w = x.get("height", size[0]), x.get("width", size[1])
+            boxes = Boxes(inst.pred_boxes.tensor.clone())
+            boxes.scale(out_w / size[1], out_h / size[0])
+            result = Instances((out_h, out_w), **inst.get_fields())
+            result.pred_boxes = Boxes(clip_boxes(boxes.tensor, (out_h, out_w)))
+            results.append(result)
+        results = compact(results, [r.pred_boxes.nonempty() for r in results])
+        return [{"instances": r} for r in results]
 
 
 def _float32_features(module, args):
@@ -186,3 +179,11 @@ def _as_boxes(b) -> Boxes:
     if isinstance(b, Boxes):
         return b
     return Boxes(torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4))
+
+
+def _groups_of_one_kind_and_size(batched_inputs: List[Dict]) -> List[List[int]]:
+    """Indices of the inputs, grouped by (gallery or query, image size), in first-seen order."""
+    groups: Dict[tuple, List[int]] = {}
+    for i, x in enumerate(batched_inputs):
+        groups.setdefault(("query_boxes" in x, tuple(x["image"].shape[-2:])), []).append(i)
+    return list(groups.values())

@@ -13,6 +13,11 @@ their ``gt_person_ids``, unlabeled ones with -1 (no CE loss; OIM queues them). `
 the sampled *foreground* proposals with the person id of the ground truth they matched;
 background proposals are dropped (Detectron2 copies the nearest ground truth's ``gt_*`` fields
 onto them too, so their ids would be wrong).
+
+Inference (``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE``): Detectron2's box step (``_forward_box``:
+``fast_rcnn_inference``), or the sync-free one (``stl_search/modeling/sync_free_postprocess.py``:
+dropped candidates keep their place with a ``-inf`` score and are compacted once per batch, before
+the identification branch embeds the detections). The same detections in the same order.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 from .id_net import IdentificationNet
 from .losses import build_id_loss
 from .mrfp import build_id_pooler
+from .sync_free_postprocess import compact, fast_rcnn_candidates, pool_boxes
 
 __all__ = ["PersonSearchROIHeads"]
 
@@ -49,6 +55,7 @@ class PersonSearchROIHeads(StandardROIHeads):
         id_loss: nn.Module,
         id_loss_weight: float = 1.0,
         id_train_boxes: str = "gt",
+        sync_free_inference: bool = False,
         **kwargs,
     ):
         """
@@ -66,6 +73,11 @@ class PersonSearchROIHeads(StandardROIHeads):
             id_loss_weight (float): weight of ``loss_id`` in the total loss.
             id_train_boxes (str): which boxes train the identification branch: ``"gt"`` or
                 ``"proposals"`` (see the module docstring).
+            sync_free_inference (bool): the inference box step without host reads between its
+                steps (:func:`~stl_search.modeling.sync_free_postprocess.fast_rcnn_candidates`,
+                one read per batch); needed with a
+                :class:`~stl_search.modeling.sync_free_postprocess.SyncFreeRPN`, whose dropped
+                proposals it skips. Training is the same either way.
             kwargs: the ``StandardROIHeads`` arguments (box pooler, box head, box predictor,
                 proposal matcher, ...).
         """
@@ -80,6 +92,7 @@ class PersonSearchROIHeads(StandardROIHeads):
         self.id_loss = id_loss
         self.id_loss_weight = id_loss_weight
         self.id_train_boxes = id_train_boxes
+        self.sync_free_inference = sync_free_inference
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -100,6 +113,7 @@ class PersonSearchROIHeads(StandardROIHeads):
             "id_loss": build_id_loss(cfg, id_head.embedding_dim),
             "id_loss_weight": ps.ID_LOSS_WEIGHT,
             "id_train_boxes": ps.ID_TRAIN_BOXES,
+            "sync_free_inference": cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE,
         }
 
     # ------------------------------------------------------------------ forward
@@ -121,6 +135,29 @@ class PersonSearchROIHeads(StandardROIHeads):
         losses = self._forward_box(features, proposals)
         losses.update(self._forward_id(features, proposals, targets))
         return proposals, losses
+
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Detectron2's box branch; at inference with ``sync_free_inference``, its detections from
+        :func:`~stl_search.modeling.sync_free_postprocess.fast_rcnn_candidates` (RoI pooling
+        without ``repeat_interleave``), compacted with one host read for the batch."""
+        if self.training or not self.sync_free_inference:
+            return super()._forward_box(features, proposals)
+        x = pool_boxes(
+            self.box_pooler,
+            [features[f] for f in self.box_in_features],
+            [p.proposal_boxes for p in proposals],
+        )
+        predictor = self.box_predictor
+        predictions = predictor(self.box_head(x))
+        candidates = fast_rcnn_candidates(
+            predictor.predict_boxes(predictions, proposals),
+            predictor.predict_probs(predictions, proposals),
+            proposals,
+            predictor.test_score_thresh,
+            predictor.test_nms_thresh,
+            predictor.test_topk_per_image,
+        )
+        return compact(candidates, [torch.isfinite(c.scores) for c in candidates])
 
     def forward_with_given_boxes(
         self, features: Dict[str, torch.Tensor], instances: List[Instances]

@@ -1,4 +1,4 @@
-"""Inference post-processing without per-step host reads (``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS``).
+"""Inference post-processing without per-step host reads: the sync-free path.
 
 On a GPU at batch 1 the host is the bottleneck, and every host read of a device value
 (``.item()``, ``nonzero``, boolean-mask indexing, a tensor's truth value) stalls it until the GPU
@@ -11,24 +11,26 @@ Here every candidate that Detectron2 would drop (non-finite box or score, empty 
 below the threshold) keeps its place with a score of ``-inf`` and a zero box instead: NMS and the
 static ``[:k]`` slices then act on it as if it were gone (NMS keeps scores in descending order, so
 it can only come after every real candidate; a zero box overlaps nothing, so it suppresses
-nothing, and it does not move the per-class offsets of batched NMS). The detections are compacted
-once per batch, after the box head, with one read of the per-image counts. What is left per image
-is each NMS (torchvision's CUDA kernel reads its mask back once; accepted). An image whose RPN
-keeps fewer than ``POST_NMS_TOPK_TEST`` real proposals passes its ``-inf`` ones on to the box head
-too: they are computed and then dropped.
+nothing, and it does not move the per-class offsets of batched NMS). The candidates are compacted
+with :func:`compact`, one read of the per-image counts per batch. What is left per image is each
+NMS (torchvision's CUDA kernel reads its mask back once; accepted). An image whose RPN keeps
+fewer than ``POST_NMS_TOPK_TEST`` real proposals passes its ``-inf`` ones on to the box head too:
+they are computed and then dropped.
 
-The result is the reference path's, in the same order, up to float rounding and the order of
-exactly tied scores (``tests/modeling/test_sync_free_postprocess.py``).
-
-Plugged in by :class:`~stl_search.modeling.meta_arch.PersonSearchRCNN` (``sync_free_postprocess``):
-:class:`SyncFreeRPN` replaces Detectron2's ``RPN`` (same parameters) and :func:`sync_free_inference`
-replaces ``GeneralizedRCNN.inference`` for gallery images.
+Selected by name in the config, as Detectron2's TridentNet selects ``TridentRPN``:
+``MODEL.PROPOSAL_GENERATOR.NAME: SyncFreeRPN`` (:class:`SyncFreeRPN`, Detectron2's ``RPN`` with
+the proposals of :func:`find_top_rpn_proposals`) and ``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE: True``
+(:class:`~stl_search.modeling.roi_heads.PersonSearchROIHeads` takes its detections from
+:func:`fast_rcnn_candidates` and compacts them before the identification branch). The meta
+architecture's ``_postprocess`` compacts the detections that are empty in the output frame, again
+with one read per batch. The result is the reference path's, in the same order, up to float
+rounding and the order of exactly tied scores (``tests/modeling/test_sync_free_postprocess.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 from detectron2.layers import cat, nms
@@ -38,15 +40,17 @@ from detectron2.structures import Boxes, Instances
 
 __all__ = [
     "SyncFreeRPN",
+    "clip_boxes",
+    "compact",
     "fast_rcnn_candidates",
     "find_top_rpn_proposals",
     "pool_boxes",
-    "sync_free_inference",
 ]
 
 
-def _clip(boxes: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """``Boxes.clip`` without its finiteness assert (a host read); boxes here are finite."""
+def clip_boxes(boxes: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``Boxes.clip`` of an ``(R, 4)`` tensor without its finiteness assert (a host read); the same
+    clamps, so the same numbers. Boxes here are finite."""
     h, w = size
     x1, y1, x2, y2 = boxes.unbind(dim=1)
     return torch.stack(
@@ -120,7 +124,7 @@ def find_top_rpn_proposals(
     for n, image_size in enumerate(image_sizes):
         boxes, scores = topk_proposals[n], topk_scores[n]
         finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-        boxes = _clip(torch.where(finite[:, None], boxes, boxes.new_zeros(())), image_size)
+        boxes = clip_boxes(torch.where(finite[:, None], boxes, boxes.new_zeros(())), image_size)
         boxes, scores = _drop(boxes, scores, finite & Boxes(boxes).nonempty(min_box_size))
         keep = _nms(boxes, scores, level_ids, nms_thresh, one_group=len(proposals) == 1)
         keep = keep[:post_nms_topk]
@@ -134,9 +138,10 @@ def find_top_rpn_proposals(
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class SyncFreeRPN(RPN):
     """Detectron2's ``RPN`` (same parameters and training) whose inference proposals come from
-    :func:`find_top_rpn_proposals`; selected by ``PersonSearchRCNN`` when
-    ``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS`` is on and ``MODEL.PROPOSAL_GENERATOR.NAME`` is
-    ``"RPN"``."""
+    :func:`find_top_rpn_proposals` (``MODEL.PROPOSAL_GENERATOR.NAME: SyncFreeRPN``). Its dropped
+    proposals have a ``-inf`` objectness: the ROI heads must treat them as dropped, which
+    :func:`fast_rcnn_candidates` does (``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE``) and Detectron2's
+    ``fast_rcnn_inference`` does not."""
 
     def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
         if self.training:
@@ -189,7 +194,8 @@ def fast_rcnn_candidates(
     nms_thresh: float,
     topk_per_image: int,
 ) -> List[Instances]:
-    """Detectron2's ``fast_rcnn_inference`` without host reads but the NMS.
+    """Detectron2's ``fast_rcnn_inference`` without host reads but the NMS: the per-image
+    candidate step of the sync-free ROI heads and of the exported gallery graph.
 
     Args:
         boxes (list[Tensor]): per image, ``(Ri, K*4)`` or ``(Ri, 4)`` predicted boxes.
@@ -197,7 +203,8 @@ def fast_rcnn_candidates(
         proposals (list[Instances]): the proposals the predictions are for: their
             ``image_size``, and their ``objectness_logits`` (a ``-inf`` one is a dropped proposal
             of :func:`find_top_rpn_proposals`, whose predictions are dropped too).
-        score_thresh, nms_thresh, topk_per_image: as Detectron2's.
+        score_thresh (float or Tensor), nms_thresh, topk_per_image: as Detectron2's (a tensor
+            threshold: the exported graph's input).
 
     Returns:
         list[Instances]: per image, ``pred_boxes``, ``scores`` and ``pred_classes``: Detectron2's
@@ -208,15 +215,17 @@ def fast_rcnn_candidates(
     for boxes_i, scores_i, props in zip(boxes, scores, proposals):
         valid = torch.isfinite(boxes_i).all(dim=1) & torch.isfinite(scores_i).all(dim=1)
         if props.has("objectness_logits"):
-            valid &= torch.isfinite(props.objectness_logits)
+            valid = valid & torch.isfinite(props.objectness_logits)
         scores_i = scores_i[:, :-1]
         num_classes = scores_i.shape[1]
         boxes_i = torch.where(valid[:, None], boxes_i, boxes_i.new_zeros(()))
-        boxes_i = _clip(boxes_i.reshape(-1, 4), props.image_size).view(len(valid), -1, 4)
+        # No len() of a tensor below: a traced graph keeps the proposal count variable.
+        boxes_per_row = boxes_i.shape[1] // 4
+        boxes_i = clip_boxes(boxes_i.reshape(-1, 4), props.image_size).view(-1, boxes_per_row, 4)
         boxes_i = boxes_i.expand(-1, num_classes, 4).reshape(-1, 4)  # class-agnostic: a no-op view
         keep = (valid[:, None] & (scores_i > score_thresh)).reshape(-1)
+        classes = torch.arange(num_classes, device=keep.device).expand_as(scores_i).reshape(-1)
         boxes_i, scores_i = _drop(boxes_i, scores_i.reshape(-1), keep)
-        classes = torch.arange(num_classes, device=keep.device).repeat(len(valid))
         kept = _nms(boxes_i, scores_i, classes, nms_thresh, one_group=num_classes == 1)
         if topk_per_image >= 0:
             kept = kept[:topk_per_image]
@@ -228,90 +237,10 @@ def fast_rcnn_candidates(
     return results
 
 
-def _detection_candidates(roi_heads, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-    """``StandardROIHeads._forward_box`` at inference, through :func:`pool_boxes` and
-    :func:`fast_rcnn_candidates`."""
-    x = pool_boxes(
-        roi_heads.box_pooler,
-        [features[f] for f in roi_heads.box_in_features],
-        [p.proposal_boxes for p in proposals],
-    )
-    predictions = roi_heads.box_predictor(roi_heads.box_head(x))
-    predictor = roi_heads.box_predictor
-    return fast_rcnn_candidates(
-        predictor.predict_boxes(predictions, proposals),
-        predictor.predict_probs(predictions, proposals),
-        proposals,
-        predictor.test_score_thresh,
-        predictor.test_nms_thresh,
-        predictor.test_topk_per_image,
-    )
-
-
-def _scaled(boxes: torch.Tensor, size: Tuple[int, int], output_size: Tuple[int, int]):
-    """``detector_postprocess``'s boxes: scaled from ``size`` to ``output_size`` and clipped."""
-    out_h, out_w = output_size
-    scaled = Boxes(boxes.clone())
-    scaled.scale(out_w / size[1], out_h / size[0])
-    return _clip(scaled.tensor, output_size)
-
-
-def _compact(candidates: List[Instances], output_sizes: Optional[Sequence[Tuple[int, int]]]):
-    """The candidates that Detectron2 would return (finite score and, when ``output_sizes`` is
-    given, a non-empty box in the output frame), in order, with their boxes in the output frame.
-    One host read for the whole batch: the per-image counts."""
-    orders, counts, scaled = [], [], []
-    for i, inst in enumerate(candidates):
-        keep = torch.isfinite(inst.scores)
-        boxes = inst.pred_boxes.tensor
-        if output_sizes is not None:
-            boxes = _scaled(boxes, inst.image_size, output_sizes[i])
-            keep &= Boxes(boxes).nonempty()
-        scaled.append(boxes)
-        # Kept candidates first, in their order (a stable sort of 0 = kept, 1 = dropped).
-        orders.append(torch.sort((~keep).to(torch.uint8), stable=True).indices)
-        counts.append(keep.sum())
-    counts = [int(c) for c in torch.stack(counts).cpu()] if counts else []
-    index = [order[:n] for order, n in zip(orders, counts)]
-    return [inst[idx] for inst, idx in zip(candidates, index)], [
-        b[i] for b, i in zip(scaled, index)
-    ]
-
-
-def sync_free_inference(model, batched_inputs: List[Dict], do_postprocess: bool = True):
-    """``GeneralizedRCNN.inference`` (no ``detected_instances``) of a person-search model, with the
-    post-processing of this module: same results, same order.
-
-    Args:
-        model: a ``PersonSearchRCNN`` in eval mode (its ``proposal_generator`` a
-            :class:`SyncFreeRPN`, or any proposal generator, or None with ``"proposals"`` given).
-        batched_inputs (list[dict]): gallery inputs (``image``, optional ``height``/``width``).
-        do_postprocess (bool): as Detectron2's: results in the original image frame.
-
-    Returns:
-        ``[{"instances": Instances}]`` when ``do_postprocess``, else ``list[Instances]`` in the
-        input frame; fields ``pred_boxes``, ``scores``, ``pred_classes``, ``pred_embeddings``.
-    """
-    images = model.preprocess_image(batched_inputs)
-    features = model.backbone(images.tensor)
-    if model.proposal_generator is not None:
-        proposals, _ = model.proposal_generator(images, features, None)
-    else:
-        proposals = [x["proposals"].to(model.device) for x in batched_inputs]
-    candidates = _detection_candidates(model.roi_heads, features, proposals)
-    output_sizes = None
-    if do_postprocess:
-        output_sizes = [
-            (x.get("height", s[0]), x.get("width", s[1]))
-            for x, s in zip(batched_inputs, images.image_sizes)
-        ]
-    detections, boxes = _compact(candidates, output_sizes)
-    detections = model.roi_heads.forward_with_given_boxes(features, detections)
-    if not do_postprocess:
-        return detections
-    results = []
-    for det, out_boxes, size in zip(detections, boxes, output_sizes):
-        inst = Instances(size, **det.get_fields())
-        inst.pred_boxes = Boxes(out_boxes)
-        results.append({"instances": inst})
-    return results
+def compact(instances: List[Instances], keep: List[torch.Tensor]) -> List[Instances]:
+    """``[x[k] for x, k in zip(instances, keep)]`` (boolean masks) with one host read for the
+    whole batch, the per-image counts, instead of one ``nonzero`` per image: the kept rows, in
+    their order (a stable sort puts them first)."""
+    orders = [torch.sort((~k).to(torch.uint8), stable=True).indices for k in keep]
+    counts = [int(c) for c in torch.stack([k.sum() for k in keep]).cpu()] if keep else []
+    return [x[order[:n]] for x, order, n in zip(instances, orders, counts)]

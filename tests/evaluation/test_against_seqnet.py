@@ -109,7 +109,7 @@ def test_same_numbers_as_seqnet_eval_func(tmp_path, monkeypatch):
         keep = [
             k
             for k in np.argsort(-d[:, 4], kind="stable")
-            if d[k, 4] >= 0.5 and M.pairwise_box_iou(d[k : k + 1, :4], q["box"][None])[0] <= 0.5
+            if d[k, 4] >= 0.5 and M.matched_box_iou(d[k : k + 1, :4], q["box"][None])[0] <= 0.5
         ]
         query_dets.append(np.vstack([np.r_[q["box"], 1.0][None], d[keep]]).astype(np.float32))
         query_feats.append(np.vstack([q["feat"][None], f[keep]]).astype(np.float32))

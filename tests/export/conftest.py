@@ -32,7 +32,8 @@ def tiny_export_cfg(mrfp: bool):
     cfg = tiny_person_search_cfg(mrfp=mrfp)
     if mrfp:
         cfg.INPUT.FORMAT = "RGB"
-        cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS = True
+        cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SyncFreeRPN"
+        cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE = True
     return cfg
 
 

@@ -101,7 +101,7 @@ def test_unsupported_model_and_format_fail_clearly(exported, tmp_path):
     plain = GeneralizedRCNN.__new__(GeneralizedRCNN)
     torch.nn.Module.__init__(plain)
     with pytest.raises(ExportNotSupportedError, match="PersonSearchRCNN"):
-        prepare_for_export(plain)
+        prepare_for_export(plain, cfg)
     with pytest.raises(FileNotFoundError, match="export.json"):
         ExportedPersonSearch(str(tmp_path))
 
@@ -116,9 +116,11 @@ def test_parity_refuses_an_export_made_with_other_settings(exported):
         check_same_settings(runtime, other)
 
 
-def test_export_copy_runs_the_reference_postprocessing(exported):
-    _, model, _ = exported(True, "torchscript")  # built with SYNC_FREE_POSTPROCESS (conftest)
-    assert type(model.proposal_generator) is SyncFreeRPN and model.sync_free_postprocess
-    prepared = prepare_for_export(model)
-    assert type(prepared.proposal_generator) is RPN and not prepared.sync_free_postprocess
-    assert type(model.proposal_generator) is SyncFreeRPN and model.sync_free_postprocess
+def test_export_copy_runs_the_reference_rpn(exported):
+    cfg, model, _ = exported(True, "torchscript")  # built with SyncFreeRPN (conftest)
+    assert type(model.proposal_generator) is SyncFreeRPN
+    prepared = prepare_for_export(model, cfg)
+    assert type(prepared.proposal_generator) is RPN  # built from the config, same weights
+    for k, v in model.proposal_generator.state_dict().items():
+        assert torch.equal(prepared.proposal_generator.state_dict()[k], v)
+    assert type(model.proposal_generator) is SyncFreeRPN  # the model is untouched

@@ -45,7 +45,10 @@ def test_config_merges_with_paper_settings(path):
     assert cfg.INPUT.FORMAT == "RGB"
     # Inference on the exact fast path by default; TF32 rounds, so it stays an explicit choice.
     fast_path = cfg.TEST.FAST_PATH
-    assert fast_path.FOLD_BN and fast_path.CHANNELS_LAST and fast_path.SYNC_FREE_POSTPROCESS
+    assert fast_path.FOLD_BN and fast_path.CHANNELS_LAST
+    # The sync-free post-processing, selected by name (the reference RPN would not skip its
+    # dropped proposals).
+    assert m.PROPOSAL_GENERATOR.NAME == "SyncFreeRPN" and m.ROI_HEADS.SYNC_FREE_INFERENCE
     assert not cfg.TEST.FAST_PATH.TF32
     if "synthetic" not in path:
         assert m.RESNETS.DEPTH == 50 and m.ID_HEAD.EMBEDDING_DIM == 2048

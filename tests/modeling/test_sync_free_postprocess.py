@@ -1,4 +1,5 @@
-"""``TEST.FAST_PATH.SYNC_FREE_POSTPROCESS`` gives the reference path's detections and embeddings.
+"""The sync-free post-processing (``MODEL.PROPOSAL_GENERATOR.NAME: SyncFreeRPN`` and
+``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE``) gives the reference path's detections and embeddings.
 
 The same weights run through Detectron2's post-processing (reference) and through
 ``stl_search.modeling.sync_free_postprocess``: the same number of detections in the same order,
@@ -24,16 +25,23 @@ from .helpers import synthetic_input
 SIZES = [(96, 64), (96, 64), (80, 72), (112, 64)]
 
 
+def sync_free(cfg):
+    """A copy of ``cfg`` on the sync-free path, selected by name as in the paper configs."""
+    cfg = cfg.clone()
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SyncFreeRPN"
+    cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE = True
+    return cfg
+
+
 def _models(cfg, state_dict=None):
     ref = build_model(cfg).eval()
     if state_dict is not None:
         ref.load_state_dict(state_dict)
-    cfg = cfg.clone()
-    cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS = True
-    fast = build_model(cfg).eval()
+    fast = build_model(sync_free(cfg)).eval()
     fast.load_state_dict(ref.state_dict())  # same parameter names: a strict load
-    assert isinstance(fast.proposal_generator, SyncFreeRPN) and fast.sync_free_postprocess
+    assert isinstance(fast.proposal_generator, SyncFreeRPN) and fast.roi_heads.sync_free_inference
     assert not isinstance(ref.proposal_generator, SyncFreeRPN)
+    assert not ref.roi_heads.sync_free_inference
     return ref, fast
 
 
@@ -154,7 +162,8 @@ def test_mixed_gallery_and_query_batch(cfg):
 
 
 def test_off_by_default_and_training_unchanged(cfg):
-    assert cfg.TEST.FAST_PATH.SYNC_FREE_POSTPROCESS is False
+    assert cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN"
+    assert not cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE
     ref, fast = _models(cfg)
     ref.train()
     fast.train()
