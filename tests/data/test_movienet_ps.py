@@ -4,6 +4,7 @@ training level chooses identities and images, each gallery size has its own pool
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 
@@ -18,8 +19,12 @@ from stl_search.data.datasets.movienet_ps import (
     load_movienet_ps_queries,
     load_movienet_ps_scenes,
 )
+from stl_search.data.stats import main as stats_main
+from stl_search.engine.setup import load_config
 
 from . import movienet_fixtures as mfx
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +147,32 @@ def test_registration_links_levels_and_gallery_sizes(movienet_root, unique_prefi
             for m in ("movienet_ps_train_app100", "movienet_ps_query_g10000")
         ]
     )
+
+
+def test_builtin_names_and_documented_stats_command(movienet_root, tmp_path, monkeypatch, capsys):
+    """docs/movienet-ps.md: ``python -m stl_search.data.stats movienet_ps_train`` under
+    ``$DETECTRON2_DATASETS/MovieNet-PS``."""
+    os.symlink(movienet_root, tmp_path / "MovieNet-PS")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    stats = stats_main(["movienet_ps_train"])
+    assert stats["images"] == 2 and stats["identities"] == 2
+    assert "movienet_ps_train" in capsys.readouterr().out
+    assert [q["identity"] for q in DatasetCatalog.get("movienet_ps_query_g4000")] == [200]
+
+
+MOVIENET_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "MovieNet-PS", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", MOVIENET_CONFIGS, ids=os.path.basename)
+def test_configs_mirror_cuhk_sysu_on_registered_splits(path):
+    cfg = load_config(path, ["MODEL.DEVICE", "cpu"])
+    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST, *cfg.DATASETS.QUERY):
+        assert name in DatasetCatalog.list(), name
+    assert cfg.DATASETS.TRAIN == ("movienet_ps_train",)
+    assert list(cfg.TEST.PERSON_SEARCH.CUHK_GALLERY_SIZES) == []
+    twin = load_config(path.replace("MovieNet-PS", "CUHK-SYSU"), ["MODEL.DEVICE", "cpu"])
+    weights = twin.MODEL.WEIGHTS.replace("cuhk_sysu", "movienet_ps")
+    assert cfg.MODEL.WEIGHTS == weights
+    cfg.defrost(), twin.defrost()
+    cfg.MODEL.WEIGHTS = twin.MODEL.WEIGHTS = ""
+    assert cfg.MODEL == twin.MODEL and cfg.INPUT == twin.INPUT and cfg.SOLVER == twin.SOLVER
