@@ -28,12 +28,12 @@ PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 man
   manylinux1_x86_64)
 
 # What the target image (Python 3.12, a CUDA build of torch) holds, as its `pip list` read there
-# on 2026-11-17, restricted to what the check imports. Not fetched; names as pip spells them.
+# on 2026-11-17, restricted to what the check imports (torch's own dependencies come with its
+# build). Not fetched; names as pip spells them.
 IMAGE_HAS=(
-  torch torchvision triton cuda-bindings cuda-pathfinder numpy scipy opencv-python-headless
-  pillow matplotlib cycler fonttools kiwisolver pyparsing python-dateutil tabulate cloudpickle
-  tqdm tensorboard portalocker pyyaml pytest packaging setuptools typing-extensions sympy mpmath
-  onnx onnxruntime scikit-learn threadpoolctl
+  torch torchvision numpy scipy opencv-python-headless pillow matplotlib cycler fonttools
+  kiwisolver pyparsing python-dateutil tabulate cloudpickle tqdm portalocker pyyaml pytest
+  packaging onnx onnxruntime scikit-learn threadpoolctl
 )
 # Binary (or pure-Python) wheels for CPython 3.12 on x86-64 Linux, without their dependencies:
 # each one needed is named here. faiss-cpu (the gallery index's backend, imported by the demo's

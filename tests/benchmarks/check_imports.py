@@ -53,9 +53,15 @@ def static_imports(paths: Iterable[str]) -> Set[str]:
 
 
 def dynamic_imports() -> Set[str]:
-    """Top-level names in ``sys.modules`` after importing the scripts and all of stl_search."""
+    """Top-level names in ``sys.modules`` after importing the scripts and all of stl_search,
+    less those that importing torch and torchvision loads (their own dependencies come with
+    whichever torch build the machine has: CUDA libraries on a GPU image, none here)."""
     sys.path[:0] = [REPO, os.path.join(REPO, "benchmarks")]
-    import stl_search  # noqa: PLC0415  (imported here: the import is what is measured)
+    import torch  # noqa: PLC0415,F401  (imported here: the import is what is measured)
+    import torchvision  # noqa: PLC0415,F401
+
+    with_torch = {m.split(".")[0] for m in sys.modules} - {"torch", "torchvision"}
+    import stl_search  # noqa: PLC0415
 
     for info in pkgutil.walk_packages(stl_search.__path__, "stl_search."):
         if not info.name.endswith("__main__"):
@@ -64,7 +70,7 @@ def dynamic_imports() -> Set[str]:
         name = "_check_" + os.path.splitext(os.path.basename(rel))[0]
         spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    return {m.split(".")[0] for m in sys.modules}
+    return {m.split(".")[0] for m in sys.modules} - with_torch
 
 
 def distributions(modules: Iterable[str], report_unknown: bool) -> Set[str]:
