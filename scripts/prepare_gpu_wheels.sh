@@ -13,8 +13,9 @@
 #   exactly as scripts/bootstrap.sh does (scripts/detectron2_sdist.sh: no C++ extension, Image.LINEAR
 #   renamed, the detectron2._C placeholder). It is
 #   pure Python, so the wheel is `py3-none-any` and installs on 3.12.
-# Packages the target image already has (numpy, scipy, opencv, matplotlib, pillow, tabulate,
-# cloudpickle, tqdm, tensorboard, portalocker, pyyaml, pytest) are not fetched.
+# Packages the target image already has (IMAGE_HAS below) are not fetched.
+# tests/benchmarks/test_gpu_wheels_cover_imports.py checks that every distribution the check's
+# steps import is in BINARY, SOURCE_ONLY, Detectron2 or IMAGE_HAS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,12 +27,23 @@ source "$ROOT/scripts/detectron2_sdist.sh"
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
   manylinux1_x86_64)
 
+# What the target image (Python 3.12, a CUDA build of torch) holds, as its `pip list` read there
+# on 2026-11-17, restricted to what the check imports (torch's own dependencies come with its
+# build). Not fetched; names as pip spells them.
+IMAGE_HAS=(
+  torch torchvision numpy scipy opencv-python-headless pillow matplotlib cycler fonttools
+  kiwisolver pyparsing python-dateutil tabulate cloudpickle tqdm portalocker pyyaml pytest
+  packaging onnx onnxruntime scikit-learn threadpoolctl
+)
 # Binary (or pure-Python) wheels for CPython 3.12 on x86-64 Linux, without their dependencies:
-# each one needed is named here.
+# each one needed is named here. faiss-cpu (the gallery index's backend, imported by the demo's
+# index steps and tests/index) is an abi3 wheel, 19 MB.
 BINARY=(
   "yacs==0.1.8" "termcolor>=1.1" "iopath==0.1.9" "omegaconf==2.3.0" "hydra-core==1.3.2"
-  "pycocotools==2.0.11"
+  "pycocotools==2.0.11" "faiss-cpu==1.15.1"
 )
+# Published as source only (pure Python): built into wheels here.
+SOURCE_ONLY=("fvcore==0.1.5.post20221221" "antlr4-python3-runtime==4.9.3")
 platform_args=()
 for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
 echo "[wheels] binary wheels for Python 3.12 -> $DEST"
@@ -40,8 +52,7 @@ echo "[wheels] binary wheels for Python 3.12 -> $DEST"
 
 # Source-only packages (pure Python): built into wheels here.
 echo "[wheels] building fvcore and antlr4-python3-runtime (sdist only)"
-"${PIP[@]}" wheel -q --no-deps -w "$DEST" "fvcore==0.1.5.post20221221" \
-  "antlr4-python3-runtime==4.9.3"
+"${PIP[@]}" wheel -q --no-deps -w "$DEST" "${SOURCE_ONLY[@]}"
 
 # Detectron2 v0.6: the bootstrap's sdist and patches, as a wheel.
 echo "[wheels] building Detectron2 v0.6 (no C++ extension) from $D2_SDIST_NAME"

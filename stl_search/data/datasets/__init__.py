@@ -1,6 +1,6 @@
-"""Data sets: PRW and CUHK-SYSU loaders of the distributed formats, the synthetic PRW-format set,
-your own data as a person-search JSON file (docs/own-data.md), and their lazy registration in
-Detectron2's ``DatasetCatalog`` (built-in sets on import; nothing is read)."""
+"""Data sets: PRW, CUHK-SYSU and MovieNet-PS loaders of the distributed formats, the synthetic
+PRW-format set, your own data as a person-search JSON file (docs/own-data.md), and their lazy
+registration in Detectron2's ``DatasetCatalog`` (built-in sets on import; nothing is read)."""
 
 from .builtin import (
     data_root,
@@ -8,6 +8,7 @@ from .builtin import (
     num_training_identities,
     register_all_builtin,
     register_cuhk_sysu,
+    register_movienet_ps,
     register_prw,
     register_synthetic,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "default_query_split",
     "num_training_identities",
     "register_cuhk_sysu",
+    "register_movienet_ps",
     "register_person_search_json",
     "register_prw",
     "register_synthetic",

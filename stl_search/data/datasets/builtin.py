@@ -1,4 +1,5 @@
-"""Lazy registration of PRW, CUHK-SYSU and the synthetic set in Detectron2's catalogs.
+"""Lazy registration of PRW, CUHK-SYSU, MovieNet-PS and the synthetic set in Detectron2's
+catalogs.
 
 Importing this module only *registers* loader functions: nothing is read until
 ``DatasetCatalog.get(name)`` runs. The data root is ``$DETECTRON2_DATASETS`` (default
@@ -10,6 +11,9 @@ names                                                  root under the data root
 ``prw_train``, ``prw_gallery``, ``prw_query``           ``PRW-v16.04.20/`` (or ``PRW/``)
 ``cuhk_sysu_train``, ``cuhk_sysu_gallery``,             ``CUHK-SYSU/``
 ``cuhk_sysu_query`` (= G100), ``cuhk_sysu_query_g{50,100,500,1000,2000,4000}``
+``movienet_ps_train`` (= app10), ``movienet_ps_gallery``, ``MovieNet-PS/`` (docs/movienet-ps.md)
+``movienet_ps_query`` (= G2000), ``movienet_ps_train_app{10,30,50,70,100}``,
+``movienet_ps_gallery_g{2000,4000,10000}``, ``movienet_ps_query_g{2000,4000,10000}``
 ``synthetic_train``, ``synthetic_gallery``,             ``synthetic_prw/`` (PRW format; generated
 ``synthetic_query``                                     with the default spec on first use)
 =====================================================  =========================================
@@ -33,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from . import movienet_ps
 from .cuhk_sysu import GALLERY_SIZES, load_cuhk_sysu_queries, load_cuhk_sysu_scenes
 from .prw import load_prw_queries, load_prw_scenes
 from .synthetic import SyntheticSpec, ensure_generated
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "register_prw",
     "register_cuhk_sysu",
+    "register_movienet_ps",
     "register_synthetic",
     "register_all_builtin",
     "num_training_identities",
@@ -202,6 +208,56 @@ def register_cuhk_sysu(name_prefix: str, root: Root) -> List[str]:
     )
 
 
+def register_movienet_ps(name_prefix: str, root: Root) -> List[str]:
+    """Register a MovieNet-PS copy at ``root``: the default protocol (10 appearances, gallery
+    2,000) as ``{prefix}_train``, ``{prefix}_gallery``, ``{prefix}_query``; every training level
+    as ``{prefix}_train_app{N}``; every gallery size as ``{prefix}_gallery_g{G}`` with its
+    ``{prefix}_query_g{G}`` (a size's gallery is its own ``pool_<G>.mat``)."""
+    mv = movienet_ps
+    default_g = mv.DEFAULT_GALLERY_SIZE
+    names = register_linked_splits(
+        name_prefix,
+        root,
+        "cuhk_sysu",
+        lambda: mv.load_movienet_ps_scenes(_resolve(root), "train"),
+        lambda: mv.load_movienet_ps_scenes(_resolve(root), "gallery"),
+        {
+            f"{name_prefix}_query": (
+                lambda: mv.load_movienet_ps_queries(_resolve(root), default_g),
+                {"gallery_size": default_g},
+            )
+        },
+    )
+    for n in mv.TRAIN_APPEARANCES:
+        name = f"{name_prefix}_train_app{n}"
+        train = _with_training_metadata(
+            name, lambda n=n: mv.load_movienet_ps_scenes(_resolve(root), "train", n)
+        )
+        _register(name, train, root, protocol="cuhk_sysu", split="train")
+        names.append(name)
+    for g in mv.GALLERY_SIZES:
+        gallery, query = f"{name_prefix}_gallery_g{g}", f"{name_prefix}_query_g{g}"
+        _register(
+            gallery,
+            lambda g=g: mv.load_movienet_ps_scenes(_resolve(root), "gallery", gallery_size=g),
+            root,
+            protocol="cuhk_sysu",
+            split="gallery",
+            query_name=query,
+        )
+        _register(
+            query,
+            lambda g=g: mv.load_movienet_ps_queries(_resolve(root), g),
+            root,
+            protocol="cuhk_sysu",
+            split="query",
+            gallery_name=gallery,
+            gallery_size=g,
+        )
+        names += [gallery, query]
+    return names
+
+
 def register_synthetic(
     name_prefix: str, root: Root, spec: Optional[SyntheticSpec] = None, **overrides
 ) -> List[str]:
@@ -222,6 +278,7 @@ def register_all_builtin() -> None:
         return
     register_prw("prw", _under_data_root("PRW-v16.04.20", "PRW"))
     register_cuhk_sysu("cuhk_sysu", _under_data_root("CUHK-SYSU"))
+    register_movienet_ps("movienet_ps", _under_data_root("MovieNet-PS"))
     register_synthetic("synthetic", _under_data_root("synthetic_prw"))
     _REGISTERED = True
 

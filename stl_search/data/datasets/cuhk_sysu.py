@@ -261,16 +261,41 @@ def load_cuhk_sysu_scenes(
                         _assign(identity_of, boxes, name, box, q["identity"], counters)
         label_of = {}
         source = ", ".join(f"TestG{s}.mat" for s in present)
+    return scene_dicts(
+        root, split, paths["image_dir"], image_names, boxes, identity_of, label_of, dropped,
+        counters, source,
+    )  # fmt: skip
+
+
+def scene_dicts(
+    root: str,
+    split: str,
+    image_dir: str,
+    image_names: Sequence[str],
+    boxes: Dict[str, List[IntBox]],
+    identity_of: Dict[Tuple[str, IntBox], int],
+    label_of: Dict[int, int],
+    dropped: int,
+    counters: Dict[str, int],
+    source: str,
+    dataset: str = "CUHK-SYSU",
+) -> List[dict]:
+    """The Detectron2 dicts of ``image_names`` (files in ``image_dir``): every valid box of
+    ``Images.mat``, with the identity ``identity_of`` gives it (-1: unlabeled) and its training
+    label; logs the counters of the identity assignment from ``source``. Shared with the data sets
+    stored like CUHK-SYSU (``movienet_ps.py``)."""
     if counters["unmatched"]:
         logger.warning(
-            "CUHK-SYSU %s: %d labeled boxes of %s match no valid box of Images.mat (ignored)",
+            "%s %s: %d labeled boxes of %s match no valid box of Images.mat (ignored)",
+            dataset,
             split,
             counters["unmatched"],
             source,
         )
     if counters["conflicting"]:
         logger.warning(
-            "CUHK-SYSU %s: %d boxes are given two different identities in %s (first kept)",
+            "%s %s: %d boxes are given two different identities in %s (first kept)",
+            dataset,
             split,
             counters["conflicting"],
             source,
@@ -280,7 +305,7 @@ def load_cuhk_sysu_scenes(
     num_boxes = 0
     outside = 0
     for name in image_names:
-        file_name = os.path.join(paths["image_dir"], name)
+        file_name = os.path.join(image_dir, name)
         height, width = image_size(file_name)
         annos = []
         for box in boxes[name]:
@@ -309,7 +334,7 @@ def load_cuhk_sysu_scenes(
             }
         )
     count_log(
-        f"CUHK-SYSU {split} ({root})",
+        f"{dataset} {split} ({root})",
         len(dicts),
         num_boxes,
         {
@@ -318,13 +343,16 @@ def load_cuhk_sysu_scenes(
         },
     )
     if split == "train":
-        logger.info("CUHK-SYSU train (%s): %d training identities", root, len(label_of))
+        logger.info("%s train (%s): %d training identities", dataset, root, len(label_of))
     return dicts
 
 
-def load_cuhk_sysu_queries(root: str, gallery_size: int = 100) -> List[dict]:
-    """Query dicts of ``TestG<gallery_size>.mat`` in file order, each with its gallery list."""
-    image_dir = _paths(root)["image_dir"]
+def load_cuhk_sysu_queries(
+    root: str, gallery_size: int = 100, image_dir: Optional[str] = None, dataset: str = "CUHK-SYSU"
+) -> List[dict]:
+    """Query dicts of ``TestG<gallery_size>.mat`` in file order, each with its gallery list
+    (images in ``image_dir``, default ``Image/SSM``)."""
+    image_dir = image_dir or _paths(root)["image_dir"]
     queries = []
     degenerate = 0
     for i, q in enumerate(read_protocol(root, gallery_size)):
@@ -350,10 +378,10 @@ def load_cuhk_sysu_queries(root: str, gallery_size: int = 100) -> List[dict]:
         )
     if degenerate:
         logger.warning(
-            "CUHK-SYSU TestG%d: %d gallery entries have a box with w <= 0 or h <= 0 "
-            "(kept as listed)",
+            "%s TestG%d: %d gallery entries have a box with w <= 0 or h <= 0 (kept as listed)",
+            dataset,
             gallery_size,
             degenerate,
         )
-    logger.info("CUHK-SYSU query G%d (%s): %d queries", gallery_size, root, len(queries))
+    logger.info("%s query G%d (%s): %d queries", dataset, gallery_size, root, len(queries))
     return queries
