@@ -7,7 +7,7 @@ writes ``gallery.<ext>`` (image -> boxes, scores, L2-normalised embeddings), ``q
 (image + boxes -> embeddings) and ``export.json`` (inputs, outputs, pre-processing, what is
 fixed, versions); :class:`ExportedPersonSearch` runs them (onnxruntime / ``torch.jit.load``) with
 the PyTorch model's inputs and outputs. ONNX needs ``pip install -e .[export]``.
-See docs/interfaces.md ("Export") and README ("Deploying").
+See docs/interfaces.md ("Export") and docs/deploying.md.
 """
 
 from .exporter import FORMATS, export_person_search
