@@ -19,6 +19,6 @@ lint: env
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Speed and memory figures (README.md, section "Benchmarks"; raw results in benchmarks/results/).
+# Speed and memory figures (benchmarks/README.md; raw results in benchmarks/results/).
 bench: env
 	$(PY) benchmarks/run_all.py $(ARGS)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Exported graphs against eager PyTorch on the CPU (issue 16): onnxruntime, TorchScript.
+"""Exported graphs against eager PyTorch on the CPU: onnxruntime, TorchScript.
 
     python benchmarks/export_speed.py [--threads 2] [--size 960x640] [--persons 10] [--iters 5]
         [--warmup 2] [--config configs/Base-PersonSearch.yaml] [--no-mrfp]

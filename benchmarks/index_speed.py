@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Gallery index speed (issue 15): extraction overhead, exact and IVF-PQ search at scale.
+"""Gallery index speed: extraction overhead, exact and IVF-PQ search at scale.
 
     python benchmarks/index_speed.py [--weights MODEL.pth] [--threads 2] [--images 24]
         [--sizes 100000 1000000] [--queries 200]

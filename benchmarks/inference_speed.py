@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Inference speed and peak memory of the person-search model (issue 5; paper Table 7).
+"""Inference speed and peak memory of the person-search model (paper Table 7).
 
     python benchmarks/inference_speed.py [--threads 2] [--sizes 960x640 1500x900] [--persons 10]
         [--iters 5] [--warmup 2] [--config configs/Base-PersonSearch.yaml] [--device cpu|cuda]

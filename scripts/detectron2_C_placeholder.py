@@ -23,5 +23,5 @@ def __getattr__(name: str):
     raise AttributeError(
         f"detectron2._C.{name} is not available: this Detectron2 was installed by stl-search's "
         "bootstrap without its C++ extension (deformable/rotated ops, fast COCO eval). Install "
-        "official Detectron2 (see README, 'Official Detectron2') if you need them."
+        "official Detectron2 (see docs/installing.md, 'Detectron2') if you need them."
     )

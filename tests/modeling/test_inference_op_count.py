@@ -2,7 +2,7 @@
 
 On a GPU every operator call is at least one kernel launch plus host work, and every host read
 of a device value (``.item()``, ``nonzero``, a tensor's truth value) stalls the host until the
-GPU catches up; at batch 1 the host is the bottleneck (issue 14: 627 launches and 20
+GPU catches up; at batch 1 the host is the bottleneck (the reference path: 627 launches and 20
 synchronisations per image). Both counts are independent of the device, so they are counted here
 with ``torch.profiler`` on the CPU, on the tiny model with a fixed input and 5 forced detections.
 

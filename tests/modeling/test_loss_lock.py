@@ -3,7 +3,7 @@
 Like Detectron2's ``tests/modeling/test_roi_heads.py``, this pins the numbers, not only their
 shape: a refactor of the poolers, heads or losses that changes any value (a different RoI
 Align sampling, a reordered sum, a changed initialisation) fails here. The values were recorded
-from the code before the architecture refactor of issue #12; they change only with a deliberate
+from the code before the architecture refactor; they change only with a deliberate
 change of the model, and then are re-recorded with the reason in the commit message.
 
 One thread and a fixed seed (``tests/modeling/conftest.py``), so the CPU kernels are
