@@ -31,8 +31,10 @@ from ..engine.predictor import PersonSearchPredictor
 from ..engine.setup import load_config
 from .backends import BACKENDS, load_searcher
 from .builder import commit_index, config_of, extract_shards, plan_index
+from .calibrate_split import add_calibrate_parser, run_calibrate
 from .query import Hit, format_hits, search_index, write_hits
 from .render import check_picture_path, render
+from .search_command import add_search_parser, run_search
 from .shards import GalleryIndex
 from .sources import image_records, video_records
 
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--topk", type=int, default=10)
     query.add_argument("--backend", choices=BACKENDS, help="default: the index's own")
     query.add_argument("--out", default="query_result", metavar="PREFIX")
+    add_search_parser(sub)
+    add_calibrate_parser(sub)
     return parser
 
 
@@ -211,6 +215,8 @@ def main(argv: Sequence[str] = None):
     setup_logger(name="stl_search", distributed_rank=comm.get_rank(), abbrev_name="stl")
     if args.command == "query":
         return run_query(args)
+    if args.command in ("search", "calibrate"):
+        return (run_search if args.command == "search" else run_calibrate)(args)
     return run_build(args)
 
 
