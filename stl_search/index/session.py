@@ -181,5 +181,10 @@ class _SubsetSearcher:
 
     def search(self, queries: np.ndarray, k: int):
         sims = queries @ self.gallery.rows(self.selected).T
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        if k < sims.shape[1]:
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(part, order, axis=1)
+        else:
+            top = np.argsort(-sims, axis=1, kind="stable")
         return np.take_along_axis(sims, top, axis=1), self.selected[top]

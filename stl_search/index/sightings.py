@@ -184,39 +184,41 @@ def group_sightings(
     sighting."""
     if max_gap < 0:
         raise ValueError(f"--max-gap must be >= 0, got {max_gap}")
-    box_ids = np.asarray(box_ids, dtype=np.int64)
-    similarities = np.asarray(similarities, dtype=np.float64)
+    ids = np.asarray(box_ids, dtype=np.int64)
+    sims = np.asarray(similarities, dtype=np.float64)
+    if not len(ids):
+        return []
+    source, sample = table.source[ids], table.sample[ids]
+    order = np.lexsort((-sims, sample, source))  # by source, then sample, best box first
+    ids, sims, source, sample = ids[order], sims[order], source[order], sample[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(source) != 0) | (np.diff(sample) > max_gap + 1)])
+    ends = np.r_[starts[1:], len(ids)]
+    position = table.position[ids]
+    new_frame = np.r_[True, (np.diff(sample) != 0) | (np.diff(source) != 0)]
+    frames = np.add.reduceat(new_frame.astype(np.int64), starts)
+    best_sim = np.maximum.reduceat(sims, starts)
     sightings = []
-    for s in np.unique(table.source[box_ids]):
-        mine = table.source[box_ids] == s
-        ids, sims = box_ids[mine], similarities[mine]
-        order = np.lexsort((-sims, table.sample[ids]))
-        ids, sims = ids[order], sims[order]
-        samples = table.sample[ids]
-        breaks = np.flatnonzero(np.diff(samples) > max_gap + 1) + 1
-        for part in np.split(np.arange(len(ids)), breaks):
-            sightings.append(_sighting(ids[part], sims[part], int(s), table, gallery))
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        best = a + int(np.argmax(sims[a:b]))  # the first of the best: the lowest sample
+        i, s = int(ids[best]), int(source[a])
+        sightings.append(
+            Sighting(
+                source=table.names[s].split("#")[0],
+                camera=table.cameras[s],
+                kind=table.kinds[s],
+                start=float(position[a:b].min()),
+                end=float(position[a:b].max()),
+                first_sample=int(sample[a]),
+                last_sample=int(sample[b - 1]),
+                num_frames=int(frames[k]),
+                best_similarity=float(best_sim[k]),
+                best_file=str(gallery.file_name[i]),
+                best_frame_index=int(gallery.frame_index[i]),
+                best_timestamp=float(gallery.timestamp[i]),
+                best_box=[float(v) for v in gallery.boxes[i]],
+                best_box_id=i,
+                box_ids=ids[a:b].tolist(),
+            )
+        )
     sightings.sort(key=lambda x: (-x.best_similarity, x.source, x.start))
     return sightings
-
-
-def _sighting(ids, sims, s: int, table: SourceTable, gallery: GalleryIndex) -> Sighting:
-    best = int(np.argmax(sims))
-    b = int(ids[best])
-    return Sighting(
-        source=table.names[s].split("#")[0],
-        camera=table.cameras[s],
-        kind=table.kinds[s],
-        start=float(table.position[ids].min()),
-        end=float(table.position[ids].max()),
-        first_sample=int(table.sample[ids].min()),
-        last_sample=int(table.sample[ids].max()),
-        num_frames=len(np.unique(table.sample[ids])),
-        best_similarity=float(sims[best]),
-        best_file=str(gallery.file_name[b]),
-        best_frame_index=int(gallery.frame_index[b]),
-        best_timestamp=float(gallery.timestamp[b]),
-        best_box=[float(v) for v in gallery.boxes[b]],
-        best_box_id=b,
-        box_ids=[int(i) for i in ids],
-    )
