@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from ..utils.io import atomic_open
 from .sightings import Sighting
 
-__all__ = ["draw_timeline"]
+__all__ = ["draw_timeline", "timeline_png"]
 
 
 def draw_timeline(
@@ -23,6 +23,15 @@ def draw_timeline(
     threshold: Optional[float] = None,
 ) -> None:
     """Save the timeline of ``sightings`` as a PNG at ``path`` (an empty plot says so)."""
+    png = timeline_png(sightings, title, threshold)
+    with atomic_open(path, "wb") as f:
+        f.write(png)
+
+
+def timeline_png(
+    sightings: Sequence[Sighting], title: str = "", threshold: Optional[float] = None
+) -> bytes:
+    """The timeline of ``sightings`` as PNG bytes."""
     from matplotlib import cm, colormaps, colors  # noqa: PLC0415  (heavy; only for a picture)
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
@@ -63,8 +72,7 @@ def draw_timeline(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    with atomic_open(path, "wb") as f:
-        f.write(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _label(source: str, camera: str, kind: str) -> str:
