@@ -32,6 +32,8 @@ setup(
         "test": ["pytest"],
         # python -m stl_search.export --format onnx and its runtime (stl_search.export).
         "export": ["onnx", "onnxruntime"],
+        # python -m stl_search.serve (the local search page).
+        "serve": ["flask"],
     },
     entry_points={
         "console_scripts": [

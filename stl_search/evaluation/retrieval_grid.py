@@ -21,7 +21,7 @@ from stl_search.utils.io import atomic_open
 from .galleries import GalleryDetections
 from .search import SearchResult
 
-__all__ = ["draw_retrieval_grid", "grid_queries"]
+__all__ = ["draw_retrieval_grid", "grid_queries", "crop_cell"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,16 @@ def grid_queries(num_queries: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, num_queries - 1, min(n, num_queries)).round().astype(np.int64))
 
 
-def _cell(
+def crop_cell(
     image: Optional[np.ndarray],
     box: Sequence[float],
     colour: Tuple[int, int, int],
     label: str,
     size: Tuple[int, int],
 ) -> np.ndarray:
+    """The crop of ``box`` in ``image`` (10 % margin) resized to ``size`` (height, width),
+    framed in ``colour``, above ``label`` (one white strip per ``\\n``-separated line); a grey
+    crop when ``image`` is None."""
     h, w = size
     if image is None:
         crop = np.full((h, w, 3), _GREY, dtype=np.uint8)
@@ -56,8 +59,11 @@ def _cell(
         patch = image[ya:yb, xa:xb] if xb > xa and yb > ya else image
         crop = cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
     crop = cv2.copyMakeBorder(crop, *([_FRAME] * 4), cv2.BORDER_CONSTANT, value=colour)
-    strip = np.full((_LABEL_HEIGHT, crop.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(strip, label, (2, _LABEL_HEIGHT - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    lines = label.split("\n")
+    strip = np.full((_LABEL_HEIGHT * len(lines), crop.shape[1], 3), 255, dtype=np.uint8)
+    for i, line in enumerate(lines):
+        y = _LABEL_HEIGHT * (i + 1) - 4
+        cv2.putText(strip, line, (2, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     return np.concatenate([crop, strip], axis=0)
 
 
@@ -95,16 +101,16 @@ def draw_retrieval_grid(
     rows = []
     for q in grid_queries(len(query_dicts), num_queries):
         d = query_dicts[q]
-        cells = [_cell(read(d["file_name"]), d["query_box"], QUERY_COLOUR, "query", cell_size)]
+        cells = [crop_cell(read(d["file_name"]), d["query_box"], QUERY_COLOUR, "query", cell_size)]
         for r in range(min(topk, result.ranked_dets.shape[1])):
             j = int(result.ranked_dets[q, r])
             if j < 0:
-                cells.append(_cell(None, (0, 0, 0, 0), (255, 255, 255), "", cell_size))
+                cells.append(crop_cell(None, (0, 0, 0, 0), (255, 255, 255), "", cell_size))
                 continue
             colour = TRUE_COLOUR if result.ranked_correct[q, r] else FALSE_COLOUR
             image = read(gallery_dicts[det_image[j]]["file_name"])
             label = f"{r + 1}: {float(result.ranked_scores[q, r]):.2f}"
-            cells.append(_cell(image, gallery.boxes[j], colour, label, cell_size))
+            cells.append(crop_cell(image, gallery.boxes[j], colour, label, cell_size))
         rows.append(np.concatenate(cells, axis=1))
     if not rows:
         return

@@ -43,10 +43,12 @@ from ..utils.output_dir import lock_output_dir, release_output_dir
 from .arguments import non_negative_int, positive_int
 from .backends import BACKENDS, load_searcher
 from .builder import commit_index, extract_shards, plan_index, set_backend
+from .calibrate_split import add_calibrate_parser, run_calibrate
 from .manifest import read_manifest
 from .model import config_of, index_predictor
 from .query import Hit, format_hits, search_index, write_hits
 from .render import check_picture_path, render
+from .search_command import add_search_parser, run_search
 from .shards import GalleryIndex
 from .sources import image_records, video_records
 
@@ -154,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--out", default="query_result", metavar="PREFIX", help="PREFIX.json, .csv and .png"
     )
+    add_search_parser(sub)
+    add_calibrate_parser(sub)
     query.add_argument("opts", nargs=argparse.REMAINDER, help=_WEIGHTS_HELP)
     return parser
 
@@ -352,6 +356,8 @@ def main(argv: Sequence[str] = None):
         return run_query(args)
     if args.command == "train":
         return run_train(args)
+    if args.command in ("search", "calibrate"):
+        return (run_search if args.command == "search" else run_calibrate)(args)
     return run_build(args)
 
 
