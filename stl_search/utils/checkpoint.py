@@ -8,7 +8,8 @@
 - ``OUTPUT_DIR/last_checkpoint`` may name only a file inside ``OUTPUT_DIR`` (a bare file name).
 - ``--resume``: when the file ``last_checkpoint`` names is missing or incomplete (a zip archive
   whose directory or CRCs do not read: a truncated copy, a full disk), the newest complete
-  ``model_<iteration>.pth`` is loaded instead, with a warning (:func:`newest_complete_checkpoint`).
+  ``model_<iteration>.pth`` is loaded instead, with a warning (:func:`newest_complete_checkpoint`),
+  and ``last_checkpoint`` then names it.
 - Weights must fit the model: a missing or differently shaped model weight raises
   :class:`WeightsMismatchError` (naming the file and the first keys) when resuming (before the
   optimizer or scheduler state is touched), and, where the owner says which weights may be
@@ -217,7 +218,14 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self._load_mode = "resume" if resuming else "init"
         try:
             if resuming:
-                return self.load(newest_complete_checkpoint(self.save_dir, self.logger))
+                path = newest_complete_checkpoint(self.save_dir, self.logger)
+                loaded = self.load(path)
+                if path != _checkpoint_pointer(self.save_dir) and self.save_to_disk:
+                    # a fallback: the pointer names what the run continues from, not the
+                    # damaged file
+                    with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+                        f.write(os.path.basename(path))
+                return loaded
             return self.load(path, checkpointables=[])
         finally:
             self._load_mode = None

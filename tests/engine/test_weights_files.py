@@ -149,6 +149,9 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path, caplog):
         loaded = AtomicCheckpointer(other, save_dir=str(tmp_path)).resume_or_load("", resume=True)
     assert loaded["iteration"] == 1 and torch.all(other.weight == 1)
     assert "newest complete checkpoint" in caplog.text and "model_0000001.pth" in caplog.text
+    # The pointer now names what the run continues from, not the damaged file.
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    final.write_bytes(b"")  # still damaged: the pointer must not lead back to it
 
     # Nothing complete left: a clear error, not a zip-archive traceback.
     for name in ("model_0000000.pth", "model_0000001.pth"):
