@@ -6,12 +6,15 @@
     python train_net.py --config-file ... --resume   # continue from OUTPUT_DIR/last_checkpoint
 
 One run per OUTPUT_DIR (a lock, OUTPUT_DIR/.lock); a fresh start where checkpoints exist needs
---resume (continue) or --overwrite (delete them). --eval-only writes its config to
-config_eval.yaml, leaving the training run's config.yaml as it is.
+--resume (continue) or --overwrite (delete them and the run's records). --eval-only writes its
+config to config_eval.yaml and its results to OUTPUT_DIR/eval/ (eval_metrics.json, inference/),
+leaving the training run's config.yaml and evaluation as they are.
 
 ``MODEL.DEVICE`` (default ``cuda``) falls back to the CPU where no GPU is visible; with the CPU,
 ``--num-gpus N`` starts N CPU processes (gloo).
 """
+
+import os
 
 from detectron2.utils import comm
 
@@ -20,7 +23,7 @@ from stl_search.compat import launch
 from stl_search.engine.model import build_inference_model
 from stl_search.engine.report import format_results_table
 from stl_search.engine.setup import argument_parser, load_config, setup
-from stl_search.engine.trainer import PersonSearchTrainer
+from stl_search.engine.trainer import EVAL_ONLY_DIR, PersonSearchTrainer
 
 
 def main(args):
@@ -28,7 +31,9 @@ def main(args):
     if args.eval_only:
         # Sized from its weights file: evaluation needs no training set.
         model = build_inference_model(cfg, resume=args.resume)
-        results = PersonSearchTrainer.test(cfg, model)
+        results = PersonSearchTrainer.test(
+            cfg, model, output_dir=os.path.join(cfg.OUTPUT_DIR, EVAL_ONLY_DIR)
+        )
         if comm.is_main_process():
             print(format_results_table(results))
         return results

@@ -15,8 +15,10 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
      (train_net.py; writes eval_metrics.json);
   4. a gallery index of the synthetic gallery (``python -m stl_search.index build``);
   5. one query against that index: its top hits (JSON, CSV) and the search picture.
-A finished step is skipped when run again (``--force`` reruns all). The last lines name the
-output folder; the printed table is read back from the evaluation's JSON file.
+A finished step is skipped when run again (and an unfinished training step resumes). ``--force``
+reruns every step from scratch: the training steps start afresh (``--overwrite`` instead of
+``--resume``) and the index step rebuilds its index. The last lines name the output folder;
+the printed table is read back from the evaluation's JSON file.
 ``--data-format json`` converts the synthetic set to the person-search JSON format
 (docs/own-data.md; ``OUTPUT/own_synthetic.json``) after step 0 and runs steps 1-3 on it, as on
 one's own data (``DATASETS.PERSON_SEARCH_JSON``; the same dicts as the PRW-format loader).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +101,8 @@ def main(argv: Sequence[str] = None) -> None:
     )
     device = ["MODEL.DEVICE", args.device] if args.device else []
     extra += device
+    # An unfinished training step continues; --force starts it afresh.
+    training_start = "--overwrite" if args.force else "--resume"
     t0 = time.time()
 
     pretrain_dir = os.path.join(out, "1_stl_pretrain")
@@ -126,7 +131,7 @@ def main(argv: Sequence[str] = None) -> None:
             "projects/stl_search/pretrain_reid.py",
             "--config-file",
             STL_CONFIG,
-            "--resume",
+            training_start,
             "OUTPUT_DIR",
             pretrain_dir,
             "STL.EXPORT_NAME",
@@ -166,7 +171,7 @@ def main(argv: Sequence[str] = None) -> None:
             "train_net.py",
             "--config-file",
             PS_CONFIG,
-            "--resume",
+            training_start,
             "MODEL.WEIGHTS",
             init,
             "MODEL.MRFP.ENABLED",
@@ -184,6 +189,8 @@ def main(argv: Sequence[str] = None) -> None:
 
     index_dir = os.path.join(out, "3_gallery_index")
     query = _query_and_gallery(os.path.join(out, "gallery_demo"))
+    if args.force and os.path.isdir(index_dir):
+        shutil.rmtree(index_dir)  # the pipeline's own index: `index build` makes a new one only
     run(
         "4/5 gallery index of the synthetic gallery",
         [

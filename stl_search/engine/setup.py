@@ -4,9 +4,11 @@ the CPU without a GPU), logging, the output folder.
 
 A command's :func:`setup` first claims its ``OUTPUT_DIR`` (``stl_search.utils.output_dir``: one
 run per folder, no fresh start over an earlier run's checkpoints) and removes the temp files that
-killed runs left there, then does what Detectron2's ``default_setup`` does, except that an
-``--eval-only`` run writes its config to ``config_eval.yaml``: ``config.yaml`` stays the config
-of the training run that made the folder's checkpoints.
+killed runs left there, then does what Detectron2's ``default_setup`` does, except where the
+config copy goes: ``config.yaml`` stays the config of the training run that made the folder's
+checkpoints. An ``--eval-only`` run writes its config to ``config_eval.yaml``; a ``--resume``
+over an earlier run's ``config.yaml`` leaves it to the trainer, which writes it once the
+checkpoint has loaded (a refused resume changes nothing).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from detectron2.utils.logger import setup_logger
 from ..config import add_stl_search_config
 from ..data.datasets.person_search_json import register_person_search_json
 from ..utils.cli import HelpFormatter
-from ..utils.io import atomic_open, remove_stale_temp_files
-from ..utils.output_dir import claim_output_dir
+from ..utils.io import remove_stale_temp_files
+from ..utils.output_dir import claim_output_dir, earlier_checkpoints, write_run_config
 from ..utils.yaml_config import merge_yaml_config
 
 
@@ -143,17 +145,22 @@ def setup(args: argparse.Namespace) -> CfgNode:
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     eval_only = bool(getattr(args, "eval_only", False))
+    resume = bool(getattr(args, "resume", False))
     removed = []
+    config_name: Optional[str] = "config_eval.yaml" if eval_only else "config.yaml"
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         claim_output_dir(
             cfg.OUTPUT_DIR,
-            resume=bool(getattr(args, "resume", False)),
+            resume=resume,
             eval_only=eval_only,
             overwrite=bool(getattr(args, "overwrite", False)),
         )
         # The folder is ours now: temp files in it are those of killed writers.
         removed = remove_stale_temp_files(cfg.OUTPUT_DIR)
-    _default_setup(cfg, args, "config_eval.yaml" if eval_only else "config.yaml")
+        if resume and not eval_only and earlier_checkpoints(cfg.OUTPUT_DIR):
+            if os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "config.yaml")):
+                config_name = None  # the trainer writes it once the checkpoint has loaded
+    _default_setup(cfg, args, config_name)
     logger = setup_logger(
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="stl_search", abbrev_name="stl"
     )
@@ -162,9 +169,9 @@ def setup(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
-def _default_setup(cfg: CfgNode, args: argparse.Namespace, config_name: str) -> None:
+def _default_setup(cfg: CfgNode, args: argparse.Namespace, config_name: Optional[str]) -> None:
     """Detectron2's ``default_setup`` (v0.6 and main), with the config copy named
-    ``config_name`` (it always writes ``config.yaml``)."""
+    ``config_name`` (it always writes ``config.yaml``; ``None``: no copy written here)."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     setup_logger(output_dir, distributed_rank=rank, name="fvcore")
@@ -176,11 +183,9 @@ def _default_setup(cfg: CfgNode, args: argparse.Namespace, config_name: str) -> 
         with open(args.config_file) as f:
             logger.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
     if comm.is_main_process() and output_dir:
-        path = os.path.join(output_dir, config_name)
         logger.info("Running with full config:\n%s", cfg.dump())
-        with atomic_open(path, "w") as f:
-            f.write(cfg.dump())
-        logger.info("Full config saved to %s", path)
+        if config_name:
+            logger.info("Full config saved to %s", write_run_config(cfg, config_name))
     # each worker gets a different, yet deterministic seed when SEED >= 0
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     # cudnn benchmark has large overhead for the few images of an evaluation

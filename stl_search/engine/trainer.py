@@ -17,7 +17,11 @@ hooks); this class overrides its builders only, and changes, with reasons:
 - evaluation runs each gallery split (``DATASETS.TEST``) through detection and its query split
   (``DATASETS.QUERY``, same order) through the model's query mode, then the person-search
   evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically;
-  Detectron2's JSONWriter owns ``metrics.json``).
+  Detectron2's JSONWriter owns ``metrics.json``) and the evaluator's files to
+  ``OUTPUT_DIR/inference/``; an ``--eval-only`` run writes both into ``OUTPUT_DIR/eval/``
+  (:data:`EVAL_ONLY_DIR`), leaving the training run's evaluation as it was;
+- ``resume_or_load``: a resume writes ``config.yaml`` once the checkpoint has loaded (``setup``
+  leaves an earlier run's copy alone until then).
 """
 
 from __future__ import annotations
@@ -43,11 +47,15 @@ from ..data.build import (
 from ..evaluation import PersonSearchEvaluator, inference_on_person_search
 from ..modeling.fast_path import prepare_inference_model
 from ..utils.io import atomic_write_json
+from ..utils.output_dir import write_run_config
 from .batch_norm import maybe_sync_batchnorm
 from .checkpoint import PersonSearchCheckpointer
 from .model import resolve_training_metadata
 
 logger = logging.getLogger(__name__)
+
+#: The folder of ``OUTPUT_DIR`` an ``--eval-only`` run writes its results into.
+EVAL_ONLY_DIR = "eval"
 
 
 class PersonSearchTrainer(DefaultTrainer):
@@ -83,6 +91,11 @@ class PersonSearchTrainer(DefaultTrainer):
         """Load ``MODEL.WEIGHTS``, or with ``resume`` the last checkpoint of ``OUTPUT_DIR`` with the
         optimizer, scheduler, iteration and data stream position."""
         super().resume_or_load(resume=resume)
+        if resume and comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            cfg = self.cfg.clone()
+            cfg.defrost()
+            cfg.SEED = self.data_seed  # the seed of the stream being continued
+            write_run_config(cfg)
         if self.start_iter > 0:
             loader = self.build_train_loader(
                 self.cfg, seed=self.data_seed, start_iter=self.start_iter
@@ -140,11 +153,17 @@ class PersonSearchTrainer(DefaultTrainer):
 
     @classmethod
     def test(
-        cls, cfg: CfgNode, model, evaluators: Optional[List] = None
+        cls,
+        cfg: CfgNode,
+        model,
+        evaluators: Optional[List] = None,
+        output_dir: Optional[str] = None,
     ) -> "OrderedDict[str, Any]":
         """Evaluate ``model`` on every (gallery, query) pair of ``DATASETS.TEST`` /
         ``DATASETS.QUERY``, on the inference fast path of ``TEST.FAST_PATH`` (a prepared copy of
-        ``model`` when a piece is on; ``model`` itself is never changed)."""
+        ``model`` when a piece is on; ``model`` itself is never changed). Results go to
+        ``output_dir`` (default ``OUTPUT_DIR``): ``eval_metrics.json`` and ``inference/``."""
+        output_dir = cfg.OUTPUT_DIR if output_dir is None else output_dir
         model = prepare_inference_model(model, cfg)
         results: "OrderedDict[str, Any]" = OrderedDict()
         for idx, gallery_name in enumerate(cfg.DATASETS.TEST):
@@ -152,7 +171,12 @@ class PersonSearchTrainer(DefaultTrainer):
             evaluator = (
                 evaluators[idx]
                 if evaluators is not None
-                else cls.build_evaluator(cfg, gallery_name, query_name)
+                else cls.build_evaluator(
+                    cfg,
+                    gallery_name,
+                    query_name,
+                    os.path.join(output_dir, "inference", gallery_name),
+                )
             )
             # The evaluator names the split whose queries run (CUHK-SYSU: one of the per-size
             # splits).
@@ -175,7 +199,7 @@ class PersonSearchTrainer(DefaultTrainer):
         if comm.is_main_process() and results:
             atomic_write_json(
                 {"metrics": results, "weights": cfg.MODEL.WEIGHTS},
-                os.path.join(cfg.OUTPUT_DIR, "eval_metrics.json"),
+                os.path.join(output_dir, "eval_metrics.json"),
             )
         return results
 

@@ -36,6 +36,7 @@ from ..data.reid.crops import ReIDCropDataset, build_reid_records, build_reid_te
 from ..data.resumable import DataStreamSeed
 from ..utils.checkpoint import AtomicCheckpointer
 from ..utils.io import atomic_write_json
+from ..utils.output_dir import write_run_config
 from .evaluation import extract_features, reid_metrics
 from .export import export_for_person_search, save_person_search_init
 from .model import ReIDNet
@@ -295,6 +296,8 @@ def run_pretraining(
         checkpoint = checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])  # a trained model
     else:
         checkpoint = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and not eval_only and comm.is_main_process() and cfg.OUTPUT_DIR:
+            write_run_config(cfg)  # setup leaves config.yaml alone until the checkpoint loads
     start_iter = (
         checkpoint.get("iteration", -1) + 1 if resume and checkpointer.has_checkpoint() else 0
     )

@@ -8,11 +8,15 @@
 - ``OUTPUT_DIR/last_checkpoint`` may name only a file inside ``OUTPUT_DIR`` (a bare file name).
 - ``--resume``: when the file ``last_checkpoint`` names is missing or incomplete (a zip archive
   whose directory or CRCs do not read: a truncated copy, a full disk), the newest complete
-  ``model_<iteration>.pth`` is loaded instead, with a warning (:func:`newest_complete_checkpoint`).
+  ``model_<iteration>.pth`` is loaded instead, with a warning (:func:`newest_complete_checkpoint`),
+  and ``last_checkpoint`` then names it.
 - Weights must fit the model: a missing or differently shaped model weight raises
   :class:`WeightsMismatchError` (naming the file and the first keys) when resuming (before the
   optimizer or scheduler state is touched), and, where the owner says which weights may be
   missing (``init_may_miss``, ``load_may_miss``), when initialising or loading a trained model.
+  The error names the ``config.yaml`` beside the weights file when there is one (the config the
+  weights were trained with).
+- An empty, truncated or foreign file is an :class:`UnreadableWeightsError` naming it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Iterable, Optional, Sequence, Tuple
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .io import atomic_open, atomic_torch_save, safe_torch_load
-from .safe_pickle import safe_pickle_load
+from .safe_pickle import ForbiddenPickleGlobal, safe_pickle_load
 
 __all__ = [
     "AtomicCheckpointer",
@@ -36,6 +40,8 @@ __all__ = [
     "WeightsMismatchError",
     "newest_complete_checkpoint",
     "read_weights_file",
+    "trained_with",
+    "UnreadableWeightsError",
 ]
 
 #: Names of the checkpoints a run writes (model_<iteration>.pth, model_final.pth).
@@ -46,6 +52,21 @@ class WeightsMismatchError(ValueError):
     """A weights file leaves model weights missing or gives them another shape."""
 
 
+class UnreadableWeightsError(ValueError):
+    """A weights file that is empty, truncated or of another kind (text, HTML, another format)."""
+
+
+#: What the unpicklers raise on bytes that are no (whole) pickle / ``torch.save`` archive.
+_GARBLED = (EOFError, KeyError, IndexError, ValueError, TypeError, RuntimeError, zipfile.BadZipFile)
+
+
+def _unreadable(path: str, kind: str, error: BaseException) -> UnreadableWeightsError:
+    return UnreadableWeightsError(
+        f"{path}: not a readable {kind} (truncated, or another kind of file: text, an HTML error "
+        f"page, another format); the reader said {type(error).__name__}: {error}"
+    )
+
+
 def read_weights_file(path: str) -> Any:
     """The content of a weights file, read without running code from it.
 
@@ -53,17 +74,34 @@ def read_weights_file(path: str) -> Any:
     ``torch.load(weights_only=True)`` (tensors and plain containers).
 
     Raises:
-        pickle.UnpicklingError: naming the file, when it refers to anything else.
+        pickle.UnpicklingError: naming the file and what it refers to, when it holds anything
+            else (it could run code).
+        UnreadableWeightsError: naming the file, when it is empty, truncated or no weights file.
     """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise UnreadableWeightsError(f"{path}: empty (0 bytes), not a weights file")
     if path.endswith(".pkl"):
-        return safe_pickle_load(path)
+        try:
+            return safe_pickle_load(path)
+        except ForbiddenPickleGlobal:
+            raise
+        except (pickle.UnpicklingError, UnicodeDecodeError, *_GARBLED) as e:
+            raise _unreadable(path, "pickle file", e) from None
     try:
         return safe_torch_load(path)
     except pickle.UnpicklingError as e:
+        # torch names what it refused ("Unsupported global: GLOBAL module.name"); its advice
+        # (weights_only=False) would run the file's code and is not repeated here.
+        named = re.search(r"(Unsupported global: GLOBAL \S+?)(?: was not an allowed|\s|$)", str(e))
+        if named is None:  # not a refused global: the bytes are no torch.save pickle
+            detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+            raise _unreadable(path, "torch.save file", e.__class__(detail or "no pickle")) from None
         raise pickle.UnpicklingError(
             f"{path}: refused to load: it holds objects other than tensors and plain containers "
-            f"(loading it could run code). torch says: {e}"
+            f"(loading it could run code): {named.group(1)}"
         ) from None
+    except _GARBLED as e:
+        raise _unreadable(path, "torch.save file", e) from None
 
 
 def _is_complete(path: str) -> bool:
@@ -151,6 +189,18 @@ def mismatch_message(
     return f"{path} does not fit the model: {'; '.join(parts)}. {hint}".strip()
 
 
+def trained_with(path: str) -> str:
+    """A sentence naming the ``config.yaml`` beside the weights file ``path`` (the config of the
+    training run that wrote it), or "" when there is none."""
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    if not os.path.isfile(config):
+        return ""
+    return (
+        f"The run that wrote it left its config beside it: {config} (pass it as --config-file, "
+        "or compare it with yours)."
+    )
+
+
 def _first(items: Iterable[str], n: int = 5) -> str:
     items = list(items)
     return ", ".join(items[:n]) + (" ..." if len(items) > n else "")
@@ -217,7 +267,14 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self._load_mode = "resume" if resuming else "init"
         try:
             if resuming:
-                return self.load(newest_complete_checkpoint(self.save_dir, self.logger))
+                path = newest_complete_checkpoint(self.save_dir, self.logger)
+                loaded = self.load(path)
+                if path != _checkpoint_pointer(self.save_dir) and self.save_to_disk:
+                    # a fallback: the pointer names what the run continues from, not the
+                    # damaged file
+                    with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+                        f.write(os.path.basename(path))
+                return loaded
             return self.load(path, checkpointables=[])
         finally:
             self._load_mode = None
@@ -283,8 +340,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
             hint = "MODEL.ALLOW_PARTIAL_WEIGHTS is set: they keep their initialisation."
             self.logger.warning(mismatch_message(self._loading_path, sorted(missing), wrong, hint))
             return
+        hint = f"{self._fit_hint()} {trained_with(self._loading_path)}".strip()
         raise WeightsMismatchError(
-            mismatch_message(self._loading_path, sorted(missing), wrong, self._fit_hint())
+            mismatch_message(self._loading_path, sorted(missing), wrong, hint)
         )
 
     def _fit_hint(self) -> str:

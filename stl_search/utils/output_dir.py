@@ -7,37 +7,58 @@ on the main process, before anything is written) takes an exclusive ``fcntl.floc
 ``OUTPUT_DIR/.lock`` that the operating system releases when the process ends, however it ends,
 and writes who holds it (pid, host, start time, command) into that file, so that a second run is
 refused with the holder named. A training start without ``--resume`` over existing checkpoints is
-refused too, unless ``--overwrite`` is given (the earlier run's checkpoints are then deleted, so
-that a later ``--resume`` cannot mix the two runs).
+refused too, unless ``--overwrite`` is given: the earlier run's checkpoints and records
+(:data:`RUN_RECORDS`: ``metrics.json``, event files, evaluation results) are then deleted, so that
+neither a later ``--resume`` nor ``metrics.json`` mixes the two runs.
+
+:func:`write_run_config` writes the config a run used (``config.yaml``); ``setup`` calls it, except
+for a resume over an earlier run's config, which the trainer writes once the checkpoint has loaded
+(a refused resume leaves the earlier run's ``config.yaml`` as it was).
 """
 
 from __future__ import annotations
 
 import datetime
 import fcntl
+import fnmatch
 import logging
 import os
 import shlex
+import shutil
 import socket
 import sys
-from typing import IO, Dict, List
+from typing import IO, Any, Dict, List
 
 from .checkpoint import CHECKPOINT_NAME
+from .io import atomic_open
 
 __all__ = [
     "LOCK_FILE",
     "ExistingRunError",
     "OutputDirInUseError",
+    "RUN_RECORDS",
     "claim_output_dir",
     "earlier_checkpoints",
     "lock_output_dir",
     "release_output_dir",
+    "write_run_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: The lock file inside ``OUTPUT_DIR``.
 LOCK_FILE = ".lock"
+
+#: What a training run records besides its checkpoints (names or glob patterns; folders
+#: included): deleted with the checkpoints by ``--overwrite``. Logs (``log.txt``) are kept.
+RUN_RECORDS = (
+    "metrics.json",
+    "events.out.tfevents.*",
+    "eval_metrics.json",
+    "reid_metrics.json",
+    "inference",
+    "eval",
+)
 
 #: Open lock files of this process, by real path of their folder (kept open: the lock lives as
 #: long as the file stays open).
@@ -114,7 +135,8 @@ def claim_output_dir(
         output_dir: the run's ``OUTPUT_DIR``.
         resume: ``--resume``: continuing the earlier run is what is asked.
         eval_only: ``--eval-only``: writes no checkpoint.
-        overwrite: ``--overwrite``: delete the earlier run's checkpoints and start afresh.
+        overwrite: ``--overwrite``: delete the earlier run's checkpoints and records
+            (:data:`RUN_RECORDS`) and start afresh.
 
     Raises:
         OutputDirInUseError: another run holds the folder.
@@ -124,7 +146,7 @@ def claim_output_dir(
     if resume or eval_only:
         return
     existing = earlier_checkpoints(output_dir)
-    if not existing:
+    if not existing and not overwrite:
         return
     if not overwrite:
         release_output_dir(output_dir)
@@ -134,8 +156,26 @@ def claim_output_dir(
             "--resume to continue it, --overwrite to delete them and start afresh, or choose "
             "another OUTPUT_DIR."
         )
-    for name in existing:
-        os.remove(os.path.join(output_dir, name))
+    records = [f for f in os.listdir(output_dir) if any(fnmatch.fnmatch(f, p) for p in RUN_RECORDS)]
+    if not existing + records:
+        return
+    for name in existing + records:
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     logger.warning(
-        "--overwrite: deleted %d files of the earlier run in %s", len(existing), output_dir
+        "--overwrite: deleted %d checkpoints and records of the earlier run in %s: %s",
+        len(existing) + len(records),
+        output_dir,
+        ", ".join(sorted(existing + records)),
     )
+
+
+def write_run_config(cfg: Any, name: str = "config.yaml") -> str:
+    """Write ``cfg.dump()`` to ``cfg.OUTPUT_DIR/name`` atomically; returns the path."""
+    path = os.path.join(cfg.OUTPUT_DIR, name)
+    with atomic_open(path, "w") as f:
+        f.write(cfg.dump())
+    return path

@@ -1,6 +1,7 @@
 """train_net.py as a user runs it: trains and writes a checkpoint and metrics, refuses a second
 run in its folder and a fresh start over its checkpoints, --resume continues from the last complete
-checkpoint, --eval-only evaluates a checkpoint without touching the training run's config.yaml."""
+checkpoint (a refused resume leaves config.yaml as it was), --eval-only evaluates a checkpoint into
+OUTPUT_DIR/eval/ without touching the training run's config.yaml and evaluation."""
 
 import json
 import os
@@ -112,8 +113,28 @@ def test_train_resume_eval_only(repo_root, data_root, tmp_path):
     assert os.path.isfile(os.path.join(out, "model_0000002.pth"))
     with open(os.path.join(out, "config.yaml"), "rb") as f:
         training_config = f.read()
+    assert b"MAX_ITER: 3" in training_config  # written once the resumed checkpoint loaded
 
-    os.remove(os.path.join(out, "eval_metrics.json"))
+    # A resume refused (weights that do not fit) leaves the run's config.yaml as it was.
+    err = _train_net(
+        repo_root,
+        data_root,
+        "--resume",
+        "OUTPUT_DIR",
+        out,
+        "MODEL.PERSON_SEARCH.NUM_IDENTITIES",
+        "1000",
+        "SOLVER.MAX_ITER",
+        "4",
+        expect_failure=True,
+    )
+    assert "WeightsMismatchError" in err and "does not fit the model" in err
+    with open(os.path.join(out, "config.yaml"), "rb") as f:
+        assert f.read() == training_config
+
+    with open(os.path.join(out, "eval_metrics.json"), "rb") as f:
+        training_eval = f.read()
+    training_inference = sorted(os.listdir(os.path.join(out, "inference")))
     log = _train_net(
         repo_root,
         data_root,
@@ -125,10 +146,13 @@ def test_train_resume_eval_only(repo_root, data_root, tmp_path):
         "TEST.DETECTIONS_PER_IMAGE",
         "7",
     )
-    assert os.path.isfile(os.path.join(out, "eval_metrics.json"))
+    assert os.path.isfile(os.path.join(out, "eval", "eval_metrics.json"))
+    assert os.listdir(os.path.join(out, "eval", "inference")) == training_inference
     assert "search/mAP" in log
     with open(os.path.join(out, "config.yaml"), "rb") as f:
         assert f.read() == training_config  # the training run's config, untouched
+    with open(os.path.join(out, "eval_metrics.json"), "rb") as f:
+        assert f.read() == training_eval  # and so is its evaluation
     with open(os.path.join(out, "config_eval.yaml")) as f:
         assert "DETECTIONS_PER_IMAGE: 7" in f.read()
 

@@ -17,7 +17,12 @@ from stl_search.engine.model import classifier_size_in_weights
 from stl_search.reid.export import load_model_state_dict
 from stl_search.tools.convert_imagenet import main as convert_main
 from stl_search.tools.visualize_features import load_base_nets
-from stl_search.utils.checkpoint import AtomicCheckpointer, newest_complete_checkpoint
+from stl_search.utils.checkpoint import (
+    AtomicCheckpointer,
+    UnreadableWeightsError,
+    newest_complete_checkpoint,
+    read_weights_file,
+)
 from stl_search.utils.safe_pickle import ForbiddenPickleGlobal, safe_pickle_load
 
 from ..tiny_configs import tiny_person_search_cfg
@@ -149,9 +154,38 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path, caplog):
         loaded = AtomicCheckpointer(other, save_dir=str(tmp_path)).resume_or_load("", resume=True)
     assert loaded["iteration"] == 1 and torch.all(other.weight == 1)
     assert "newest complete checkpoint" in caplog.text and "model_0000001.pth" in caplog.text
+    # The pointer now names what the run continues from, not the damaged file.
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    final.write_bytes(b"")  # still damaged: the pointer must not lead back to it
 
     # Nothing complete left: a clear error, not a zip-archive traceback.
     for name in ("model_0000000.pth", "model_0000001.pth"):
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="no other complete checkpoint"):
         newest_complete_checkpoint(str(tmp_path))
+
+
+@pytest.mark.parametrize("ext", ["pth", "pkl"])
+def test_an_empty_or_text_weights_file_is_named_as_such(tmp_path, ext):
+    """Not ``KeyError: 101`` / ``EOFError`` / "Memo value not found": the file and what it is."""
+    model = torch.nn.Linear(3, 2)
+    empty = tmp_path / f"empty.{ext}"
+    empty.write_bytes(b"")
+    text = tmp_path / f"page.{ext}"
+    text.write_text("<html>404 Not Found</html>\n")
+    with pytest.raises(UnreadableWeightsError, match=f"{empty}: empty \\(0 bytes\\)"):
+        AtomicCheckpointer(model).resume_or_load(str(empty), resume=False)
+    with pytest.raises(UnreadableWeightsError, match=f"{text}: not a readable"):
+        AtomicCheckpointer(model).resume_or_load(str(text), resume=False)
+
+
+def test_code_refusal_names_the_global_without_torchs_unsafe_advice(tmp_path):
+    marker, files = _evil_files(tmp_path)
+    with pytest.raises(pickle.UnpicklingError) as error:
+        read_weights_file(files["pth"])
+    message = str(error.value)
+    assert (
+        message.startswith(f"{files['pth']}: refused to load") and "Unsupported global" in message
+    )
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert not os.path.exists(marker)

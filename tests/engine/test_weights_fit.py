@@ -99,3 +99,17 @@ def test_resume_with_another_width_fails_before_touching_the_optimizer(tmp_path)
     with pytest.raises(WeightsMismatchError, match=r"0\.weight: \(4, 3\) in the file, \(8, 3\)"):
         ckpt.resume_or_load("", resume=True)
     assert wider_optimizer.state_dict() == before
+
+
+def test_a_mismatch_names_the_config_the_weights_were_trained_with(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {"0.weight": torch.ones(4, 3)}}, run / "model_final.pth")
+    narrow = torch.nn.Sequential(torch.nn.Linear(3, 8))
+    with pytest.raises(WeightsMismatchError) as error:
+        AtomicCheckpointer(narrow, load_may_miss=()).load(str(run / "model_final.pth"))
+    assert "config.yaml" not in str(error.value)  # none beside it: nothing said
+    (run / "config.yaml").write_text("MODEL:\n  DEVICE: cpu\n")
+    with pytest.raises(WeightsMismatchError) as error:
+        AtomicCheckpointer(narrow, load_may_miss=()).load(str(run / "model_final.pth"))
+    assert f"left its config beside it: {run / 'config.yaml'}" in str(error.value)
