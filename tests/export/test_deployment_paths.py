@@ -47,16 +47,28 @@ def _build(folder, deployed, *extra):
     )
 
 
+def _search_args(deployed, out, *extra):
+    args = ["--config-file", deployed.config, "--query", deployed.query, "--box"]
+    args += [str(v) for v in deployed.box] + ["--gallery", deployed.gallery, "--topk", "3"]
+    return args + ["--out", str(out), *extra, "MODEL.WEIGHTS", deployed.weights]
+
+
+@pytest.fixture(scope="module")
+def pytorch_results(deployed, tmp_path_factory):
+    """The PyTorch index of the gallery and the PyTorch search hits, for both formats."""
+    folder = tmp_path_factory.mktemp("pytorch")
+    _build(str(folder / "index"), deployed)
+    hits = search.main(_search_args(deployed, folder / "hits.png"))
+    return GalleryIndex.open(str(folder / "index")), hits
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_search_and_index_run_on_an_export(deployed, fmt, tmp_path, capsys):
+def test_search_and_index_run_on_an_export(deployed, pytorch_results, fmt, tmp_path, capsys):
     export = deployed.exports[fmt]
+    ref, reference = pytorch_results
     # Index build, add and query on the export: the same boxes and embeddings as PyTorch's.
-    _build(str(tmp_path / "torch"), deployed)
     _build(str(tmp_path / "exported"), deployed, "--export", export)
-    ref, got = (
-        GalleryIndex.open(str(tmp_path / "torch")),
-        GalleryIndex.open(str(tmp_path / "exported")),
-    )
+    got = GalleryIndex.open(str(tmp_path / "exported"))
     assert len(got) == len(ref) > 0
     assert np.abs(got.boxes - ref.boxes).max() <= 1.0
     cosine = (got.embeddings_float32() * ref.embeddings_float32()).sum(axis=1)
@@ -70,11 +82,7 @@ def test_search_and_index_run_on_an_export(deployed, fmt, tmp_path, capsys):
     query += [str(v) for v in deployed.box] + ["--out", str(tmp_path / "q"), "--export", export]
     assert index_cli.main(query)
     # The search command on the export: the same ranking as on PyTorch.
-    args = ["--config-file", deployed.config, "--query", deployed.query, "--box"]
-    args += [str(v) for v in deployed.box] + ["--gallery", deployed.gallery, "--topk", "3"]
-    weights = ["MODEL.WEIGHTS", deployed.weights]
-    reference = search.main(args + ["--out", str(tmp_path / "torch.png")] + weights)
-    hits = search.main(args + ["--out", str(tmp_path / "x.png"), "--export", export] + weights)
+    hits = search.main(_search_args(deployed, tmp_path / "x.png", "--export", export))
     assert len(hits) == len(reference) > 0
     for hit, ref_hit in zip(hits[:10], reference[:10]):
         assert hit.file_name == ref_hit.file_name
