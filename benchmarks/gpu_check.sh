@@ -2,14 +2,15 @@
 # One prepared check for a bare CUDA machine whose python3 already has torch and torchvision and
 # which cannot download anything. Run from the repository root:
 #
-#     bash benchmarks/gpu_check.sh [WHEEL_DIR] [RESULTS_DIR] [SEQNET_DIR]
+#     bash benchmarks/gpu_check.sh [--dry-run] [WHEEL_DIR] [RESULTS_DIR] [SEQNET_DIR]
 #
 # WHEEL_DIR (default .whl): made beforehand, where the registry is reachable, by
 #   scripts/prepare_gpu_wheels.sh (Detectron2 v0.6 without its C++ extension + the pure-Python
 #   dependencies the image lacks); installed with --no-index into /tmp/stl_site.
 # RESULTS_DIR (default $OUT, else output/gpu_check): one JSON file per figure-producing step,
 #   demo_metrics.json (the demo's evaluation), logs.txt (every step's full output) and
-#   summary.json (each step's exit status and seconds): 8 files.
+#   summary.json (machine, torch / torchvision / Detectron2 versions, date, each step's exit
+#   status and seconds): 8 files.
 # SEQNET_DIR (default $SEQNET_DIR, else none): a local copy of serend1p1ty/SeqNet's source; when
 #   given, the inference benchmarks time SeqNet side by side (benchmarks/seqnet_reference.py).
 #
@@ -18,59 +19,99 @@
 # the 512-wide RPN, the paper configuration on the fast path, the named fast variant, SeqNet);
 # training speed at the paper's configuration with and without AMP; the demo pipeline on the GPU;
 # the test suite. A failing step is recorded and the next one runs.
+#
+# --dry-run (or GPU_CHECK_DRY_RUN=1): the same steps, scripts and flags on the CPU at tiny sizes
+# (64x96 images, batch 2, one timed round, a narrow backbone, bfloat16 for float16 since CPU
+# autocast emulates float16, a one-image training step, the demo on the tiny synthetic preset with
+# a 2-iteration schedule whose untrained detector keeps every box, one test file) and without the
+# wheel install, so that a missing file, flag or import shows up before a GPU is lent
+# (tests/benchmarks/test_gpu_check_dry_run.py; docs/gpu.md). GPU_CHECK_PYTHON (default python3)
+# is the interpreter.
 set -uo pipefail
 
+DRY_RUN="${GPU_CHECK_DRY_RUN:-0}"
+if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; shift; fi
 WHEELS="${1:-.whl}"
 RESULTS="${2:-${OUT:-output/gpu_check}}"
 SEQNET="${3:-${SEQNET_DIR:-}}"
+PY="${GPU_CHECK_PYTHON:-python3}"
 mkdir -p "$RESULTS"
 RESULTS="$(cd "$RESULTS" && pwd)"
 : >"$RESULTS/logs.txt"
+WORK="$(mktemp -d)"  # step log, step table, env record, the demo's output
+trap 'rm -rf "$WORK"' EXIT
+STEPS="$WORK/steps.tsv" STEP_LOG="$WORK/step.log"
+: >"$STEPS"
 export PYTHONUNBUFFERED=1 DETECTRON2_DATASETS="${DETECTRON2_DATASETS:-/tmp/stl_datasets}"
-SUMMARY="$RESULTS/summary.json"
-echo "{" >"$SUMMARY"
-START=$(date +%s)
 
 step() {  # step NAME TIMEOUT_S COMMAND...
   local name="$1" limit="$2"
   shift 2
   local t0=$(date +%s)
   echo "=== [$name] (timeout ${limit}s): $*"
-  timeout --kill-after=5 "$limit" "$@" >"/tmp/stl_gpu_step.log" 2>&1
+  timeout --kill-after=5 "$limit" "$@" >"$STEP_LOG" 2>&1
   local rc=$?
-  { echo "=== [$name] $*"; cat /tmp/stl_gpu_step.log; } >>"$RESULTS/logs.txt"
-  grep -v -i "warn" /tmp/stl_gpu_step.log | tail -n 20
+  { echo "=== [$name] $*"; cat "$STEP_LOG"; } >>"$RESULTS/logs.txt"
+  grep -v -i "warn" "$STEP_LOG" | tail -n 20
   echo "=== [$name] exit $rc, $(($(date +%s) - t0)) s"
-  echo "  \"$name\": {\"rc\": $rc, \"seconds\": $(($(date +%s) - t0))}," >>"$SUMMARY"
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - t0))" >>"$STEPS"
 }
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/stl_site "$WHEELS"/*.whl || { echo "wheel install failed" >&2; exit 1; }
-export PYTHONPATH="$PWD:/tmp/stl_site${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$DRY_RUN" = 1 ]; then
+  DEVICE=cpu
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  # The demo's data: the tiny synthetic preset where the synthetic set is looked for.
+  [ -f "$DETECTRON2_DATASETS/synthetic_prw/synthetic_info.json" ] ||
+    "$PY" -m stl_search.data.datasets.synthetic --preset tiny \
+      --out "$DETECTRON2_DATASETS/synthetic_prw" >/dev/null || exit 1
+  NARROW=(MODEL.RESNETS.STEM_OUT_CHANNELS 8 MODEL.RESNETS.RES2_OUT_CHANNELS 32
+    MODEL.RESNETS.WIDTH_PER_GROUP 8 MODEL.ID_HEAD.EMBEDDING_DIM 256)
+  SIZES=(64x96) B1=(--iters 1 --warmup 0) B32=(--batch 2 --iters 1 --warmup 0) HALF=bfloat16
+  TRAIN=(--paper --ims-per-batch 1 --iters 1 --warmup 0 --opts "${NARROW[@]}"
+    INPUT.MIN_SIZE_TRAIN "(96,)" INPUT.MAX_SIZE_TRAIN 160)
+  DEMO=(--num-workers 0 --force --opts REID.SOLVER.MAX_EPOCHS 1 REID.SOLVER.ITERS_PER_EPOCH 2
+    REID.SOLVER.WARMUP_EPOCHS 0 REID.SOLVER.STEPS_EPOCHS "()" REID.TEST_PERIOD_EPOCHS 0
+    REID.SAMPLER.P 4 REID.SAMPLER.K 2 SOLVER.MAX_ITER 2 SOLVER.STEPS "(1,)" SOLVER.WARMUP_ITERS 0
+    SOLVER.IMS_PER_BATCH 2 MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0
+    TEST.PERSON_SEARCH.SCORE_THRESH 0.0)
+  TESTS=(tests/test_compat.py)
+  LIMIT="${GPU_CHECK_STEP_LIMIT:-900}"  # a guard against hangs only: shared CPUs are slow
+else
+  DEVICE=cuda
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/stl_site "$WHEELS"/*.whl || { echo "wheel install failed" >&2; exit 1; }
+  export PYTHONPATH="$PWD:/tmp/stl_site${PYTHONPATH:+:$PYTHONPATH}"
+  NARROW=()
+  SIZES=(960x640 1500x900) B1=(--iters 30 --warmup 5) B32=(--batch 32 --iters 5 --warmup 2)
+  HALF=float16
+  TRAIN=(--iters 8 --warmup 3)
+  DEMO=(--num-workers 4)
+  TESTS=(tests --ignore=tests/test_foundation.py
+    --ignore=tests/benchmarks/test_gpu_check_dry_run.py)
+  LIMIT=
+fi
 
-step env 20 python3 -c "
-import torch, torchvision, detectron2, stl_search
-print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'detectron2',
-      detectron2.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+step env "${LIMIT:-20}" "$PY" benchmarks/gpu_check_report.py env --json "$WORK/env.json"
 
 seqnet_args=()
 [ -n "$SEQNET" ] && seqnet_args=(--seqnet "$SEQNET")
-bench=(python3 benchmarks/inference_speed.py --device cuda --fast "${seqnet_args[@]}"
-  --sizes 960x640 1500x900 --opts MODEL.RPN.CONV_DIMS "[-1]")
-step infer_b1_fp32 55 "${bench[@]}" --iters 30 --warmup 5 --json "$RESULTS/infer_b1_fp32.json"
-step infer_b1_fp16 55 "${bench[@]}" --iters 30 --warmup 5 --amp float16 \
+bench=("$PY" benchmarks/inference_speed.py --device "$DEVICE" --fast "${seqnet_args[@]}"
+  --sizes "${SIZES[@]}" --opts MODEL.RPN.CONV_DIMS "[-1]" "${NARROW[@]}")
+step infer_b1_fp32 "${LIMIT:-55}" "${bench[@]}" "${B1[@]}" --json "$RESULTS/infer_b1_fp32.json"
+step infer_b1_fp16 "${LIMIT:-55}" "${bench[@]}" "${B1[@]}" --amp "$HALF" \
   --json "$RESULTS/infer_b1_fp16.json"
-step infer_b32_fp32 55 "${bench[@]}" --batch 32 --iters 5 --warmup 2 \
-  --json "$RESULTS/infer_b32_fp32.json"
-step infer_b32_fp16 55 "${bench[@]}" --batch 32 --iters 5 --warmup 2 --amp float16 \
+step infer_b32_fp32 "${LIMIT:-55}" "${bench[@]}" "${B32[@]}" --json "$RESULTS/infer_b32_fp32.json"
+step infer_b32_fp16 "${LIMIT:-55}" "${bench[@]}" "${B32[@]}" --amp "$HALF" \
   --json "$RESULTS/infer_b32_fp16.json"
-step train_speed 60 python3 benchmarks/train_speed.py --device cuda --iters 8 --warmup 3 \
+step train_speed "${LIMIT:-60}" "$PY" benchmarks/train_speed.py --device "$DEVICE" "${TRAIN[@]}" \
   --json "$RESULTS/train_speed.json"
-step demo 90 python3 projects/stl_search/run_pipeline.py --device cuda --num-workers 4 \
-  --output /tmp/stl_gpu_demo
-cp /tmp/stl_gpu_demo/2_person_search/eval_metrics.json "$RESULTS/demo_metrics.json" 2>/dev/null
-step tests 80 python3 -m pytest -q -x tests --ignore=tests/test_foundation.py -p no:cacheprovider
+DEMO_OUT="$WORK/demo"
+step demo "${LIMIT:-90}" "$PY" projects/stl_search/run_pipeline.py --device "$DEVICE" "${DEMO[@]}" \
+  --output "$DEMO_OUT"
+cp "$DEMO_OUT/2_person_search/eval_metrics.json" "$RESULTS/demo_metrics.json" 2>/dev/null
+step tests "${LIMIT:-80}" "$PY" -m pytest -q -x "${TESTS[@]}" -p no:cacheprovider
 
-echo "  \"total_seconds\": $(($(date +%s) - START))" >>"$SUMMARY"
-echo "}" >>"$SUMMARY"
-cat "$SUMMARY"
+dry=()
+[ "$DRY_RUN" = 1 ] && dry=(--dry-run)
+"$PY" benchmarks/gpu_check_report.py summary --env "$WORK/env.json" --steps "$STEPS" \
+  --json "$RESULTS/summary.json" "${dry[@]}"

@@ -7,7 +7,7 @@ person-search training (seconds per iteration), on the synthetic data set, in on
         [--ps-config configs/synthetic/person_search.yaml]
 
     python benchmarks/train_speed.py --device cuda [--amp both|on|off] [--ims-per-batch 16] \
-        [--paper-config configs/Base-PersonSearch.yaml] [--json FILE]
+        [--paper-config configs/Base-PersonSearch.yaml] [--json FILE] [--opts KEY VALUE ...]
 
 With ``--device cuda`` (or ``--paper``) it times the person-search model at the paper's
 configuration instead: ``--paper-config`` (ResNet50-IBN-a + MRFP, 16 images per iteration,
@@ -73,10 +73,10 @@ def _sync() -> None:
 
 
 def paper_training_speed(
-    config: str, device: str, amp: bool, ims_per_batch: int, iters: int, warmup: int
+    config: str, device: str, amp: bool, ims_per_batch: int, iters: int, warmup: int, opts=()
 ) -> dict:
-    """Seconds per iteration and images/s of person-search training at ``config`` on the
-    synthetic training set, with ``SOLVER.AMP.ENABLED = amp``."""
+    """Seconds per iteration and images/s of person-search training at ``config`` (+ ``opts``,
+    KEY VALUE ...) on the synthetic training set, with ``SOLVER.AMP.ENABLED = amp``."""
     cfg = load_config(
         config,
         [
@@ -90,6 +90,7 @@ def paper_training_speed(
             "DATASETS.QUERY", "()",
             "DATALOADER.NUM_WORKERS", "0" if device == "cpu" else "4",
             "SEED", "0",
+            *opts,
         ],
     )  # fmt: skip
     cfg.freeze()
@@ -159,7 +160,13 @@ def paper_mode(args) -> None:
     rows = []
     for amp in settings:
         r = paper_training_speed(
-            args.paper_config, args.device, amp, args.ims_per_batch, args.iters, args.warmup
+            args.paper_config,
+            args.device,
+            amp,
+            args.ims_per_batch,
+            args.iters,
+            args.warmup,
+            args.opts,
         )
         rows.append(r)
         peak = f", peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""
@@ -201,6 +208,7 @@ def main() -> None:
         help="paper mode: the person-search config",
     )
     parser.add_argument("--json", default="", help="write the paper-mode figures here")
+    parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE ... (paper mode)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

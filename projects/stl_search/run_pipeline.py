@@ -2,7 +2,8 @@
 """The whole STL pipeline on the built-in synthetic long-tail data set, on the CPU.
 
     python projects/stl_search/run_pipeline.py [--output output/stl_pipeline] [--force]
-                                               [--data-format json]
+                                               [--data-format json] [--device cuda]
+                                               [--num-workers N] [--opts KEY VALUE ...]
 
 Steps (each a Detectron2-style command with its own log, progress and ETA):
   0. generate the synthetic data set (first time only) and plot its long tail;
@@ -91,6 +92,12 @@ def main(argv: Sequence[str] = None) -> None:
         help="json: train and evaluate from the synthetic set as a person-search JSON file",
     )
     parser.add_argument("--device", default=None, help="MODEL.DEVICE override (e.g. cuda)")
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        help="KEY VALUE ... config overrides of the training steps and the index build",
+    )
     args = parser.parse_args(argv)
     suffix = "_json" if args.data_format == "json" else ""
     out = os.path.abspath(args.output or os.path.join(REPO, "output", "stl_pipeline" + suffix))
@@ -100,7 +107,7 @@ def main(argv: Sequence[str] = None) -> None:
         ["DATALOADER.NUM_WORKERS", str(args.num_workers)] if args.num_workers is not None else []
     )
     device = ["MODEL.DEVICE", args.device] if args.device else []
-    extra += device
+    extra += device + list(args.opts)
     # An unfinished training step continues; --force starts it afresh.
     training_start = "--overwrite" if args.force else "--resume"
     t0 = time.time()
@@ -209,6 +216,7 @@ def main(argv: Sequence[str] = None) -> None:
             "MODEL.MRFP.ENABLED",
             "True",
             *device,
+            *args.opts,
         ],
         os.path.join(index_dir, "manifest.json"),
         args.force,
