@@ -5,7 +5,7 @@ Install into an environment that already has torch, torchvision and Detectron2
 
     pip install -e .
 
-Detectron2 is not on PyPI, so it is not listed in ``install_requires``: see docs/installing.md.
+Detectron2 is not on PyPI, so it is not listed in ``install_requires``: see README.md.
 """
 
 from setuptools import find_packages, setup
