@@ -330,23 +330,13 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--num-ids", type=int, default=482, help="ID classifier size (PRW: 482)")
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="MODEL.DEVICE (cuda where torch sees a GPU)",
-    )
-    parser.add_argument(
-        "--no-breakdown", action="store_true", help="skip the per-component timing pass"
-    )
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--device", default="cuda" if cuda else "cpu", help="MODEL.DEVICE")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
     parser.add_argument("--fast", action="store_true", help="add the named fast variant's row")
     parser.add_argument("--seqnet", default="", help="a local copy of SeqNet's source: add its row")
     parser.add_argument("--batch", type=int, default=1, help="images per call (side-by-side mode)")
-    parser.add_argument(
-        "--amp",
-        default="",
-        choices=["", "float16", "bfloat16"],
-        help="autocast dtype of the test-time AMP (TEST.AMP); empty: off",
-    )
+    parser.add_argument("--amp", default="", choices=["", "float16", "bfloat16"], help="TEST.AMP")
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE ... for every model")
     parser.add_argument("--json", default="", help="write the side-by-side figures here")
     args = parser.parse_args()

@@ -6,7 +6,8 @@ nowhere else:
 - ``launch``: both pick NCCL and assert one GPU per process whenever CUDA is available (v0.6
   even without one), whatever device the job asks for. :func:`launch` follows the requested
   device instead: Detectron2's launcher for GPU processes, an equivalent gloo launcher for CPU
-  processes.
+  processes. Neither version closes the process group when ``main_func`` returns;
+  :func:`launch` does, in every process it starts.
 - ``create_ddp_model``: both pass ``device_ids=[local_rank]``, which DDP rejects for CPU modules;
   ``DefaultTrainer.__init__`` calls it (both versions): :func:`cpu_ddp_in_default_trainer`.
 - ``SimpleTrainer`` data iterator: v0.6 creates it in ``__init__``, main lazily.
@@ -56,10 +57,14 @@ def launch(
             process, or GPU processes, run through Detectron2's launcher; several CPU processes
             through a gloo launcher that never touches CUDA.
         Other arguments: as Detectron2's ``launch``.
+
+    With more than one process, each runs ``main_func`` through :func:`_run_then_close`.
     """
     world_size = num_machines * num_gpus_per_machine
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world_size > 1:
+        main_func, args = _run_then_close, (main_func, *args)
     if world_size <= 1 or torch.device(device).type == "cuda":
         d2_launch(
             main_func,
@@ -121,6 +126,24 @@ def _cpu_worker(
             comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()
     main_func(*args)
+
+
+def _run_then_close(main_func: Callable, *args: Any) -> None:
+    """``main_func(*args)``, then a barrier, then the process group destroyed (also on error).
+
+    A process that exits with its process group alive leaves the group's C++ threads to the
+    interpreter's shutdown: a gloo process can then abort ("terminate called without an active
+    exception", SIGABRT) although its work is done. The barrier keeps every process's group alive
+    until all have finished; without it a fast process would close its connections while its
+    peers still talk to it. After an error there is no barrier (the peers may never reach it).
+    """
+    try:
+        main_func(*args)
+        comm.synchronize()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        comm._LOCAL_PROCESS_GROUP = None
 
 
 def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:

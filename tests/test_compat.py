@@ -50,7 +50,8 @@ def test_gpu_processes_and_the_default_device_use_detectron2s_launcher(one_gpu_m
     compat.launch(_main, 1, device="cuda")
     compat.launch(_main, 2, device="cuda:0", dist_url="tcp://127.0.0.1:1")
     compat.launch(_main, 2, dist_url="tcp://127.0.0.1:1")  # None: CUDA, since it is available
-    assert one_gpu_machine["d2_launch"] == [(_main, 1), (_main, 2), (_main, 2)]
+    closing = compat._run_then_close  # closes the process group when _main returns
+    assert one_gpu_machine["d2_launch"] == [(_main, 1), (closing, 2), (closing, 2)]
     assert one_gpu_machine["spawn"] == []
 
 

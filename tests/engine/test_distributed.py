@@ -1,13 +1,16 @@
 """Two CPU processes (gloo) started through ``stl_search.compat.launch`` (also where a GPU is
 visible) give the same person-search and Re-ID metrics as one process, and Re-ID
-pretraining runs its batches under DDP and exports."""
+pretraining runs its batches under DDP and exports; every process closes its process group
+before it exits."""
 
+import atexit
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
@@ -124,6 +127,34 @@ def _worker(root: str, out_dir: str, repo_root: str) -> None:
                 },
                 f,
             )
+
+
+def _record_group_at_exit(out_dir: str, fail: bool) -> None:
+    path = os.path.join(out_dir, f"rank{comm.get_rank()}.json")
+    atexit.register(lambda: _write_json(path, {"group_alive": dist.is_initialized()}))
+    if fail and comm.get_rank() == 1:
+        raise ValueError("main_func failed")
+
+
+def _write_json(path: str, value) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["returns", "raises"])
+def test_every_process_closes_its_group_before_exiting(tmp_path, fail):
+    """A gloo process exiting with its group alive can abort (SIGABRT) at interpreter shutdown.
+    When rank 1 raises, the launcher stops rank 0 (waiting at the final barrier) by a signal:
+    only rank 1 gets to its exit handlers."""
+    args = (str(tmp_path), fail)
+    if fail:
+        with pytest.raises(Exception, match="main_func failed"):
+            launch(_record_group_at_exit, 2, dist_url="auto", args=args, device="cpu")
+    else:
+        launch(_record_group_at_exit, 2, dist_url="auto", args=args, device="cpu")
+    for rank in (1,) if fail else (0, 1):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            assert json.load(f) == {"group_alive": False}, rank
 
 
 def _flat(d, prefix=""):
