@@ -4,6 +4,7 @@ shipped config's inference fast path, and is refused when made from other weight
 from __future__ import annotations
 
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -73,8 +74,9 @@ def test_search_and_index_run_on_an_export(deployed, pytorch_results, fmt, tmp_p
     assert np.abs(got.boxes - ref.boxes).max() <= 1.0
     cosine = (got.embeddings_float32() * ref.embeddings_float32()).sum(axis=1)
     assert cosine.min() >= 0.999
+    new_image = shutil.copy(deployed.query, tmp_path / "new_scene.png")  # not yet indexed
     index_cli.main(
-        ["add", "--index", str(tmp_path / "exported"), "--input", deployed.query]
+        ["add", "--index", str(tmp_path / "exported"), "--input", str(new_image)]
         + ["--threads", "1", "--export", export]
     )
     assert len(GalleryIndex.open(str(tmp_path / "exported"))) > len(got)

@@ -50,8 +50,8 @@ def test_nothing_detected_is_an_empty_answer(tiny_model, synthetic, two_images, 
     cfg.TEST.PERSON_SEARCH.SCORE_THRESH = 2.0
     q = synthetic[1][0]
     files = search.list_gallery(two_images)
-    model = PersonSearchPredictor(cfg).model
-    assert search.search(model, cfg, q["file_name"], q["query_box"], files) == []
+    predictor = PersonSearchPredictor(cfg)
+    assert search.search(predictor, q["file_name"], q["query_box"], files) == []
 
 
 def test_search_topk_must_be_positive(tmp_path, capsys):
