@@ -32,6 +32,7 @@ from detectron2.utils import comm
 from ..engine.predictor import PersonSearchPredictor
 from ..engine.setup import load_config
 from ..utils.io import atomic_write_json
+from ..utils.progress import Progress
 from .backends import build_ann
 from .shards import (
     FORMAT,
@@ -200,8 +201,10 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
     )
     thresh = float(plan["score_thresh"])
     done = {i: [] for i in range(len(shards))}
+    progress = Progress(len(records), "images (this process)", quiet=not comm.is_main_process())
     for batch, i in zip(loader, owner):
         done[i].extend(predictor.detect_mapped(batch))
+        progress.update(len(batch))
         shard = shards[i]
         if len(done[i]) == len(shard["records"]):
             dets = done.pop(i)
@@ -220,6 +223,7 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
                 embedding_dtype=plan.get("embedding_dtype", "float16"),
             )
             logger.info("Index %s: wrote %s", folder, shard["name"])
+    progress.close()
 
 
 def commit_index(folder: str) -> Dict:
