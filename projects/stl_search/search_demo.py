@@ -5,6 +5,8 @@ truth, then the same person found in a short video as sightings.
     python projects/stl_search/search_demo.py --index OUT/3_gallery_index --out OUT/search_demo
         [--query-index 0] [--query-split synthetic_query]
 
+0. Calibrates the image index on the query split (``index calibrate --target-fpr``, once):
+   the threshold the searches below use and the TPR at FPR 1e-2 and 1e-3.
 1. States the query (image, box, identity), searches the image index from one loaded session,
    marks each of the top hits green when it overlaps (IoU >= 0.5) an annotated box of the
    query's identity and red otherwise, prints the rank of the first correct hit, and saves
@@ -12,14 +14,15 @@ truth, then the same person found in a short video as sightings.
 2. Writes ``OUT_video.avi``: the gallery frames of the camera (other than the query's) where the
    query's identity is annotated most often, each frame held 0.5 s at 10 fps; indexes it
    (``index build --video-input ... --sample-fps 4``, the image index's config and weights),
-   runs ``index search`` on it, and prints its sightings beside the intervals in which the
-   identity is annotated.
+   copies the calibration (same weights), runs ``index search`` on it, and prints its
+   sightings beside the intervals in which the identity is annotated.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -36,6 +39,8 @@ sys.path.insert(0, REPO)
 
 import stl_search  # noqa: E402,F401  (registers the synthetic data set)
 from stl_search.index.builder import config_of  # noqa: E402
+from stl_search.index.calibration import CALIBRATION_FILE  # noqa: E402
+from stl_search.index.cli import main as index_command  # noqa: E402
 from stl_search.index.grid import draw_result_grid  # noqa: E402
 from stl_search.index.search_command import write_result  # noqa: E402
 from stl_search.index.session import QuerySession  # noqa: E402
@@ -158,6 +163,9 @@ def video_search(index: str, query: dict, gallery: List[dict], out: str) -> None
             check=True,
             cwd=REPO,
         )
+    calibration = os.path.join(index, CALIBRATION_FILE)
+    if os.path.isfile(calibration):  # a calibration holds for any index of the same weights
+        shutil.copyfile(calibration, os.path.join(video_index, CALIBRATION_FILE))
     box = " ".join(f"{v:.1f}" for v in query["query_box"])
     subprocess.run(
         [
@@ -188,7 +196,13 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--query-split", default="synthetic_query")
     parser.add_argument("--query-index", type=int, default=0)
     parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--target-fpr", type=float, default=1e-3, help="for the calibration")
     args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.index, CALIBRATION_FILE)):
+        index_command(
+            ["calibrate", "--index", args.index, "--dataset", args.query_split]
+            + ["--target-fpr", str(args.target_fpr)]
+        )
     query = DatasetCatalog.get(args.query_split)[args.query_index]
     gallery = DatasetCatalog.get(MetadataCatalog.get(args.query_split).gallery_name)
     image_search(args.index, query, gallery, args.out, args.topk)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 
 import cv2
 
@@ -27,7 +28,12 @@ def test_search_demo_marks_hits_and_finds_sightings_in_a_video(
     demo = _demo_module()
     query = synthetic[1][0]
     out = str(tmp_path / "demo")
-    demo.main(["--index", gallery_index, "--out", out, "--query-split", "index_syn_query"])
+    index = str(tmp_path / "index")
+    shutil.copytree(gallery_index, index)
+    demo.main(
+        ["--index", index, "--out", out, "--query-split", "index_syn_query"]
+        + ["--target-fpr", "0.25"]
+    )
     printed = capsys.readouterr().out
     assert f"query: {query['image_id']} box" in printed
     assert f"identity {query['identity']} (camera {query['camera_id']})" in printed
@@ -35,6 +41,7 @@ def test_search_demo_marks_hits_and_finds_sightings_in_a_video(
     assert cv2.imread(out + ".png") is not None and os.path.isfile(out + "_hits.csv")
     marked = [line for line in printed.splitlines() if line.strip().endswith(".jpg")]
     assert len(marked) == min(10, json.load(open(out + ".json"))["hits"][-1]["rank"])
+    assert os.path.isfile(os.path.join(index, "calibration.json"))
     if "annotated at" in printed:  # the tiny set's query identity is on another camera
         video = json.load(open(out + "_video.json"))
         assert video["sightings"] and video["sightings"][0]["kind"] == "video"
