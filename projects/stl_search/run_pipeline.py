@@ -15,7 +15,10 @@ Steps (each a Detectron2-style command with its own log, progress and ETA):
   3. person-search fine-tuning, STL + MRFP, then evaluation on the synthetic gallery and queries
      (train_net.py; writes eval_metrics.json);
   4. a gallery index of the synthetic gallery (``python -m stl_search.index build``);
-  5. one query against that index: its top hits (JSON, CSV) and the search picture.
+  5. one query against that index: its top hits marked right or wrong by the ground truth, the
+     rank of the first right one, the result grid; then a short video of another camera's
+     gallery frames indexed and searched for the same person: its sightings
+     (projects/stl_search/search_demo.py).
 A finished step is skipped when run again (and an unfinished training step resumes). ``--force``
 reruns every step from scratch: the training steps start afresh (``--overwrite`` instead of
 ``--resume``) and the index step rebuilds its index. The last lines name the output folder;
@@ -223,24 +226,16 @@ def main(argv: Sequence[str] = None) -> None:
     )
     demo = os.path.join(out, "search_demo")
     run(
-        "5/5 query the index: search picture",
+        "5/5 query the index (ground truth marked), then a video of the same gallery",
         [
             py,
-            "-m",
-            "stl_search.index",
-            "query",
+            os.path.join(REPO, "projects", "stl_search", "search_demo.py"),
             "--index",
             index_dir,
-            "--query",
-            query["file_name"],
-            "--box",
-            *[f"{v:.1f}" for v in query["query_box"]],
-            "--topk",
-            "5",
             "--out",
             demo,
         ],
-        demo + ".png",
+        demo + "_video.json",
         args.force,
     )
 

@@ -34,6 +34,7 @@ from detectron2.utils import comm
 
 from ..engine.predictor import PersonSearchPredictor
 from ..export.predictor import exported_predictor
+from ..utils.progress import Progress
 from .backends import GalleryTooSmall, ann_params, build_ann, remove_stale_ann_files
 from .manifest import (
     FORMAT,
@@ -255,8 +256,10 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
     )
     thresh = float(plan["score_thresh"])
     done = {i: [] for i in range(len(shards))}
+    progress = Progress(len(records), "images (this process)", quiet=not comm.is_main_process())
     for batch, i in zip(loader, owner):
         done[i].extend(predictor.detect_mapped(batch))
+        progress.update(len(batch))
         shard = shards[i]
         if len(done[i]) == len(shard["records"]):
             dets = done.pop(i)
@@ -277,6 +280,7 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
                 embedding_dtype=plan["embedding_dtype"],
             )
             logger.info("Index %s: wrote %s", folder, shard["name"])
+    progress.close()
 
 
 def _check_finite(detections, record: Dict) -> None:

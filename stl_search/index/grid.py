@@ -57,11 +57,13 @@ def _where(file_name: str, frame_index: int, timestamp: float) -> List[str]:
     return [name, f"{timestamp:.1f} s fr {frame_index}" if frame_index >= 0 else "image"]
 
 
-def result_cells(result, marks: Optional[Sequence[bool]] = None) -> List[dict]:
-    """The cells of ``result``: per sighting (or hit when there is none) its file, frame, box,
-    label lines and frame colour."""
+def result_cells(
+    result, marks: Optional[Sequence[bool]] = None, hits_only: bool = False
+) -> List[dict]:
+    """The cells of ``result``: per sighting (per hit when there is none, or with
+    ``hits_only``) its file, frame, box, label lines and frame colour."""
     cells = []
-    if result.sightings:
+    if result.sightings and not hits_only:
         for rank, s in enumerate(result.sightings, 1):
             label = [f"#{rank} {s.best_similarity:.3f}"]
             label += _where(s.best_file, s.best_frame_index, s.best_timestamp)
@@ -103,10 +105,13 @@ def draw_result_grid(
     query_box: Sequence[float],
     path: str,
     marks: Optional[Sequence[bool]] = None,
+    hits_only: bool = False,
     limit: int = 10,
     per_row: int = 6,
 ) -> None:
-    """Save the grid of the query and its first ``limit`` cells as an image at ``path``."""
+    """Save the grid of the query and its first ``limit`` cells as an image at ``path``
+    (``marks``: per cell, right or wrong; ``hits_only``: the hits even when there are
+    sightings)."""
     h, w = _CELL
     query_pixels = _pixels(query_image, -1)
     tiles = [
@@ -121,7 +126,7 @@ def draw_result_grid(
             _thumbnail(query_pixels, query_box, QUERY_COLOUR, w + 8),
         )
     ]
-    for cell in result_cells(result, marks)[:limit]:
+    for cell in result_cells(result, marks, hits_only)[:limit]:
         pixels = _pixels(cell["file"], cell["frame"])
         label = "\n".join((cell["label"] + ["", "", "", ""])[:5])
         crop = crop_cell(pixels, cell["box"], cell["colour"], label, (h, w))

@@ -103,13 +103,11 @@ def _embeddings(session: QuerySession, args) -> List[Tuple[np.ndarray, dict]]:
         queries = [(args.query, list(box)) for box in args.box]
     else:
         queries = read_query_list(args.queries)
-    out = []
-    for image in dict.fromkeys(q[0] for q in queries):  # one forward per image, in order
-        boxes = [box for name, box in queries if name == image]
-        for box, emb in zip(boxes, session.embed(image, boxes)):
-            out.append((emb, {"image": image, "box": box}))
-    order = {(q[0], tuple(q[1])): i for i, q in enumerate(queries)}
-    out.sort(key=lambda e: order[(e[1]["image"], tuple(e[1]["box"]))])
+    out = [None] * len(queries)
+    for image in dict.fromkeys(q[0] for q in queries):  # one forward per image
+        rows = [i for i, q in enumerate(queries) if q[0] == image]
+        for i, emb in zip(rows, session.embed(image, [queries[i][1] for i in rows])):
+            out[i] = (emb, {"image": image, "box": queries[i][1]})
     return out
 
 

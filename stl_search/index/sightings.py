@@ -94,10 +94,11 @@ class SourceTable:
             for s in gallery.manifest.get("sources", [])
             if s.get("kind") == "video" and s.get("sample_fps")
         }
-        unique_files, file_of_box = np.unique(files, return_inverse=True)
+        unique_files, first_box, file_of_box = np.unique(
+            files, return_index=True, return_inverse=True
+        )
         keys, kinds = [], []
-        for i, name in enumerate(unique_files):
-            first = int(np.argmax(file_of_box == i))
+        for name, first in zip(unique_files, first_box):
             if is_video[first]:
                 keys.append((name, name))
                 kinds.append("video")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import shutil
+import socket
 import subprocess
-import threading
+import sys
+import time
 import urllib.parse
+import urllib.request
 
 import cv2
 import numpy as np
@@ -83,34 +86,40 @@ def _browser():
     _browser() is None, reason="no headless browser (apt-get install chromium) for the page test"
 )
 def test_page_searches_in_a_headless_browser(served):
-    from werkzeug.serving import make_server  # noqa: PLC0415  (Flask's server, with Flask)
-
+    """``python -m stl_search.serve --index DIR --port P`` as a user runs it, and the page in
+    Chromium: it loads the index info, pre-fills the query from the URL, searches, shows rows."""
     session, _ = served
-    server = make_server("127.0.0.1", 0, create_app(session), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    with socket.socket() as probe:  # a free port for the server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "stl_search.serve", "--index", session.folder, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
     try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/api/index", timeout=1).read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.2)
         name = str(session.gallery.file_name[0])
         box = ",".join(f"{v:.1f}" for v in session.gallery.boxes[0])
         query = urllib.parse.urlencode({"file": name, "frame": -1, "box": box, "run": 1})
-        url = f"http://127.0.0.1:{server.server_port}/?{query}"
+        browser = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
         dom = subprocess.run(
-            [
-                _browser(),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--virtual-time-budget=30000",
-                "--dump-dom",
-                url,
-            ],
+            browser + ["--virtual-time-budget=30000", "--dump-dom", f"{base}/?{query}"],
             capture_output=True,
             text=True,
             timeout=120,
         ).stdout
     finally:
-        server.shutdown()
+        server.terminate()
+        server.wait(timeout=30)
     assert f"{len(session.gallery)} boxes, back end exact" in dom
     assert "back end exact, search" in dom  # the status line of the search the page ran
     assert dom.count('class="sighting"') >= 1 and dom.count('class="hit"') == 10
