@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from stl_search.engine.model import classifier_size_in_weights
-from stl_search.reid.export import load_model_state_dict
+from stl_search.reid.stl_init import load_model_state_dict
 from stl_search.tools.convert_imagenet import main as convert_main
 from stl_search.tools.visualize_features import load_base_nets
 from stl_search.utils.checkpoint import (
