@@ -19,7 +19,7 @@ import numpy as np
 from stl_search.utils.io import atomic_open
 
 from .galleries import GalleryDetections
-from .search import SearchResult
+from .search_metrics import SearchResult
 
 __all__ = ["draw_retrieval_grid", "grid_queries", "crop_cell"]
 
