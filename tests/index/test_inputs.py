@@ -84,7 +84,7 @@ def test_bad_inputs_are_named(tiny_model, synthetic, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "scene.jpg").write_text("not a picture either")
-    with pytest.raises(ValueError, match="scene.jpg: not a readable image"):
+    with pytest.raises(ValueError, match="scene.jpg: cannot decode the image"):
         build_index(str(tmp_path / "i3"), config, str(broken))
     bad_video = tmp_path / "bad.avi"
     bad_video.write_bytes(os.urandom(2048))
