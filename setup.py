@@ -37,7 +37,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "stl-search-export=stl_search.reid.export:main",
+            "stl-search-stl-init=stl_search.reid.stl_init:main",
         ]
     },
 )

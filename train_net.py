@@ -21,7 +21,7 @@ from detectron2.utils import comm
 import stl_search  # noqa: F401  (registers the model parts and data sets)
 from stl_search.compat import launch
 from stl_search.engine.model import build_inference_model
-from stl_search.engine.report import format_results_table
+from stl_search.engine.results_table import format_results_table
 from stl_search.engine.setup import argument_parser, load_config, setup
 from stl_search.engine.trainer import EVAL_ONLY_DIR, PersonSearchTrainer
 

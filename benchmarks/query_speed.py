@@ -32,7 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from stl_search.index.session import Filters, QuerySession  # noqa: E402
-from stl_search.index.shards import FORMAT, sha256_of, write_manifest, write_shard  # noqa: E402
+from stl_search.index.shards import FORMAT, write_manifest, write_shard  # noqa: E402
+from stl_search.utils.io import sha256_of  # noqa: E402
 
 
 def write_random_index(folder: str, boxes: int, dim: int = 256, videos: int = 20) -> None:

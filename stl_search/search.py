@@ -4,10 +4,8 @@
         --query QUERY.jpg --box x1 y1 x2 y2 --gallery FOLDER --out result.png [--topk 5] \
         [--export DIR] MODEL.WEIGHTS output/person_search/model_final.pth MODEL.DEVICE cpu
 
-The gallery goes into a temporary gallery index (:mod:`stl_search.index`: the predictor's
-detections, kept when their score reaches ``TEST.PERSON_SEARCH.SCORE_THRESH`` as in evaluation,
-searched exactly) and the query box through the predictor's identification path; prints the
-top-k and saves the query beside its top hits. For galleries searched more than once, build an
+Prints the top-k hits and saves the query beside them; the search itself is
+:func:`stl_search.index.folder_search.search`. For galleries searched more than once, build an
 index with ``python -m stl_search.index build`` and query it instead. ``--export DIR`` runs the
 ONNX or TorchScript export in DIR (``python -m stl_search.export``) instead of PyTorch; it is
 refused unless made from ``MODEL.WEIGHTS`` (sha256) with this config's settings.
@@ -16,50 +14,18 @@ refused unless made from ``MODEL.WEIGHTS`` (sha256) with this config's settings.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from typing import List, Sequence
 
 from .engine.predictor import PersonSearchPredictor
 from .engine.setup import load_config
 from .export.predictor import exported_predictor
 from .index.arguments import positive_int
-from .index.backends import ExactSearcher
-from .index.builder import commit_index, extract_shards, plan_index
-from .index.query import Hit, format_hits, search_index
+from .index.folder_search import list_gallery, search
+from .index.query import Hit, format_hits
 from .index.render import check_picture_path, render
-from .index.shards import GalleryIndex
-from .index.sources import image_records
 from .utils.cli import HelpFormatter
 
-__all__ = ["Hit", "search", "list_gallery", "main"]
-
-
-def list_gallery(folder: str) -> List[str]:
-    """Image files of ``folder`` (sorted); raises if there are none."""
-    return [r["file_name"] for r in image_records(folder, flag="--gallery")]
-
-
-def search(
-    predictor: PersonSearchPredictor,
-    query_image: str,
-    query_box: Sequence[float],
-    gallery_files: Sequence[str],
-) -> List[Hit]:
-    """All kept detections of ``gallery_files`` ranked by similarity to the query person.
-
-    ``predictor`` (its model: PyTorch or an export, prepared once) embeds the query and detects
-    in the gallery; its config gives the score threshold of the kept detections.
-    """
-    cfg = predictor.cfg
-    query_embedding = predictor.embed_query(query_image, query_box)
-    records = [{"file_name": f, "frame_index": -1, "timestamp": -1.0} for f in gallery_files]
-    with tempfile.TemporaryDirectory(prefix="stl_search_") as folder:
-        source = {"input": "gallery", "kind": "images", "sample_fps": None, "records": records}
-        plan_index(folder, [source], cfg, predictor=predictor)
-        extract_shards(folder, predictor=predictor)
-        commit_index(folder)
-        gallery = GalleryIndex.open(folder)
-        return search_index(gallery, ExactSearcher(gallery), query_embedding, len(gallery))
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

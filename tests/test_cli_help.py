@@ -27,7 +27,7 @@ MODULES = [
     "stl_search.export",
     "stl_search.export.parity",
     "stl_search.index",
-    "stl_search.reid.export",
+    "stl_search.reid.stl_init",
     "stl_search.search",
     "stl_search.tools.convert_imagenet",
     "stl_search.tools.visualize_features",

@@ -15,6 +15,7 @@ from stl_search.data.datasets.synthetic import PRESETS
 from stl_search.engine.model import resolve_training_metadata
 from stl_search.engine.predictor import PersonSearchPredictor
 from stl_search.engine.setup import load_config
+from stl_search.index import folder_search
 from stl_search.utils.checkpoint import AtomicCheckpointer
 
 
@@ -92,7 +93,7 @@ def test_search_rejects_a_box_outside_the_image(repo_root, tiny, tmp_path):
     )
     with pytest.raises(ValueError, match="not a box inside"):
         predictor = PersonSearchPredictor(cfg, model=torch.nn.Identity())
-        search.search(predictor, query["file_name"], [0, 0, 1e5, 10], [])
+        folder_search.search(predictor, query["file_name"], [0, 0, 1e5, 10], [])
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,8 @@ would then exceed 960: Detectron2's ``ResizeShortestEdge(INPUT.MIN_SIZE_*, INPUT
 is exactly that rule. The only training augmentation is a horizontal flip
 (``INPUT.HFLIP_PROB``). Person identities travel with the boxes as ``gt_person_ids``.
 
-Data set loaders read only image headers, so a truncated or oversized image shows up here, when
-its pixels are decoded; :func:`read_person_search_image` names the file in that error (PIL's own
-messages name none).
+Images are read by :func:`stl_search.utils.images.read_image`, which names the file in any
+decoding error (data set loaders read only image headers, so a bad image shows up here).
 """
 
 from __future__ import annotations
@@ -22,16 +21,12 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode
-from PIL import Image
+
+from ..utils.images import read_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "ImageReadError",
-    "PersonSearchDatasetMapper",
-    "build_person_search_augmentations",
-    "read_person_search_image",
-]
+__all__ = ["PersonSearchDatasetMapper", "build_person_search_augmentations"]
 
 MODES = ("train", "test", "query")
 
@@ -47,30 +42,6 @@ def build_person_search_augmentations(cfg, is_train: bool) -> List[T.Augmentatio
         else:
             augs.pop()
     return augs
-
-
-class ImageReadError(OSError):
-    """An image file exists but cannot be decoded (truncated, corrupt or too large)."""
-
-
-def read_person_search_image(file_name: str, image_format: str) -> np.ndarray:
-    """Detectron2's ``read_image``, with the file named in any decoding error.
-
-    Raises ``FileNotFoundError`` (Detectron2's, naming the file) for a missing file and
-    :class:`ImageReadError` naming the file for a truncated or corrupt one and for one above
-    PIL's decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS`` (about 179 MP refused).
-    """
-    try:
-        return utils.read_image(file_name, format=image_format)
-    except FileNotFoundError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(
-            f"{file_name}: image too large to decode safely ({e}); resize it, or raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if it is trusted"
-        ) from e
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated / corrupt data
-        raise ImageReadError(f"{file_name}: cannot decode the image ({e})") from e
 
 
 class PersonSearchDatasetMapper:
@@ -126,7 +97,7 @@ class PersonSearchDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = dataset_dict.get("image")
         if image is None:
-            image = read_person_search_image(dataset_dict["file_name"], self.image_format)
+            image = read_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

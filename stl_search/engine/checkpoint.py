@@ -1,7 +1,7 @@
 """``PersonSearchCheckpointer``: the atomic checkpointer, aware of STL exports when it loads, and
 strict about weights that do not fit the person-search model.
 
-An STL export (``stl_search.reid.export``) or a converted ImageNet file initialises only the
+An STL export (``stl_search.reid.stl_init``) or a converted ImageNet file initialises only the
 backbone and identification net of a person-search model. Loading one, the checkpointer says in
 one sentence what it left untouched (instead of Detectron2's list of missing keys) and warns when
 the pretraining crops do not cover what the identification RoIs cover. Which weights may be
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-from ..reid.export import PERSON_SEARCH_UNINITIALISED, crop_size_mismatch, describe_missing_keys
+from ..reid.stl_init import PERSON_SEARCH_UNINITIALISED, crop_size_mismatch, describe_missing_keys
 from ..utils.checkpoint import AtomicCheckpointer
 
 __all__ = ["EMBEDDING_BN_PREFIX", "INFERENCE_UNUSED_PREFIX", "PersonSearchCheckpointer"]

@@ -22,30 +22,17 @@ from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
-from detectron2.data import detection_utils as utils
-from PIL import Image
 
 from ..data.mapper import PersonSearchDatasetMapper
 from ..modeling.fast_path import prepare_inference_model
+from ..utils.images import read_image
 from .model import build_inference_model
 
-__all__ = ["Detections", "PersonSearchPredictor", "ImageLike", "read_image"]
+__all__ = ["Detections", "PersonSearchPredictor", "ImageLike"]
 
 #: An image path, a BGR ``H x W x 3`` uint8 array (as ``cv2.imread`` returns), or a data set dict
 #: (``file_name``, optionally ``image`` already in ``INPUT.FORMAT``).
 ImageLike = Union[str, np.ndarray, Dict]
-
-
-def read_image(path: str, image_format: str) -> np.ndarray:
-    """The pixels of an image file as the evaluation reads them (Detectron2's ``read_image``).
-
-    Raises:
-        ValueError: naming the file when it is not a readable image.
-    """
-    try:
-        return utils.read_image(path, format=image_format)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:  # the last: > 179 MP
-        raise ValueError(f"{path}: not a readable image ({e})") from None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from .galleries import (
 )
 from .inference import inference_on_person_search
 from .report import plot_gallery_size_curve
-from .search import SearchResult, reid_iou_threshold, search_metrics
+from .search_metrics import SearchResult, reid_iou_threshold, search_metrics
 
 __all__ = [
     "PersonSearchEvaluator",

@@ -5,9 +5,9 @@ It only collects and gathers: gallery detections (``process``) and query embeddi
 (``process_queries``), gathered from all processes in ``evaluate``. Scoring is delegated, as in
 Detectron2's ``COCOEvaluator``: :mod:`.protocol_inputs` turns the data set dicts and the collected
 predictions into the arrays of the protocol core (:mod:`.galleries`, :mod:`.detection`,
-:mod:`.search`), and :mod:`.report` writes the JSON and the gallery-size curve. Use it through
-:func:`stl_search.evaluation.inference_on_person_search`. Data set dicts and model outputs follow
-``../../docs/interfaces.md``; the protocol is described in ``../../docs/protocol.md``.
+:mod:`.search_metrics`), and :mod:`.report` writes the JSON and the gallery-size curve. Use it
+through :func:`stl_search.evaluation.inference_on_person_search`. Data set dicts and model outputs
+follow ``../../docs/interfaces.md``; the protocol is described in ``../../docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ..data.datasets import default_query_split
 from . import protocol_inputs as P
 from .detection import detection_metrics
 from .report import write_report
-from .search import SearchResult, search_metrics
 from .search_authors import authors_search_metrics, detection_identities
+from .search_metrics import SearchResult, search_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             distributed: gather from all processes with ``comm.gather``; evaluate on the main one.
             feature_dtype: storage of gallery embeddings ("float32" reproduces the reference;
                 "float16" halves the memory).
-            search_protocol: "seqnet" (SeqNet's rule, :mod:`.search`) or "authors": SeqNet's
+            search_protocol: "seqnet" (SeqNet's rule, :mod:`.search_metrics`) or "authors": SeqNet's
                 rule still gives ``search*``, the paper's authors' rule
                 (:mod:`.search_authors`) is reported beside it as ``search_authors*``.
             retrieval_grid: (queries, top-k) of the report's retrieval grid; 0 draws none.

@@ -1,5 +1,5 @@
 """From Detectron2 data set dicts and the evaluator's collected predictions to the arrays of the
-protocol core (:mod:`.galleries`, :mod:`.detection`, :mod:`.search`).
+protocol core (:mod:`.galleries`, :mod:`.detection`, :mod:`.search_metrics`).
 
 Pure functions (no catalog look-up, no I/O): the evaluator fetches the dicts and passes them in.
 Gallery dicts follow ``../../docs/interfaces.md`` (``image_id``, ``camera_id``, ``annotations``

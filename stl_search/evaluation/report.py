@@ -20,7 +20,7 @@ from stl_search.utils.io import atomic_open, atomic_write_json
 from .detection import DetectionResult
 from .galleries import GalleryDetections
 from .retrieval_grid import draw_retrieval_grid
-from .search import SearchResult
+from .search_metrics import SearchResult
 
 
 def write_report(

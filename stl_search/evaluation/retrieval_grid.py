@@ -16,10 +16,11 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from stl_search.utils.images import read_image
 from stl_search.utils.io import atomic_open
 
 from .galleries import GalleryDetections
-from .search import SearchResult
+from .search_metrics import SearchResult
 
 __all__ = ["draw_retrieval_grid", "grid_queries", "crop_cell"]
 
@@ -93,9 +94,13 @@ def draw_retrieval_grid(
 
     def read(file_name: str) -> Optional[np.ndarray]:
         if file_name not in cache:
-            cache[file_name] = cv2.imread(file_name)
-            if cache[file_name] is None:
-                logger.warning("retrieval grid: cannot read %s (grey cell)", file_name)
+            try:
+                cache[file_name] = read_image(file_name, "BGR")
+            except (
+                OSError
+            ) as e:  # a missing or undecodable image: FileNotFoundError, ImageReadError
+                cache[file_name] = None
+                logger.warning("retrieval grid: %s (grey cell)", e)
         return cache[file_name]
 
     rows = []

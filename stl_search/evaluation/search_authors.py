@@ -1,4 +1,4 @@
-"""The search metrics as the paper's authors compute them, beside SeqNet's (:mod:`.search`).
+"""The search metrics as the paper's authors compute them, beside SeqNet's (:mod:`.search_metrics`).
 
 The paper (4.3) regards a detection as correct when its IoU with a ground-truth box is *larger
 than* 0.5, and its authors' evaluation labels every gallery detection before any query is seen:
@@ -16,7 +16,7 @@ than* 0.5, and its authors' evaluation labels every gallery detection before any
 
 The search scope (which gallery images a query searches, and the recall denominator) is the
 protocol's :class:`.QueryGalleries`, the same as SeqNet's rule gets. Ties in similarity go to the
-detection that comes first in the gallery arrays, as in :mod:`.search`. Pure NumPy.
+detection that comes first in the gallery arrays, as in :mod:`.search_metrics`. Pure NumPy.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from .csr import ranges
 from .detection import average_precision, matched_box_iou
 from .galleries import GalleryDetections, QueryGalleries
-from .search import SearchResult
+from .search_metrics import SearchResult
 
 __all__ = ["authors_search_metrics", "detection_identities"]
 

@@ -1,6 +1,6 @@
-"""Scoring kernels of the person-search metrics (internal to :mod:`.search`).
+"""Scoring kernels of the person-search metrics (internal to :mod:`.search_metrics`).
 
-Array conventions are those of :mod:`.search`: "kept" detections are the gallery detections
+Array conventions are those of :mod:`.search_metrics`: "kept" detections are the gallery detections
 above the score threshold, re-indexed 0..N-1 image-major; ``det_starts``/``det_counts`` give each
 gallery image's range. A query's gallery detections ("dets") are the kept detections of its
 images, and its similarities ("s") are aligned with them. Ties are broken towards the lower

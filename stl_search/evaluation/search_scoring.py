@@ -4,7 +4,7 @@ each protocol's candidate true positives, and the two similarity strategies (int
 "pairs" computes, per protocol, only the products each query needs and scores all queries at once
 (CBGM: query by query); "matmul" computes one product per chunk of queries against all kept
 detections, shared by the protocols, and scores query by query. :func:`.search.search_metrics`
-chooses one (:data:`STRATEGIES`) and calls its ``score``. Array conventions: :mod:`.search`.
+chooses one (:data:`STRATEGIES`) and calls its ``score``. Array conventions: :mod:`.search_metrics`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ trace: one image per call, the RPN's top-k and NMS thresholds, the box NMS thres
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import io
 import logging
@@ -34,7 +33,7 @@ import torch
 import torchvision
 from detectron2.config import CfgNode
 
-from ..utils.io import _fsync_directory, atomic_open, atomic_write_json
+from ..utils.io import _fsync_directory, atomic_open, atomic_write_json, sha256_of
 from .graphs import GalleryGraph, QueryGraph, check_exportable, prepare_for_export
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "describe",
     "example_image",
     "export_person_search",
-    "file_sha256",
     "fixed_settings",
     "resize_spec",
 ]
@@ -149,17 +147,6 @@ def _versions(fmt: str) -> Dict[str, object]:
     return versions
 
 
-def file_sha256(path: str) -> Optional[str]:
-    """Of the weights file, so that a runtime can tell whether an export matches a checkpoint."""
-    if not path or not os.path.isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fixed_settings(cfg: CfgNode) -> Dict[str, object]:
     """The settings a trace turns into constants (``export.json`` ``"fixed"``)."""
     rpn = cfg.MODEL.RPN
@@ -228,7 +215,7 @@ def describe(
         "model": {
             "mrfp": bool(cfg.MODEL.MRFP.ENABLED),
             "weights": cfg.MODEL.WEIGHTS,
-            "weights_sha256": file_sha256(cfg.MODEL.WEIGHTS),
+            "weights_sha256": sha256_of(cfg.MODEL.WEIGHTS, missing_ok=True),
         },
         "versions": _versions(fmt),
     }
@@ -319,7 +306,7 @@ def export_person_search(
         ):
             path = os.path.join(staging, name + FORMATS[fmt])
             _write_graph(graph.eval(), args, fmt, name, path)
-            hashes[name] = file_sha256(path)
+            hashes[name] = sha256_of(path)
         description = describe(cfg, fmt, model.roi_heads.id_head.embedding_dim, hashes)
         atomic_write_json(description, os.path.join(staging, DESCRIPTION_FILE))
         _replace_folder(staging, out_dir)

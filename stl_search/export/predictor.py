@@ -21,7 +21,7 @@ from typing import Optional
 from detectron2.config import CfgNode
 
 from ..engine.predictor import PersonSearchPredictor
-from .exporter import file_sha256
+from ..utils.io import sha256_of
 from .runtime import ExportedPersonSearch
 
 __all__ = ["exported_predictor"]
@@ -50,7 +50,7 @@ def exported_predictor(
         export_dir, num_threads=num_threads, score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
     )
     if weights_sha256 is None:
-        weights_sha256 = file_sha256(cfg.MODEL.WEIGHTS)
+        weights_sha256 = sha256_of(cfg.MODEL.WEIGHTS, missing_ok=True)
     if weights_sha256 is not None and exported.weights_sha256 != weights_sha256:
         raise ValueError(
             f"--export {export_dir} was made from other weights (sha256 "

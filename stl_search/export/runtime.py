@@ -30,7 +30,8 @@ import torchvision  # noqa: F401  (registers torchvision::nms / roi_align for To
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from .exporter import DESCRIPTION_FILE, FORMATS, file_sha256, fixed_settings
+from ..utils.io import sha256_of
+from .exporter import DESCRIPTION_FILE, FORMATS, fixed_settings
 
 __all__ = ["ExportedPersonSearch", "check_same_settings"]
 
@@ -114,7 +115,9 @@ class ExportedPersonSearch:
 
     def made_from(self, weights_file: str) -> bool:
         """Whether this export was made from ``weights_file`` (its sha256 in ``export.json``)."""
-        return self.weights_sha256 is not None and self.weights_sha256 == file_sha256(weights_file)
+        return self.weights_sha256 is not None and self.weights_sha256 == sha256_of(
+            weights_file, missing_ok=True
+        )
 
     def check_config(self, cfg) -> None:
         """Raise ``ValueError`` naming each setting where ``cfg`` differs from the export: the
@@ -173,7 +176,7 @@ def _checked_graph_file(export_dir: str, description: Dict, name: str) -> str:
             f"{os.path.join(export_dir, DESCRIPTION_FILE)}: graphs.{name} records no sha256 "
             "(written before graph hashes were recorded): export the model again"
         )
-    actual = file_sha256(path)
+    actual = sha256_of(path, missing_ok=True)
     if actual != recorded:
         raise ValueError(
             f"{path} is not the {name} graph that {DESCRIPTION_FILE} describes (sha256 "

@@ -21,8 +21,8 @@ from typing import Dict, Tuple
 import faiss
 import numpy as np
 
-from ..utils.io import atomic_open
-from .shards import GalleryIndex, sha256_of
+from ..utils.io import atomic_open, sha256_of
+from .shards import GalleryIndex
 
 __all__ = [
     "BACKENDS",

@@ -34,6 +34,7 @@ from detectron2.utils import comm
 
 from ..engine.predictor import PersonSearchPredictor
 from ..export.predictor import exported_predictor
+from ..utils.io import sha256_of
 from ..utils.progress import Progress
 from .backends import GalleryTooSmall, ann_params, build_ann, remove_stale_ann_files
 from .manifest import (
@@ -46,7 +47,7 @@ from .manifest import (
     write_plan,
 )
 from .model import config_of, index_predictor, resolve_weights
-from .shards import GalleryIndex, sha256_of, shard_is_done, shard_records, write_shard
+from .shards import GalleryIndex, shard_is_done, shard_records, write_shard
 from .sources import load_record
 
 __all__ = ["plan_index", "extract_shards", "commit_index", "set_backend", "PLAN"]

@@ -23,10 +23,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, pairwise_iou
 
 from ..engine.predictor import PersonSearchPredictor
+from ..utils.io import sha256_of
 from ..utils.progress import Progress
 from .builder import config_of
 from .calibration import Calibration, PairHistogram
-from .shards import read_manifest, sha256_of
+from .shards import read_manifest
 
 __all__ = ["add_calibrate_parser", "run_calibrate", "labelled_detections", "pair_histogram"]
 

@@ -16,7 +16,7 @@ from detectron2.config import CfgNode
 
 from ..engine.predictor import PersonSearchPredictor
 from ..engine.setup import load_config
-from .shards import sha256_of
+from ..utils.io import sha256_of
 
 __all__ = ["config_of", "resolve_weights", "index_predictor"]
 

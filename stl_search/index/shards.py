@@ -22,14 +22,13 @@ and with the manifest, and every box must point at one of the shard's records.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..utils.io import atomic_open
+from ..utils.io import atomic_open, sha256_of
 from .manifest import FORMAT, read_manifest, shard_name
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "write_shard",
     "shard_is_done",
     "shard_records",
-    "sha256_of",
 ]
 
 _ARRAYS = ("boxes", "scores", "record", "file_name", "frame_index", "timestamp")
@@ -46,14 +44,6 @@ _ARRAYS = ("boxes", "scores", "record", "file_name", "frame_index", "timestamp")
 
 class ShardError(ValueError):
     """A shard that is missing, corrupt, or belongs to another index (the message names it)."""
-
-
-def sha256_of(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_shard(

@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from ..engine.predictor import read_image
+from ..utils.images import read_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -3,7 +3,7 @@
 The whole ResNet-IBN-a (stem..res5, res5 first stride ``MODEL.IBN.RES5_STRIDE``) from the same
 builder as the person-search model, global average pooling, a BN neck (``BatchNorm1d``, frozen
 zero bias) and a bias-free ID classifier. Its parameters are named so that STL step 2
-(:mod:`stl_search.reid.export`) maps them one to one onto the person-search model:
+(:mod:`stl_search.reid.stl_init`) maps them one to one onto the person-search model:
 ``backbone.{stem,res2,res3,res4,res5}.*``, ``bnneck.*``, ``classifier.*``; the centre-loss
 centres (``center_loss.centers``) are training state only and are not exported.
 

@@ -38,8 +38,8 @@ from ..utils.checkpoint import AtomicCheckpointer
 from ..utils.io import atomic_write_json
 from ..utils.output_dir import write_run_config
 from .evaluation import extract_features, reid_metrics
-from .export import export_for_person_search, save_person_search_init
 from .model import ReIDNet
+from .stl_init import export_for_person_search, save_person_search_init
 
 __all__ = [
     "ReIDTrainer",

@@ -12,7 +12,7 @@ Names become Detectron2's ResNet names (``stem.conv1.*``, ``res2.0.conv1.norm.{I
 ``res2.0.shortcut.*``); ``fc.*`` is dropped (logged); any other key is an error.
 ``--for reid`` writes ``backbone.*`` (``MODEL.WEIGHTS`` of the STL pretraining network);
 ``--for person_search`` (default) writes the person-search keys of the STL export
-(:mod:`stl_search.reid.export`): base nets, MRFP neck copy of res3, identification nets — the
+(:mod:`stl_search.reid.stl_init`): base nets, MRFP neck copy of res3, identification nets — the
 embedding BN then stays at its initialisation, as in the paper's ImageNet rows.
 
 torchvision-style ResNets put the stride in the 3x3 conv: use ``MODEL.RESNETS.STRIDE_IN_1X1 False``.
@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 
 from ..modeling.backbone.resnet_ibn import BLOCKS_PER_STAGE, STAGE_NAMES
-from ..reid.export import (
+from ..reid.stl_init import (
     export_for_person_search,
     parse_conversion_args,
     save_person_search_init,

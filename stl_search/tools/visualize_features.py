@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
-from detectron2.data.detection_utils import read_image
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -37,6 +36,7 @@ from ..data.mapper import build_person_search_augmentations
 from ..engine.setup import load_config
 from ..utils.checkpoint import read_weights_file
 from ..utils.cli import HelpFormatter
+from ..utils.images import read_image
 from ..utils.io import atomic_open
 
 __all__ = ["BASE_NET_STAGES", "RANDOM", "feature_maps", "load_base_nets", "render_feature_grid"]
@@ -81,7 +81,7 @@ def load_base_nets(cfg: CfgNode, weights: str, stages: Sequence[str], seed: int 
 
 def _network_input(cfg: CfgNode, path: str) -> np.ndarray:
     """The image of ``path`` in ``INPUT.FORMAT``, resized by the test-time rule (H, W, 3)."""
-    image = read_image(path, format=cfg.INPUT.FORMAT)
+    image = read_image(path, cfg.INPUT.FORMAT)
     aug = T.AugInput(image)
     T.AugmentationList(build_person_search_augmentations(cfg, False))(aug)
     return aug.image

@@ -13,12 +13,13 @@ left alone, live or not.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import secrets
 import socket
-from typing import IO, Any, Iterator, List, Tuple
+from typing import IO, Any, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -142,3 +143,19 @@ def safe_torch_load(path: str) -> Any:
     """
     with open(path, "rb") as f:
         return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def sha256_of(path: str, *, missing_ok: bool = False) -> Optional[str]:
+    """The hex sha256 of the file at ``path``: how the index, the export and their checks tell
+    whether a weights file, shard or graph is the one recorded.
+
+    ``missing_ok``: None for an empty path or one that is not a file (e.g. weights given as a
+    catalog name) instead of ``FileNotFoundError``.
+    """
+    if missing_ok and (not path or not os.path.isfile(path)):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -22,8 +22,9 @@ from stl_search.data.build import (
     build_person_search_train_loader,
 )
 from stl_search.data.datasets.prw import load_prw_queries, load_prw_scenes
-from stl_search.data.mapper import ImageReadError, PersonSearchDatasetMapper
-from stl_search.engine.predictor import read_image as predictor_read_image
+from stl_search.data.mapper import PersonSearchDatasetMapper
+from stl_search.engine.predictor import PersonSearchPredictor
+from stl_search.utils.images import ImageReadError, read_image
 
 from . import fixtures as fx
 
@@ -157,13 +158,14 @@ def test_huge_image_error_names_the_file(tmp_path, prw_root):
         PersonSearchDatasetMapper(_cfg(), mode="train")(dict(d, file_name="missing.jpg"))
 
 
-def test_inference_reader_names_huge_and_truncated_images(tmp_path, prw_root):
-    # The predictor (search, index) reads images itself before the mapper.
+def test_one_reader_names_huge_and_truncated_images(tmp_path, prw_root):
+    # The predictor (search, index) reads images with the mapper's reader, before the mapper;
+    # callers catching ValueError (bad input) or OSError (unreadable file) both see the error.
     huge = str(tmp_path / "huge.png")
     fx.write_png_header_only(huge, 16384, 16384)  # 256 MP
-    with pytest.raises(ValueError, match=r"huge.png: not a readable image \(.*exceeds limit"):
-        predictor_read_image(huge, "BGR")
+    with pytest.raises(ValueError, match=r"huge.png: image too large to decode safely"):
+        read_image(huge, "BGR")
     cut = str(tmp_path / "cut.jpg")
     fx.write_truncated_copy(os.path.join(prw_root, "frames", "c1s2_000300.jpg"), cut)
-    with pytest.raises(ValueError, match=r"cut.jpg: not a readable image \(.*truncated"):
-        predictor_read_image(cut, "BGR")
+    with pytest.raises(OSError, match=r"cut.jpg: cannot decode the image \(.*truncated"):
+        PersonSearchPredictor(_cfg(), model=torch.nn.Identity()).as_record(cut)

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from ..engine.test_weights_files import _evil_files
+from ..engine.helpers import evil_files
 
 SMALL = [
     "MODEL.DEVICE",  # a plain Detectron2 config keeps the cuda default: the CPU is stated
@@ -75,7 +75,7 @@ def test_user_default_trainer_trains_and_evaluates(repo_root, data_root, tmp_pat
 
 
 def test_user_default_trainer_runs_no_code_from_weights_or_config(repo_root, data_root, tmp_path):
-    marker, files = _evil_files(tmp_path)
+    marker, files = evil_files(tmp_path)
     out = str(tmp_path / "run")
     log = _run(
         repo_root,

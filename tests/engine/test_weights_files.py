@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from stl_search.engine.model import classifier_size_in_weights
-from stl_search.reid.export import load_model_state_dict
+from stl_search.reid.stl_init import load_model_state_dict
 from stl_search.tools.convert_imagenet import main as convert_main
 from stl_search.tools.visualize_features import load_base_nets
 from stl_search.utils.checkpoint import (
@@ -26,40 +26,12 @@ from stl_search.utils.checkpoint import (
 from stl_search.utils.safe_pickle import ForbiddenPickleGlobal, safe_pickle_load
 
 from ..tiny_configs import tiny_person_search_cfg
-
-
-class _WritesMarker:
-    """Unpickling this calls ``open(marker, "w")``: a file appears when the pickle runs code."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def _evil_files(tmp_path):
-    """A Detectron2-model-zoo-like ``.pkl``, a ``.pth`` and a ``.pt`` whose loading would write
-    ``tmp_path/marker``."""
-    marker = str(tmp_path / "marker")
-    payload = {
-        "model": {"weight": np.ones((2, 3), dtype=np.float32)},
-        "__author__": "model zoo",
-        "extra": _WritesMarker(marker),
-    }
-    files = {}
-    with open(tmp_path / "evil.pkl", "wb") as f:
-        pickle.dump(payload, f)
-    files["pkl"] = str(tmp_path / "evil.pkl")
-    for ext in ("pth", "pt"):
-        torch.save(payload, tmp_path / f"evil.{ext}")
-        files[ext] = str(tmp_path / f"evil.{ext}")
-    return marker, files
+from .helpers import evil_files
 
 
 @pytest.mark.parametrize("ext", ["pkl", "pth", "pt"])
 def test_a_weights_file_with_code_is_refused_and_its_code_never_runs(tmp_path, ext):
-    marker, files = _evil_files(tmp_path)
+    marker, files = evil_files(tmp_path)
     model = torch.nn.Linear(3, 2)
     with pytest.raises(pickle.UnpicklingError) as error:
         AtomicCheckpointer(model).resume_or_load(files[ext], resume=False)
@@ -70,7 +42,7 @@ def test_a_weights_file_with_code_is_refused_and_its_code_never_runs(tmp_path, e
 
 
 def test_last_checkpoint_may_name_only_a_file_inside_output_dir(tmp_path):
-    marker, files = _evil_files(tmp_path)
+    marker, files = evil_files(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     model = torch.nn.Linear(3, 2)
@@ -82,7 +54,7 @@ def test_last_checkpoint_may_name_only_a_file_inside_output_dir(tmp_path):
 
 
 def test_every_other_load_path_refuses_code(tmp_path):
-    marker, files = _evil_files(tmp_path)
+    marker, files = evil_files(tmp_path)
     for path in files.values():
         with pytest.raises(pickle.UnpicklingError):
             load_model_state_dict(path)  # STL export CLI
@@ -125,7 +97,7 @@ def test_model_zoo_pickles_of_numpy_arrays_still_load(tmp_path):
 def test_the_malicious_pickle_test_can_fail(tmp_path):
     """What the tests above guard against: plain unpickling (Detectron2's ``.pkl`` loader) runs
     the payload (in a child process)."""
-    marker, files = _evil_files(tmp_path)
+    marker, files = evil_files(tmp_path)
     code = f"import pickle; pickle.load(open({files['pkl']!r}, 'rb'))"
     subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), check=False)
     assert os.path.exists(marker)
@@ -180,7 +152,7 @@ def test_an_empty_or_text_weights_file_is_named_as_such(tmp_path, ext):
 
 
 def test_code_refusal_names_the_global_without_torchs_unsafe_advice(tmp_path):
-    marker, files = _evil_files(tmp_path)
+    marker, files = evil_files(tmp_path)
     with pytest.raises(pickle.UnpicklingError) as error:
         read_weights_file(files["pth"])
     message = str(error.value)

@@ -12,8 +12,8 @@ from detectron2.modeling import build_model
 
 from stl_search.engine.checkpoint import PersonSearchCheckpointer
 from stl_search.engine.model import build_inference_model
-from stl_search.reid.export import export_for_person_search, save_person_search_init
 from stl_search.reid.model import ReIDNet
+from stl_search.reid.stl_init import export_for_person_search, save_person_search_init
 from stl_search.utils.checkpoint import AtomicCheckpointer, WeightsMismatchError
 
 from ..reid.helpers import tiny_reid_cfg

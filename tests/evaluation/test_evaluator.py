@@ -16,19 +16,7 @@ from stl_search.evaluation import PersonSearchEvaluator
 
 from . import fixtures as F
 from . import seqnet_reference as ref
-
-
-def run(evaluator, gallery, queries, rng=None, split_calls=True):
-    evaluator.reset()
-    gi, go = F.fake_gallery_outputs(gallery, rng)
-    evaluator.process(gi[:2], go[:2])
-    evaluator.process(gi[2:], go[2:])
-    qi, qo = F.fake_query_outputs(queries, rng)
-    if split_calls:
-        evaluator.process_queries(qi, qo)
-    else:  # query outputs through `process` are recognised too
-        evaluator.process(qi, qo)
-    return evaluator.evaluate()
+from .helpers import run
 
 
 def test_prw_known_numbers_json_and_gather(tmp_path):

@@ -13,7 +13,7 @@ from stl_search.evaluation import PersonSearchEvaluator
 from stl_search.evaluation.retrieval_grid import FALSE_COLOUR, QUERY_COLOUR, TRUE_COLOUR
 
 from . import fixtures as F
-from .test_evaluator import run
+from .helpers import run
 
 
 def test_authors_protocol_reported_beside_seqnet():

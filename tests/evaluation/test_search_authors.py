@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from stl_search.evaluation.galleries import GalleryDetections, explicit_galleries
-from stl_search.evaluation.search import search_metrics
 from stl_search.evaluation.search_authors import authors_search_metrics, detection_identities
+from stl_search.evaluation.search_metrics import search_metrics
 
 TARGET = [0.0, 0.0, 100.0, 200.0]  # large: SeqNet's IoU threshold is 0.5 for it
 OTHER = [30.0, 0.0, 130.0, 200.0]  # another person, overlapping the target

@@ -17,24 +17,12 @@ from stl_search.export.__main__ import main as export_main
 from stl_search.utils.checkpoint import AtomicCheckpointer
 
 from ..modeling.helpers import synthetic_input
-from ..tiny_configs import tiny_person_search_cfg
+from .helpers import tiny_export_cfg
 
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_seeded_thread):
     """Every test here runs on one seeded thread (see tests/conftest.py)."""
-
-
-def tiny_export_cfg(mrfp: bool):
-    """The tiny model; the MRFP one sees RGB input, so that the runtime's channel flip is tested,
-    and is built with the sync-free post-processing (the paper configs' default), which the
-    export must replace by the traceable reference path."""
-    cfg = tiny_person_search_cfg(mrfp=mrfp)
-    if mrfp:
-        cfg.INPUT.FORMAT = "RGB"
-        cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SyncFreeRPN"
-        cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE = True
-    return cfg
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from stl_search.modeling.sync_free_postprocess import SyncFreeRPN
 
 from ..modeling.helpers import synthetic_input
 from ..tiny_configs import tiny_person_search_cfg
-from .conftest import tiny_export_cfg
+from .helpers import tiny_export_cfg
 
 
 def test_export_json_describes_the_graphs(exported):

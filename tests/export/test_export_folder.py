@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from stl_search.export import ExportedPersonSearch, export_person_search
 from stl_search.export import exporter as exporter_module
 
-from .conftest import tiny_export_cfg
+from .helpers import tiny_export_cfg
 
 
 def _files(folder):

@@ -12,7 +12,7 @@ from stl_search.export import ExportedPersonSearch, export_person_search
 from stl_search.export.parity import compare_detections, compare_rankings
 
 from ..modeling.helpers import synthetic_input
-from .conftest import tiny_export_cfg
+from .helpers import tiny_export_cfg
 
 CASES = [(mrfp, fmt) for mrfp in (True, False) for fmt in ("torchscript", "onnx")]
 IDS = [f"{'mrfp' if m else 'baseline'}-{f}" for m, f in CASES]

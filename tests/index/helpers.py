@@ -1,11 +1,12 @@
 """Helpers of the index tests: the build command with the tests' settings, index contents,
-galleries of chosen images, models of other weights."""
+galleries of chosen images, models of other weights, a test video."""
 
 from __future__ import annotations
 
 import os
 from typing import Dict, List, Sequence
 
+import cv2
 import numpy as np
 import torch
 from detectron2.modeling import build_model
@@ -90,3 +91,21 @@ def save_model(cfg, folder, seed: int, nan_parameter: str = None) -> str:
             dict(model.named_parameters())[nan_parameter].fill_(float("nan"))
     AtomicCheckpointer(model, save_dir=str(folder)).save("model")
     return os.path.join(str(folder), "model.pth")
+
+
+def write_video(path: str, frames: int = 25, fps: float = 10.0, size=(160, 96)) -> list:
+    """An MJPG video of moving rectangles; returns the frames as OpenCV reads them back."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        frame = np.full((size[1], size[0], 3), 90, np.uint8)
+        x = 5 + 4 * i
+        frame[20:80, x : x + 25] = rng.integers(0, 255, 3)
+        writer.write(frame)
+    writer.release()
+    capture, decoded = cv2.VideoCapture(path), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return decoded
+        decoded.append(frame)

@@ -14,7 +14,8 @@ from stl_search.index import builder
 from stl_search.index.backends import ExactSearcher
 from stl_search.index.cli import main
 from stl_search.index.query import search_index
-from stl_search.index.shards import GalleryIndex, sha256_of
+from stl_search.index.shards import GalleryIndex
+from stl_search.utils.io import sha256_of
 
 from .helpers import assert_same_index, build_index, contents
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 
@@ -15,25 +14,7 @@ from stl_search.index.cli import main
 from stl_search.index.shards import GalleryIndex, ShardError
 from stl_search.index.sources import sample_frame_indices, video_records
 
-from .helpers import build_index, contents
-
-
-def write_video(path: str, frames: int = 25, fps: float = 10.0, size=(160, 96)) -> list:
-    """An MJPG video of moving rectangles; returns the frames as OpenCV reads them back."""
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    rng = np.random.default_rng(0)
-    for i in range(frames):
-        frame = np.full((size[1], size[0], 3), 90, np.uint8)
-        x = 5 + 4 * i
-        frame[20:80, x : x + 25] = rng.integers(0, 255, 3)
-        writer.write(frame)
-    writer.release()
-    capture, decoded = cv2.VideoCapture(path), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return decoded
-        decoded.append(frame)
+from .helpers import build_index, contents, write_video
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +65,7 @@ def test_bad_inputs_are_named(tiny_model, synthetic, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "scene.jpg").write_text("not a picture either")
-    with pytest.raises(ValueError, match="scene.jpg: not a readable image"):
+    with pytest.raises(ValueError, match="scene.jpg: cannot decode the image"):
         build_index(str(tmp_path / "i3"), config, str(broken))
     bad_video = tmp_path / "bad.avi"
     bad_video.write_bytes(os.urandom(2048))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from stl_search.index.manifest import ManifestError
-from stl_search.index.shards import GalleryIndex, ShardError, sha256_of
+from stl_search.index.shards import GalleryIndex, ShardError
+from stl_search.utils.io import sha256_of
 from stl_search.utils.output_dir import OutputDirInUseError
 
 from .helpers import build_index, save_model

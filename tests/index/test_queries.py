@@ -10,6 +10,7 @@ import pytest
 
 from stl_search import search
 from stl_search.engine.predictor import PersonSearchPredictor
+from stl_search.index import folder_search
 from stl_search.index.cli import main
 
 from .helpers import build_index
@@ -49,9 +50,9 @@ def test_nothing_detected_is_an_empty_answer(tiny_model, synthetic, two_images, 
     cfg = tiny_model[1].clone()
     cfg.TEST.PERSON_SEARCH.SCORE_THRESH = 2.0
     q = synthetic[1][0]
-    files = search.list_gallery(two_images)
+    files = folder_search.list_gallery(two_images)
     predictor = PersonSearchPredictor(cfg)
-    assert search.search(predictor, q["file_name"], q["query_box"], files) == []
+    assert folder_search.search(predictor, q["file_name"], q["query_box"], files) == []
 
 
 def test_search_topk_must_be_positive(tmp_path, capsys):
@@ -63,7 +64,7 @@ def test_search_topk_must_be_positive(tmp_path, capsys):
 
 def test_search_names_its_gallery_flag(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"--gallery {tmp_path} holds or matches no"):
-        search.list_gallery(str(tmp_path))
+        folder_search.list_gallery(str(tmp_path))
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,7 @@ from stl_search.index.shards import GalleryIndex
 from stl_search.index.sightings import SourceTable, group_sightings
 from stl_search.index.sources import sample_frame_indices
 
-from .helpers import build_index
-from .test_inputs import write_video
+from .helpers import build_index, write_video
 
 
 def _fake_gallery(records, dim=8, sources=()):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stl_search.index.cli import main
-from stl_search.index.shards import sha256_of
+from stl_search.utils.io import sha256_of
 
 from .helpers import add_images, build_index, gallery_of, save_model
 

@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 
 from stl_search.modeling.fast_path import prepare_inference_model
 
-from .test_fast_path import _assert_same_detections, _inputs, _randomise_norms, _run
+from .helpers import assert_same_detections, fast_path_inputs, randomise_norms, run_batches
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,14 +32,14 @@ def test_compiled_base_nets_give_the_same_detections_and_embeddings(cfg):
     if _compile_unavailable():
         pytest.skip(_compile_unavailable())
     torch._dynamo.reset()
-    model = _randomise_norms(build_model(cfg))
+    model = randomise_norms(build_model(cfg))
     cfg.TEST.FAST_PATH.FOLD_BN = True
     cfg.TEST.FAST_PATH.COMPILE = "default"
     fast = prepare_inference_model(model, cfg)
     assert fast is not model and fast.backbone._compiled_call_impl is not None
     assert model.backbone._compiled_call_impl is None  # the given model is never touched
-    inputs = _inputs([(96, 64), (96, 64)])
-    _assert_same_detections(_run(model, inputs), _run(fast, inputs))
+    inputs = fast_path_inputs([(96, 64), (96, 64)])
+    assert_same_detections(run_batches(model, inputs), run_batches(fast, inputs))
 
 
 def test_compile_alone_turns_the_fast_path_on_and_a_bad_mode_is_named(cfg):

@@ -18,60 +18,23 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from stl_search.modeling.backbone.resnet_ibn import IBN
 from stl_search.modeling.fast_path import fold_batchnorm, prepare_inference_model
 
-from .helpers import synthetic_input
-
-SIZES = [(96, 64), (96, 64), (80, 72), (112, 64)]
-
-
-def _randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every batch norm non-trivial statistics and affine parameters (a fresh model's are the
-    identity, which would make folding trivially exact)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (_BatchNorm, FrozenBatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            if m.bias.requires_grad or isinstance(m, FrozenBatchNorm2d):
-                m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return model.eval()
-
-
-def _inputs(sizes=SIZES):
-    out = []
-    for i, (h, w) in enumerate(sizes):
-        d = synthetic_input(h=h, w=w, seed=i)
-        out.append({"image": d["image"], "height": h, "width": w})
-    return out
-
-
-def _run(model, inputs, batch: int = 1):
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch):
-            outs.extend(model(inputs[i : i + batch]))
-    return [o["instances"] for o in outs]
-
-
-def _assert_same_detections(ref, new, min_cos: float = 0.9999):
-    for a, b in zip(ref, new):
-        assert len(a) == len(b) > 0
-        diff = (a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max().item()
-        assert diff <= 0.5, f"boxes moved by {diff:.3f} px"
-        cos = (a.pred_embeddings * b.pred_embeddings).sum(dim=1)
-        assert cos.min().item() >= min_cos, cos.min().item()
+from .helpers import (
+    assert_same_detections,
+    fast_path_inputs,
+    randomise_norms,
+    run_batches,
+)
 
 
 @pytest.fixture
 def model(cfg):
-    return _randomise_norms(build_model(cfg))
+    return randomise_norms(build_model(cfg))
 
 
 @pytest.mark.parametrize("freeze_at", [0, 5])
 def test_folded_batchnorm_gives_the_same_detections_and_embeddings(cfg, freeze_at):
     cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at  # 5: the base nets' norms are FrozenBatchNorm2d
-    model = _randomise_norms(build_model(cfg))
+    model = randomise_norms(build_model(cfg))
     cfg.TEST.FAST_PATH.FOLD_BN = True
     fast = prepare_inference_model(model, cfg)
     assert fast is not model
@@ -81,8 +44,8 @@ def test_folded_batchnorm_gives_the_same_detections_and_embeddings(cfg, freeze_a
     assert all(isinstance(m.BN, nn.Identity) for m in fast.modules() if isinstance(m, IBN))
     if freeze_at:
         assert any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.modules())
-    inputs = _inputs()
-    _assert_same_detections(_run(model, inputs), _run(fast, inputs))
+    inputs = fast_path_inputs()
+    assert_same_detections(run_batches(model, inputs), run_batches(fast, inputs))
     # The reference model is untouched (a copy was folded).
     assert sum(isinstance(m, _BatchNorm) for m in model.modules()) > 1
 
@@ -100,16 +63,16 @@ def test_channels_last_gives_the_same_detections_and_embeddings(cfg, model):
     cfg.TEST.FAST_PATH.CHANNELS_LAST = True
     fast = prepare_inference_model(model, cfg)
     assert fast.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    inputs = _inputs()
-    _assert_same_detections(_run(model, inputs), _run(fast, inputs))
+    inputs = fast_path_inputs()
+    assert_same_detections(run_batches(model, inputs), run_batches(fast, inputs))
 
 
 def test_every_piece_together(cfg, model):
     cfg.TEST.FAST_PATH.FOLD_BN = True
     cfg.TEST.FAST_PATH.CHANNELS_LAST = True
     fast = prepare_inference_model(model, cfg)
-    inputs = _inputs()
-    _assert_same_detections(_run(model, inputs), _run(fast, inputs))
+    inputs = fast_path_inputs()
+    assert_same_detections(run_batches(model, inputs), run_batches(fast, inputs))
 
 
 def test_no_piece_on_returns_the_model_itself_in_its_mode(cfg, model):
@@ -148,13 +111,13 @@ def test_one_door_for_plain_ddp_and_prepared_models(cfg, model, tmp_path):
 @pytest.mark.parametrize("batch", [2, 4])
 def test_batched_inference_equals_one_image_at_a_time(model, batch):
     """Images of equal and of different sizes in one batch: same detections, same order."""
-    inputs = _inputs()
-    _assert_same_detections(_run(model, inputs, 1), _run(model, inputs, batch))
+    inputs = fast_path_inputs()
+    assert_same_detections(run_batches(model, inputs, 1), run_batches(model, inputs, batch))
 
 
 def test_batched_query_mode_equals_one_query_at_a_time(model):
-    inputs = _inputs()
-    dets = _run(model, inputs)
+    inputs = fast_path_inputs()
+    dets = run_batches(model, inputs)
     queries = [dict(x, query_boxes=Boxes(d.pred_boxes.tensor[:2])) for x, d in zip(inputs, dets)]
     with torch.no_grad():
         one = [model([q])[0]["query_embedding"] for q in queries]
@@ -205,7 +168,7 @@ def test_autocast_embeddings_within_cosine_0999_in_float32(cfg, model, dtype):
     cos = (ref * low).sum(dim=1)
     assert cos.min().item() >= 0.999, cos.min().item()
     with torch.no_grad():
-        detections = _run(amp, _inputs())
+        detections = run_batches(amp, fast_path_inputs())
     assert all(
         d.pred_embeddings.dtype == d.pred_boxes.tensor.dtype == torch.float32 for d in detections
     )

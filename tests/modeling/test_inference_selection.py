@@ -14,7 +14,7 @@ from detectron2.structures import Boxes, Instances
 from stl_search.engine.setup import ConfigKeyError, load_config
 from stl_search.modeling import PersonSearchRCNN
 
-from .test_sync_free_postprocess import _assert_same, _inputs, _run
+from .helpers import assert_same_instances, rescaled_inputs, run_inference
 
 
 @pytest.mark.parametrize("value", [True, False])
@@ -44,8 +44,8 @@ def test_sync_free_roi_heads_on_the_reference_rpn_give_the_same_detections(cfg):
     heads_only = build_model(cfg).eval()
     heads_only.load_state_dict(ref.state_dict())
     assert type(heads_only.proposal_generator) is RPN and heads_only.roi_heads.sync_free_inference
-    inputs = _inputs()
-    _assert_same(_run(ref, inputs, 2), _run(heads_only, inputs, 2))
+    inputs = rescaled_inputs()
+    assert_same_instances(run_inference(ref, inputs, 2), run_inference(heads_only, inputs, 2))
 
 
 def _instances(size, boxes, seed):

@@ -20,9 +20,7 @@ from detectron2.utils.events import EventStorage
 
 from stl_search.modeling.sync_free_postprocess import SyncFreeRPN
 
-from .helpers import synthetic_input
-
-SIZES = [(96, 64), (96, 64), (80, 72), (112, 64)]
+from .helpers import assert_same_instances, rescaled_inputs, run_inference, synthetic_input
 
 
 def sync_free(cfg):
@@ -45,59 +43,30 @@ def _models(cfg, state_dict=None):
     return ref, fast
 
 
-def _inputs(sizes=SIZES):
-    out = []
-    for i, (h, w) in enumerate(sizes):
-        d = synthetic_input(h=h, w=w, seed=i)
-        # A different output size exercises detector_postprocess's rescaling.
-        out.append({"image": d["image"], "height": h * 2, "width": w * 3 // 2})
-    return out
-
-
-def _run(model, inputs, batch: int, do_postprocess: bool = True):
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch):
-            outs.extend(model.inference(inputs[i : i + batch], do_postprocess=do_postprocess))
-    return [o["instances"] for o in outs] if do_postprocess else outs
-
-
-def _assert_same(ref, new):
-    assert len(ref) == len(new)
-    for a, b in zip(ref, new):
-        assert a.image_size == b.image_size
-        assert list(a.get_fields()) == list(b.get_fields())
-        assert len(a) == len(b), (len(a), len(b))
-        assert torch.equal(a.pred_classes, b.pred_classes)
-        diff = (a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max().item() if len(a) else 0.0
-        assert diff <= 0.5, f"boxes moved by {diff:.4f} px"
-        torch.testing.assert_close(b.pred_boxes.tensor, a.pred_boxes.tensor, rtol=0, atol=1e-4)
-        torch.testing.assert_close(b.scores, a.scores, rtol=0, atol=1e-6)
-        torch.testing.assert_close(b.pred_embeddings, a.pred_embeddings, rtol=0, atol=1e-5)
-
-
 @pytest.mark.parametrize("batch", [1, 2])
 def test_same_detections_and_embeddings_as_the_reference_path(cfg, batch):
     ref, fast = _models(cfg)
-    inputs = _inputs()
-    expected = _run(ref, inputs, batch)
+    inputs = rescaled_inputs()
+    expected = run_inference(ref, inputs, batch)
     assert all(len(x) > 0 for x in expected)
-    _assert_same(expected, _run(fast, inputs, batch))
+    assert_same_instances(expected, run_inference(fast, inputs, batch))
     # Without post-processing: the detections in the input frame.
-    _assert_same(_run(ref, inputs, batch, False), _run(fast, inputs, batch, False))
+    assert_same_instances(
+        run_inference(ref, inputs, batch, False), run_inference(fast, inputs, batch, False)
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_same_detections_when_the_score_threshold_filters_candidates(cfg, batch):
-    inputs = _inputs()
+    inputs = rescaled_inputs()
     ref, _ = _models(cfg)
-    scores = torch.cat([x.scores for x in _run(ref, inputs, 1)])
+    scores = torch.cat([x.scores for x in run_inference(ref, inputs, 1)])
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = scores.median().item()
     ref, fast = _models(cfg, ref.state_dict())
-    expected = _run(ref, inputs, batch)
+    expected = run_inference(ref, inputs, batch)
     n = sum(len(x) for x in expected)
     assert 0 < n < len(scores)  # the threshold dropped some, not all
-    _assert_same(expected, _run(fast, inputs, batch))
+    assert_same_instances(expected, run_inference(fast, inputs, batch))
 
 
 def _every_third_row_nan(fn):
@@ -136,28 +105,28 @@ def test_same_detections_with_degenerate_and_empty_boxes(cfg, batch):
     cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 12  # the RPN drops small proposals
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 200  # fewer survive: dropped ones reach the box head
     ref, fast = (_make_degenerate(m) for m in _models(cfg))
-    inputs = _inputs()
-    expected = _run(ref, inputs, batch)
+    inputs = rescaled_inputs()
+    expected = run_inference(ref, inputs, batch)
     # The degenerate cases happen: empty boxes in the output frame are dropped by the reference,
     # and the sync-free RPN passes -inf proposals on.
-    raw = _run(ref, inputs, batch, do_postprocess=False)
+    raw = run_inference(ref, inputs, batch, do_postprocess=False)
     assert sum(len(x) for x in expected) < sum(len(x) for x in raw)
     assert sum(len(x) for x in expected) > 0
     with torch.no_grad():
         images = fast.preprocess_image(inputs[:1])
         proposals, _ = fast.proposal_generator(images, fast.backbone(images.tensor), None)
     assert torch.isinf(proposals[0].objectness_logits).any()
-    _assert_same(expected, _run(fast, inputs, batch))
-    _assert_same(raw, _run(fast, inputs, batch, do_postprocess=False))
+    assert_same_instances(expected, run_inference(fast, inputs, batch))
+    assert_same_instances(raw, run_inference(fast, inputs, batch, do_postprocess=False))
 
 
 def test_mixed_gallery_and_query_batch(cfg):
     ref, fast = _models(cfg)
-    inputs = _inputs()[:2]
+    inputs = rescaled_inputs()[:2]
     query = dict(inputs[1], query_boxes=torch.tensor([[4.0, 4.0, 30.0, 80.0]]))
     with torch.no_grad():
         a, b = ref([inputs[0], query]), fast([inputs[0], query])
-    _assert_same([a[0]["instances"]], [b[0]["instances"]])
+    assert_same_instances([a[0]["instances"]], [b[0]["instances"]])
     torch.testing.assert_close(b[1]["query_embedding"], a[1]["query_embedding"])
 
 
@@ -183,5 +152,5 @@ def test_same_detections_under_bfloat16_autocast(cfg):
     cfg.TEST.AMP.ENABLED = True
     cfg.TEST.AMP.DTYPE = "bfloat16"
     ref, fast = _models(cfg)
-    inputs = _inputs()
-    _assert_same(_run(ref, inputs, 2), _run(fast, inputs, 2))
+    inputs = rescaled_inputs()
+    assert_same_instances(run_inference(ref, inputs, 2), run_inference(fast, inputs, 2))

@@ -5,8 +5,8 @@ import torch
 import torchvision
 from detectron2.modeling import build_model
 
-from stl_search.reid.export import PERSON_SEARCH_UNINITIALISED
 from stl_search.reid.model import ReIDNet
+from stl_search.reid.stl_init import PERSON_SEARCH_UNINITIALISED
 from stl_search.tools.convert_imagenet import (
     convert_for,
     convert_imagenet_resnet,

@@ -11,7 +11,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from stl_search.engine.setup import load_config
-from stl_search.reid.export import load_model_state_dict
+from stl_search.reid.stl_init import load_model_state_dict
 from stl_search.reid.trainer import build_reid_model, evaluate_reid, run_pretraining
 
 from ..tiny_configs import SHORT_PRETRAINING_OPTS

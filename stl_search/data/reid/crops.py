@@ -33,6 +33,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 from torch.utils.data import Dataset
 
+from ...utils.images import read_image
 from ...utils.io import atomic_open, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -176,11 +177,7 @@ class ReIDCropDataset(Dataset):
     def _read(self, file_name: str) -> np.ndarray:
         image = self._images.get(file_name)
         if image is None:
-            image = cv2.imread(file_name, cv2.IMREAD_COLOR)
-            if image is None:
-                raise FileNotFoundError(f"{file_name}: cannot read image")
-            if self.image_format == "RGB":
-                image = np.ascontiguousarray(image[..., ::-1])
+            image = read_image(file_name, self.image_format)
             self._images[file_name] = image
             while len(self._images) > self._decoded_cache:
                 self._images.popitem(last=False)

@@ -23,7 +23,7 @@ none and ``BatchNorm`` restores them from version-less state dicts. Loading the 
 (``roi_heads.box_head.*``, ``roi_heads.box_predictor.*``) and the ID classifier
 (``roi_heads.id_loss.*``) uninitialised; :func:`describe_missing_keys` says so in words.
 
-CLI: ``python -m stl_search.reid.export <pretrain checkpoint> <out.pth> [--no-mrfp-neck]``.
+CLI: ``python -m stl_search.reid.stl_init <pretrain checkpoint> <out.pth> [--no-mrfp-neck]``.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def describe_missing_keys(missing_keys: Iterable[str]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stl_search.reid.export",
+        prog="python -m stl_search.reid.stl_init",
         description=(
             "STL step 2: Re-ID pretraining checkpoint -> person-search initialisation "
             "(MODEL.WEIGHTS)."

@@ -8,7 +8,8 @@ from detectron2.modeling import build_model
 
 from stl_search.engine.checkpoint import PersonSearchCheckpointer
 from stl_search.engine.setup import load_config
-from stl_search.reid.export import (
+from stl_search.reid.model import ReIDNet
+from stl_search.reid.stl_init import (
     PERSON_SEARCH_UNINITIALISED,
     crop_size_mismatch,
     describe_missing_keys,
@@ -16,10 +17,9 @@ from stl_search.reid.export import (
     load_model_state_dict,
     save_person_search_init,
 )
-from stl_search.reid.export import (
-    main as export_main,
+from stl_search.reid.stl_init import (
+    main as stl_init_main,
 )
-from stl_search.reid.model import ReIDNet
 
 from ..tiny_configs import tiny_person_search_cfg
 from .helpers import tiny_reid_cfg
@@ -54,7 +54,7 @@ def test_export_loads_into_person_search_with_exactly_the_detector_and_classifie
     torch.save({"model": reid_sd, "iteration": 3}, pretrain)
     out = tmp_path / "stl_init.pth"
     args = [str(pretrain), str(out)] + ([] if mrfp else ["--no-mrfp-neck"])
-    assert export_main(args) == 0
+    assert stl_init_main(args) == 0
 
     model = build_model(tiny_person_search_cfg(mrfp=mrfp, freeze_at=freeze_at))
     incompatible = _load(model, str(out))
@@ -168,5 +168,5 @@ def test_export_refuses_to_overwrite_its_input(tmp_path):
     (tmp_path / "link.pth").symlink_to(pretrain)
     for out in (pretrain, tmp_path / "." / "model_final.pth", tmp_path / "link.pth"):
         with pytest.raises(SystemExit):
-            export_main([str(pretrain), str(out)])
+            stl_init_main([str(pretrain), str(out)])
     assert pretrain.read_bytes() == before
