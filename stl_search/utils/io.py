@@ -8,11 +8,16 @@ so each run removes those its killed predecessors left in its output folder
 itself, and only those written on this machine by a process that is gone. A pid says nothing
 about a process of another machine: on a shared file system, the temp files of other hosts are
 left alone, live or not.
+
+A write that fails (a folder that cannot be made or written, a full disk) raises an ``OSError``
+of the same errno (so the same subclass: ``PermissionError`` ...) that names the target, never
+the temp file the user has not heard of; a full disk is said as such.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -63,6 +68,19 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def _write_error(error: OSError, path: str) -> OSError:
+    """``error`` (of making the folder, or creating, writing, syncing or renaming the temp file
+    of ``path``) said as a failure to write ``path``, with its errno kept."""
+    if error.errno == errno.ENOSPC:
+        reason = "the disk is full (no space left on device)"
+    else:
+        reason = error.strerror or str(error)
+    named = error.filename
+    if named and named != path and not _TEMP_NAME.match(os.path.basename(str(named))):
+        reason += f" ({named})"  # a folder on the way
+    return OSError(error.errno, f"cannot write {path}: {reason}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success, fsync it, rename it over ``path`` and
@@ -70,19 +88,29 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
 
     A crash or an exception leaves the previous ``path`` (if any) untouched; an exception also
     leaves no temp file.
+
+    Raises:
+        OSError: naming ``path`` (module docstring) when the folder cannot be made or the file
+            cannot be written (a full disk included). An ``OSError`` of the caller's code that
+            names another file, or has no errno (this project's own subclasses), passes unchanged.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = _create_temp_file(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = _create_temp_file(path)
+    except OSError as e:
+        raise _write_error(e, path) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp, path):
+            raise _write_error(e, path) from None
         raise
     _fsync_directory(directory)
 
