@@ -64,6 +64,7 @@ class PersonSearchTrainer(DefaultTrainer):
     def __init__(self, cfg: CfgNode):
         if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
             raise ValueError("SOLVER.AMP.ENABLED needs CUDA; set it to False with MODEL.DEVICE cpu")
+        check_lr_steps(cfg)
         if cfg.SEED < 0:  # one seed for the stream, resolved once and saved in the checkpoints
             frozen, cfg = cfg.is_frozen(), cfg.clone()
             cfg.defrost()
@@ -202,6 +203,23 @@ class PersonSearchTrainer(DefaultTrainer):
                 os.path.join(output_dir, "eval_metrics.json"),
             )
         return results
+
+
+def check_lr_steps(cfg: CfgNode) -> None:
+    """Refuse a learning-rate drop (``SOLVER.STEPS``) at or after the last iteration: it never
+    happens, and Detectron2 only warns. Typically ``SOLVER.MAX_ITER`` was shortened on the
+    command line and the config's ``SOLVER.STEPS`` kept.
+
+    Raises:
+        ValueError: naming both keys and their values.
+    """
+    late = [step for step in cfg.SOLVER.STEPS if step >= cfg.SOLVER.MAX_ITER]
+    if late:
+        raise ValueError(
+            f"SOLVER.STEPS {tuple(cfg.SOLVER.STEPS)} has step(s) {late} at or after "
+            f"SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: such a learning-rate drop never happens. "
+            "Set SOLVER.STEPS below SOLVER.MAX_ITER (or to () for no drop)."
+        )
 
 
 def query_split_for(cfg: CfgNode, gallery_name: str) -> str:
