@@ -19,7 +19,7 @@ hooks); this class overrides its builders only, and changes, with reasons:
   evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically;
   Detectron2's JSONWriter owns ``metrics.json``) and the evaluator's files to
   ``OUTPUT_DIR/inference/``; an ``--eval-only`` run writes both into ``OUTPUT_DIR/eval/``
-  (:data:`EVAL_ONLY_DIR`), leaving the training run's evaluation as it was;
+  (``stl_search.utils.output_dir.EVAL_ONLY_DIR``), leaving the training run's evaluation as it was;
 - ``resume_or_load``: a resume writes ``config.yaml`` once the checkpoint has loaded (``setup``
   leaves an earlier run's copy alone until then).
 """
@@ -53,9 +53,6 @@ from .checkpoint import PersonSearchCheckpointer
 from .model import resolve_training_metadata
 
 logger = logging.getLogger(__name__)
-
-#: The folder of ``OUTPUT_DIR`` an ``--eval-only`` run writes its results into.
-EVAL_ONLY_DIR = "eval"
 
 
 class PersonSearchTrainer(DefaultTrainer):
