@@ -68,17 +68,29 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _write_error(error: OSError, path: str) -> OSError:
+def write_error(error: OSError, path: str, *internal: str) -> OSError:
     """``error`` (of making the folder, or creating, writing, syncing or renaming the temp file
-    of ``path``) said as a failure to write ``path``, with its errno kept."""
-    if error.errno == errno.ENOSPC:
-        reason = "the disk is full (no space left on device)"
-    else:
-        reason = error.strerror or str(error)
-    named = error.filename
-    if named and named != path and not _TEMP_NAME.match(os.path.basename(str(named))):
-        reason += f" ({named})"  # a folder on the way
-    return OSError(error.errno, f"cannot write {path}: {reason}")
+    of ``path``) said as a failure to write ``path``, with its errno kept (so its subclass).
+
+    The file ``error`` names is added when it is a folder on the way, not ``path`` itself, a temp
+    file of :func:`atomic_open` or one of ``internal`` (a writer's own staging names).
+    """
+    reason = getattr(error, "write_reason", None)  # already said by an inner write
+    if reason is None:
+        if error.errno == errno.ENOSPC:
+            reason = "the disk is full (no space left on device)"
+        else:
+            reason = error.strerror or str(error)
+        named = str(error.filename) if error.filename else ""
+        if (
+            named
+            and named not in (path, *internal)
+            and not _TEMP_NAME.match(os.path.basename(named))
+        ):
+            reason += f" ({named})"  # a folder on the way
+    said = OSError(error.errno, f"cannot write {path}: {reason}")
+    said.write_reason = reason
+    return said
 
 
 @contextlib.contextmanager
@@ -99,7 +111,7 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = _create_temp_file(path)
     except OSError as e:
-        raise _write_error(e, path) from None
+        raise write_error(e, path) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -110,7 +122,7 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp, path):
-            raise _write_error(e, path) from None
+            raise write_error(e, path) from None
         raise
     _fsync_directory(directory)
 
