@@ -23,7 +23,8 @@ from stl_search.compat import launch
 from stl_search.engine.model import build_inference_model
 from stl_search.engine.results_table import format_results_table
 from stl_search.engine.setup import argument_parser, load_config, setup
-from stl_search.engine.trainer import EVAL_ONLY_DIR, PersonSearchTrainer
+from stl_search.engine.trainer import PersonSearchTrainer
+from stl_search.utils.output_dir import EVAL_ONLY_DIR
 
 
 def main(args):

@@ -2,6 +2,8 @@
 and the temp files of a killed writer removed at the next start (only those)."""
 
 import argparse
+import errno
+import json
 import os
 import signal
 import stat
@@ -130,3 +132,48 @@ def test_a_run_start_removes_the_leftovers_of_a_killed_run(tmp_path):
     setup(args)
     assert not [p for p in out.iterdir() if p.name.endswith(io.TEMP_SUFFIX)]
     assert (out / "config.yaml").is_file()
+
+
+def test_a_write_that_cannot_start_names_the_target_not_the_temp_file(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for target in (str(tmp_path / "a_file" / "hits.json"), "/proc/stl-search-test.json"):
+        with pytest.raises(OSError) as caught:
+            atomic_write_json({"a": 1}, target)
+        message = str(caught.value)
+        assert f"cannot write {target}:" in message, message
+        assert io.TEMP_SUFFIX not in message, message
+        assert caught.value.errno is not None
+    assert isinstance(caught.value, FileNotFoundError)  # the errno's subclass, as before
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_a_full_disk_says_so_keeps_the_old_file_and_removes_the_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "m.json"
+    atomic_write_json({"old": 1}, str(target))
+
+    def full(fd):  # the data written reach the disk at the file's fsync
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        atomic_write_json({"new": 2}, str(target))
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == (
+        f"[Errno {errno.ENOSPC}] cannot write {target}: the disk is full (no space left on device)"
+    )
+    with pytest.raises(OSError, match="disk is full") as caught:  # a write of the caller's code
+        with atomic_open(str(target), "wb"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(target) in str(caught.value)
+    assert os.listdir(tmp_path) == ["m.json"]
+    assert json.loads(target.read_text()) == {"old": 1}
+
+
+def test_an_error_of_the_callers_code_about_another_file_passes_unchanged(tmp_path):
+    with pytest.raises(FileNotFoundError) as caught:
+        with atomic_open(str(tmp_path / "out.json")) as f:
+            open(tmp_path / "missing.txt").read()
+            f.write("never")
+    assert caught.value.filename == str(tmp_path / "missing.txt")
+    assert os.listdir(tmp_path) == []

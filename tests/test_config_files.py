@@ -14,6 +14,7 @@ from detectron2.config import get_cfg
 
 from stl_search.config import add_stl_search_config
 from stl_search.engine.setup import load_config
+from stl_search.engine.trainer import check_lr_steps
 from stl_search.utils.yaml_config import ConfigFileError, UnsafeConfigError, merge_yaml_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +64,7 @@ def test_every_shipped_yaml_config_loads():
     for path in paths:
         cfg = add_stl_search_config(get_cfg())
         merge_yaml_config(cfg, path)  # _BASE_ files included, allow_unsafe=False
+        check_lr_steps(cfg)  # each learning-rate drop before the last iteration
     cfg = load_config(os.path.join(REPO, "configs", "PRW", "stl_mrfp.yaml"))
     assert cfg.MODEL.MRFP.ENABLED and cfg.MODEL.META_ARCHITECTURE == "PersonSearchRCNN"
 

@@ -8,6 +8,10 @@ person-search initialisation (``OUTPUT_DIR/<STL.EXPORT_NAME>``).
     python projects/stl_search/pretrain_reid.py --config-file ... --eval-only \
         MODEL.WEIGHTS out/model_final.pth
 
+--config-file is required. The last Re-ID evaluation goes to OUTPUT_DIR/reid_metrics.json;
+--eval-only writes its config to config_eval.yaml and its results to
+OUTPUT_DIR/eval/reid_metrics.json, leaving the training run's as they are.
+
 ``MODEL.DEVICE`` (default ``cuda``) falls back to the CPU where no GPU is visible; with the CPU,
 ``--num-gpus N`` starts N CPU processes (gloo).
 """

@@ -114,10 +114,26 @@ def load_config(
     return cfg
 
 
+def _config_file(path: str) -> str:
+    if not path:
+        raise argparse.ArgumentTypeError("is empty; give the run's YAML config")
+    return path
+
+
 def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """Detectron2's ``default_argument_parser`` plus ``--overwrite``; ``--help`` shows defaults."""
+    """Detectron2's ``default_argument_parser`` plus ``--overwrite``; ``--help`` shows defaults.
+
+    ``--config-file`` is required: without it Detectron2 would run its own defaults, which are no
+    person-search model.
+    """
     parser = default_argument_parser(epilog)
     parser.formatter_class = HelpFormatter
+    config_file = parser._option_string_actions["--config-file"]
+    config_file.required, config_file.default, config_file.type = True, None, _config_file
+    config_file.help = (
+        "the run's YAML config, e.g. configs/PRW/stl_mrfp.yaml (required: Detectron2's "
+        "defaults are no person-search model)"
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",

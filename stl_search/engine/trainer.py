@@ -19,7 +19,7 @@ hooks); this class overrides its builders only, and changes, with reasons:
   evaluator, and writes the results to ``OUTPUT_DIR/eval_metrics.json`` (atomically;
   Detectron2's JSONWriter owns ``metrics.json``) and the evaluator's files to
   ``OUTPUT_DIR/inference/``; an ``--eval-only`` run writes both into ``OUTPUT_DIR/eval/``
-  (:data:`EVAL_ONLY_DIR`), leaving the training run's evaluation as it was;
+  (``stl_search.utils.output_dir.EVAL_ONLY_DIR``), leaving the training run's evaluation as it was;
 - ``resume_or_load``: a resume writes ``config.yaml`` once the checkpoint has loaded (``setup``
   leaves an earlier run's copy alone until then).
 """
@@ -54,9 +54,6 @@ from .model import resolve_training_metadata
 
 logger = logging.getLogger(__name__)
 
-#: The folder of ``OUTPUT_DIR`` an ``--eval-only`` run writes its results into.
-EVAL_ONLY_DIR = "eval"
-
 
 class PersonSearchTrainer(DefaultTrainer):
     """Trains and evaluates ``PersonSearchRCNN`` (or any model with the same I/O) from a config."""
@@ -64,6 +61,7 @@ class PersonSearchTrainer(DefaultTrainer):
     def __init__(self, cfg: CfgNode):
         if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
             raise ValueError("SOLVER.AMP.ENABLED needs CUDA; set it to False with MODEL.DEVICE cpu")
+        check_lr_steps(cfg)
         if cfg.SEED < 0:  # one seed for the stream, resolved once and saved in the checkpoints
             frozen, cfg = cfg.is_frozen(), cfg.clone()
             cfg.defrost()
@@ -202,6 +200,23 @@ class PersonSearchTrainer(DefaultTrainer):
                 os.path.join(output_dir, "eval_metrics.json"),
             )
         return results
+
+
+def check_lr_steps(cfg: CfgNode) -> None:
+    """Refuse a learning-rate drop (``SOLVER.STEPS``) at or after the last iteration: it never
+    happens, and Detectron2 only warns. Typically ``SOLVER.MAX_ITER`` was shortened on the
+    command line and the config's ``SOLVER.STEPS`` kept.
+
+    Raises:
+        ValueError: naming both keys and their values.
+    """
+    late = [step for step in cfg.SOLVER.STEPS if step >= cfg.SOLVER.MAX_ITER]
+    if late:
+        raise ValueError(
+            f"SOLVER.STEPS {tuple(cfg.SOLVER.STEPS)} has step(s) {late} at or after "
+            f"SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: such a learning-rate drop never happens. "
+            "Set SOLVER.STEPS below SOLVER.MAX_ITER (or to () for no drop)."
+        )
 
 
 def query_split_for(cfg: CfgNode, gallery_name: str) -> str:

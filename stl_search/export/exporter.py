@@ -33,7 +33,7 @@ import torch
 import torchvision
 from detectron2.config import CfgNode
 
-from ..utils.io import _fsync_directory, atomic_open, atomic_write_json, sha256_of
+from ..utils.io import _fsync_directory, atomic_open, atomic_write_json, sha256_of, write_error
 from .graphs import GalleryGraph, QueryGraph, check_exportable, prepare_for_export
 
 __all__ = [
@@ -241,16 +241,34 @@ def _check_replaceable(out_dir: str) -> None:
 
 
 def _new_folder_beside(out_dir: str, kind: str) -> str:
-    """A new hidden folder beside ``out_dir`` (mode: a plain ``mkdir``'s, the umask's)."""
+    """A new hidden folder beside ``out_dir`` (mode: a plain ``mkdir``'s, the umask's).
+
+    Raises:
+        OSError: naming ``out_dir`` (``stl_search.utils.io.write_error``), not the hidden folder.
+    """
     parent, name = os.path.split(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
     while True:
         path = os.path.join(parent, f".{name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
         try:
+            os.makedirs(parent, exist_ok=True)
             os.mkdir(path)
             return path
-        except FileExistsError:
-            continue
+        except FileExistsError as e:
+            if e.filename == path:
+                continue
+            raise write_error(e, out_dir) from None
+        except OSError as e:
+            raise write_error(e, out_dir, path) from None
+
+
+def _about(error: OSError, *paths: str) -> bool:
+    """Whether ``error`` is one of writing ``paths`` (a file in them, or no file named)."""
+    if error.filename is None or hasattr(error, "write_reason"):
+        return True
+    named = os.path.abspath(str(error.filename))
+    return any(
+        named == os.path.abspath(p) or named.startswith(os.path.abspath(p) + os.sep) for p in paths
+    )
 
 
 def _replace_folder(staging: str, out_dir: str) -> None:
@@ -310,8 +328,10 @@ def export_person_search(
         description = describe(cfg, fmt, model.roi_heads.id_head.embedding_dim, hashes)
         atomic_write_json(description, os.path.join(staging, DESCRIPTION_FILE))
         _replace_folder(staging, out_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None and _about(e, out_dir, staging):
+            raise write_error(e, out_dir, staging) from None
         raise
     logger.info(
         "wrote %s (%s)", out_dir, ", ".join(sorted(_export_files() & set(os.listdir(out_dir))))

@@ -12,6 +12,8 @@ SGD + LR scheduler + iteration + data seed), ``EvalHook`` (Re-ID mAP / rank-k) a
 from ``OUTPUT_DIR/last_checkpoint``; the data stream is a function of (seed, iteration), so the
 resumed run trains on exactly the batches the killed one would have. At the end, the model is
 evaluated and exported for the person-search model (STL step 2, ``OUTPUT_DIR/STL.EXPORT_NAME``).
+Its last evaluation goes to ``OUTPUT_DIR/reid_metrics.json``; an ``eval_only`` run writes its own
+to ``OUTPUT_DIR/eval/reid_metrics.json``, as ``train_net.py --eval-only`` does.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ..data.reid.crops import ReIDCropDataset, build_reid_records, build_reid_te
 from ..data.resumable import DataStreamSeed
 from ..utils.checkpoint import AtomicCheckpointer
 from ..utils.io import atomic_write_json
-from ..utils.output_dir import write_run_config
+from ..utils.output_dir import EVAL_ONLY_DIR, write_run_config
 from .evaluation import extract_features, reid_metrics
 from .model import ReIDNet
 from .stl_init import export_for_person_search, save_person_search_init
@@ -305,7 +307,7 @@ def run_pretraining(
     test_set = test_set if test_set is not None else load_reid_test_set(cfg)
     if eval_only:
         results = evaluate_reid(cfg, model, test_set)
-        _write_results(cfg, results)
+        _write_results(os.path.join(cfg.OUTPUT_DIR, EVAL_ONLY_DIR), results)
         return results
 
     logger.info(
@@ -353,7 +355,7 @@ def run_pretraining(
     trainer.train(start_iter, max_iter)
 
     if main:
-        _write_results(cfg, last)
+        _write_results(cfg.OUTPUT_DIR, last)
         if cfg.STL.EXPORT_NAME:
             path = os.path.join(cfg.OUTPUT_DIR, cfg.STL.EXPORT_NAME)
             exported = export_for_person_search(
@@ -369,6 +371,8 @@ def run_pretraining(
     return last
 
 
-def _write_results(cfg: CfgNode, results: Dict[str, Any]) -> None:
+def _write_results(folder: str, results: Dict[str, Any]) -> None:
+    """``reid_metrics.json`` in ``folder``: ``OUTPUT_DIR`` for a training run, its
+    :data:`EVAL_ONLY_DIR` for ``eval_only`` (the training run's results stay as they were)."""
     if comm.is_main_process() and results:
-        atomic_write_json(results, os.path.join(cfg.OUTPUT_DIR, "reid_metrics.json"))
+        atomic_write_json(results, os.path.join(folder, "reid_metrics.json"))

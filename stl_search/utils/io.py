@@ -8,11 +8,16 @@ so each run removes those its killed predecessors left in its output folder
 itself, and only those written on this machine by a process that is gone. A pid says nothing
 about a process of another machine: on a shared file system, the temp files of other hosts are
 left alone, live or not.
+
+A write that fails (a folder that cannot be made or written, a full disk) raises an ``OSError``
+of the same errno (so the same subclass: ``PermissionError`` ...) that names the target, never
+the temp file the user has not heard of; a full disk is said as such.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -64,6 +69,31 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def write_error(error: OSError, path: str, *internal: str) -> OSError:
+    """``error`` (of making the folder, or creating, writing, syncing or renaming the temp file
+    of ``path``) said as a failure to write ``path``, with its errno kept (so its subclass).
+
+    The file ``error`` names is added when it is a folder on the way, not ``path`` itself, a temp
+    file of :func:`atomic_open` or one of ``internal`` (a writer's own staging names).
+    """
+    reason = getattr(error, "write_reason", None)  # already said by an inner write
+    if reason is None:
+        if error.errno == errno.ENOSPC:
+            reason = "the disk is full (no space left on device)"
+        else:
+            reason = error.strerror or str(error)
+        named = str(error.filename) if error.filename else ""
+        if (
+            named
+            and named not in (path, *internal)
+            and not _TEMP_NAME.match(os.path.basename(named))
+        ):
+            reason += f" ({named})"  # a folder on the way
+    said = OSError(error.errno, f"cannot write {path}: {reason}")
+    said.write_reason = reason
+    return said
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success, fsync it, rename it over ``path`` and
@@ -71,19 +101,29 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
 
     A crash or an exception leaves the previous ``path`` (if any) untouched; an exception also
     leaves no temp file.
+
+    Raises:
+        OSError: naming ``path`` (module docstring) when the folder cannot be made or the file
+            cannot be written (a full disk included). An ``OSError`` of the caller's code that
+            names another file, or has no errno (this project's own subclasses), passes unchanged.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = _create_temp_file(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = _create_temp_file(path)
+    except OSError as e:
+        raise write_error(e, path) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp, path):
+            raise write_error(e, path) from None
         raise
     _fsync_directory(directory)
 

@@ -33,6 +33,7 @@ from .checkpoint import CHECKPOINT_NAME
 from .io import atomic_open
 
 __all__ = [
+    "EVAL_ONLY_DIR",
     "LOCK_FILE",
     "ExistingRunError",
     "OutputDirInUseError",
@@ -45,6 +46,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The folder of ``OUTPUT_DIR`` an ``--eval-only`` run writes its results into (train_net.py,
+#: pretrain_reid.py): the training run's own evaluation stays as it was.
+EVAL_ONLY_DIR = "eval"
 
 #: The lock file inside ``OUTPUT_DIR``.
 LOCK_FILE = ".lock"

@@ -142,6 +142,16 @@ def test_amp_on_cpu_is_refused(repo_root, tiny_root, tmp_path):
         PersonSearchTrainer(cfg)
 
 
+@pytest.mark.parametrize("steps,late", [("(2,)", "[2]"), ("(1, 5)", "[5]")])
+def test_a_learning_rate_step_that_never_happens_is_refused(
+    repo_root, tiny_root, tmp_path, steps, late
+):
+    cfg = _trainer_cfg(repo_root, tiny_root, tmp_path, "SOLVER.STEPS", steps)  # MAX_ITER 2
+    with pytest.raises(ValueError, match=r"SOLVER.STEPS .* at or after SOLVER.MAX_ITER 2") as e:
+        PersonSearchTrainer(cfg)
+    assert f"step(s) {late}" in str(e.value)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="AMP needs CUDA")
 def test_amp_builds_detectron2_amp_trainer(repo_root, tiny_root, tmp_path):
     cfg = _trainer_cfg(

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
+from stl_search.engine.setup import argument_parser
 from stl_search.utils.output_dir import lock_output_dir, release_output_dir
 
 from ..tiny_configs import SHORT_TRAIN_OPTS
@@ -170,3 +171,26 @@ def test_pretrain_reid_refuses_a_fresh_start_over_checkpoints(repo_root, data_ro
     )
     assert "holds checkpoints of an earlier run (model_0000003.pth)" in err
     assert not (tmp_path / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("config", [[], ["--config-file", ""]])
+def test_the_run_parser_requires_a_config_file(config, capsys):
+    """Detectron2's defaults are no person-search model: no run starts from them."""
+    with pytest.raises(SystemExit) as exit:
+        argument_parser().parse_args([*config, "OUTPUT_DIR", "out"])
+    assert exit.value.code == 2
+    assert "--config-file" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_train_net_without_a_config_file_is_refused(repo_root, tmp_path):
+    """train_net.py (and pretrain_reid.py) parse with :func:`argument_parser`."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(repo_root, "train_net.py"), "OUTPUT_DIR", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo_root,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "required: --config-file" in proc.stderr, proc.stderr[-2000:]
+    assert os.listdir(tmp_path) == []

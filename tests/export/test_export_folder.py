@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 
@@ -11,6 +12,7 @@ from detectron2.modeling import build_model
 
 from stl_search.export import ExportedPersonSearch, export_person_search
 from stl_search.export import exporter as exporter_module
+from stl_search.utils.io import atomic_open as atomic_open
 
 from .helpers import tiny_export_cfg
 
@@ -67,3 +69,28 @@ def test_export_refuses_a_folder_holding_other_files(exported, tmp_path):
     with pytest.raises(FileExistsError, match="notes.txt"):
         export_person_search(model, cfg, str(tmp_path), "torchscript")
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_a_failed_export_names_its_out_folder_not_the_staging_one(exported, tmp_path, monkeypatch):
+    cfg, model, export_a = exported(False, "torchscript")
+    out = "/proc/stl-search-export"  # no folder can be made there
+    with pytest.raises(OSError, match=f"^\\[Errno \\d+\\] cannot write {out}: ") as caught:
+        export_person_search(model, cfg, out, "torchscript")
+    assert ".partial-" not in str(caught.value)
+
+    target = tmp_path / "export"  # a full disk while a graph is written
+    shutil.copytree(export_a, target)
+
+    def disk_full(graph, args, fmt, name, path):
+        with atomic_open(path, "wb") as f:
+            f.write(b"x")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(exporter_module, "_write_graph", disk_full)
+    with pytest.raises(OSError) as caught:
+        export_person_search(model, cfg, str(target), "torchscript")
+    assert str(caught.value) == (
+        f"[Errno {errno.ENOSPC}] cannot write {target}: the disk is full (no space left on device)"
+    )
+    assert _files(target) == _files(export_a)
+    assert os.listdir(tmp_path) == ["export"]

@@ -42,7 +42,14 @@ def test_pretraining_lowers_the_loss_lifts_rank1_and_exports(tmp_path):
     assert after["rank1"] > max(before["rank1"] + 10, 3 * chance), (before, after)
     assert after["mAP"] > before["mAP"]
     with open(tmp_path / "reid_metrics.json") as f:
-        assert json.load(f)["reid"]["rank1"] == after["rank1"]
+        trained = f.read()
+    assert json.loads(trained)["reid"]["rank1"] == after["rank1"]
+    # An evaluation of the trained weights writes into eval/, the training run's results stay.
+    cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
+    evaluated = run_pretraining(cfg, eval_only=True, train_set=train, test_set=test)["reid"]
+    with open(tmp_path / "eval" / "reid_metrics.json") as f:
+        assert json.load(f)["reid"] == evaluated
+    assert (tmp_path / "reid_metrics.json").read_text() == trained
     exported = load_model_state_dict(str(tmp_path / "stl_init.pth"))
     assert "roi_heads.id_pooler.neck.0.conv1.weight" in exported
     assert "roi_heads.id_head.bnneck.weight" in exported and not any(
