@@ -97,15 +97,15 @@ def summary(env_path: str, steps_file: str, dry_run: bool) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    )  # every option is required or a flag: no defaults to show
     sub = parser.add_subparsers(dest="command", required=True)
-    env = sub.add_parser("env")
-    env.add_argument("--json", required=True)
-    summ = sub.add_parser("summary")
-    summ.add_argument("--env", required=True)
-    summ.add_argument("--steps", required=True)
-    summ.add_argument("--json", required=True)
-    summ.add_argument("--dry-run", action="store_true")
+    env = sub.add_parser("env", help="the machine and library versions")
+    env.add_argument("--json", required=True, help="write them here")
+    summ = sub.add_parser("summary", help="the check's summary.json")
+    summ.add_argument("--env", required=True, help="the env step's JSON")
+    summ.add_argument("--steps", required=True, help="the steps' exit codes and seconds")
+    summ.add_argument("--json", required=True, help="summary.json to write")
+    summ.add_argument("--dry-run", action="store_true", help="the CPU dry run made it")
     args = parser.parse_args()
     if args.command == "env":
         record = environment()

@@ -31,8 +31,10 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from stl_search.index.manifest import FORMAT, write_manifest  # noqa: E402
 from stl_search.index.session import Filters, QuerySession  # noqa: E402
-from stl_search.index.shards import FORMAT, write_manifest, write_shard  # noqa: E402
+from stl_search.index.shards import write_shard  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 from stl_search.utils.io import sha256_of  # noqa: E402
 
 
@@ -87,6 +89,8 @@ def write_random_index(folder: str, boxes: int, dim: int = 256, videos: int = 20
             "index_id": "bench",
             "config": "",
             "weights_sha256": None,
+            "score_thresh": 0.5,
+            "images_per_shard": per_shard // per_frame,
             "embedding_dim": dim,
             "embedding_dtype": "float16",
             "backend": "exact",
@@ -98,10 +102,12 @@ def write_random_index(folder: str, boxes: int, dim: int = 256, videos: int = 20
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--boxes", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
+    parser.add_argument("--boxes", type=int, default=100_000, help="boxes in the random index")
+    parser.add_argument("--queries", type=int, default=50, help="queries timed per row")
+    parser.add_argument("--threads", type=int, default=2, help="FAISS / torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

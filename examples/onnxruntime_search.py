@@ -165,17 +165,24 @@ def search(
     return sorted(hits, key=lambda h: -h["similarity"])
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, each option's default shown (no stl_search import here)."""
+
+
 def main(argv: Sequence[str] = None) -> List[Dict]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--export", required=True, metavar="DIR", help="an ONNX export folder")
     parser.add_argument("--query", required=True, help="image holding the query person")
     parser.add_argument(
-        "--box", required=True, nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2")
+        "--box",
+        required=True,
+        nargs=4,
+        type=float,
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="the query person's box in --query, in pixels",
     )
     parser.add_argument("--gallery", required=True, help="folder of scene images")
-    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--topk", type=int, default=5, help="hits printed")
     parser.add_argument("--threads", type=int, default=0, help="0: onnxruntime's choice")
     parser.add_argument("--json", metavar="FILE", help="write every hit here")
     args = parser.parse_args(argv)

@@ -19,33 +19,10 @@ import warnings
 
 import pytest
 
-MODULES = [
-    "stl_search.data.convert",
-    "stl_search.data.datasets.synthetic",
-    "stl_search.data.stats",
-    "stl_search.data.validate",
-    "stl_search.export",
-    "stl_search.export.parity",
-    "stl_search.index",
-    "stl_search.reid.stl_init",
-    "stl_search.search",
-    "stl_search.tools.convert_imagenet",
-    "stl_search.tools.visualize_features",
-]
-SCRIPTS = [
-    "train_net.py",
-    "projects/stl_search/pretrain_reid.py",
-    "projects/stl_search/run_pipeline.py",
-    "projects/stl_search/run_table2.py",
-    "examples/detectron2_default_trainer.py",
-    "benchmarks/eval_speed.py",
-    "benchmarks/export_speed.py",
-    "benchmarks/index_speed.py",
-    "benchmarks/inference_speed.py",
-    "benchmarks/roi_align_speed.py",
-    "benchmarks/run_all.py",
-    "benchmarks/train_speed.py",
-]
+from tests.helpers import python_m_modules, scripts
+
+MODULES = python_m_modules()
+SCRIPTS = scripts()
 
 
 class _Parsed(Exception):

@@ -3,12 +3,13 @@ that only made sense while the project was being built (dated diaries, tracker r
 
 Pure file reads, no model: these run in well under a second."""
 
-import ast
 import os
 import re
 import subprocess
 
 import pytest
+
+from .helpers import python_m_modules, scripts
 
 README_MAX_LINES = 250
 
@@ -31,34 +32,6 @@ def _read(repo_root, *parts):
         return f.read()
 
 
-def _has_main_guard(path):
-    """Whether the file runs as a script: a top-level ``if __name__ == "__main__":``."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    for node in tree.body:
-        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
-            return True
-    return False
-
-
-def _python_m_modules(repo_root):
-    """Every ``python -m stl_search...`` entry point: modules with a main guard and packages with a
-    ``__main__.py`` (a package's ``cli`` module is reached through its package name)."""
-    modules = []
-    for folder, _, files in os.walk(os.path.join(repo_root, "stl_search")):
-        package = os.path.relpath(folder, repo_root).replace(os.sep, ".")
-        if "__main__.py" in files:
-            modules.append(package)
-        for name in files:
-            if not name.endswith(".py") or name in ("__main__.py", "__init__.py"):
-                continue
-            if name == "cli.py" and "__main__.py" in files:
-                continue
-            if _has_main_guard(os.path.join(folder, name)):
-                modules.append(f"{package}.{name[:-3]}")
-    return sorted(modules)
-
-
 def test_readme_is_short(repo_root):
     lines = _read(repo_root, "README.md").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"
@@ -66,16 +39,11 @@ def test_readme_is_short(repo_root):
 
 def test_readme_names_every_command(repo_root):
     readme = _read(repo_root, "README.md")
-    modules = _python_m_modules(repo_root)
+    modules = python_m_modules(repo_root)
     assert "stl_search.index" in modules and "stl_search.search" in modules, modules
     missing = [m for m in modules if f"python -m {m} " not in readme]
-    scripts = ["train_net.py"] + [
-        f"{folder}/{name}"
-        for folder in ("projects/stl_search", "examples")
-        for name in sorted(os.listdir(os.path.join(repo_root, folder)))
-        if name.endswith(".py") and _has_main_guard(os.path.join(repo_root, folder, name))
-    ]
-    missing += [s for s in scripts if f"`{s} " not in readme and f"({s} " not in readme]
+    commands = scripts(("projects/stl_search", "examples"), repo_root)
+    missing += [s for s in commands if f"`{s} " not in readme and f"({s} " not in readme]
     setup = _read(repo_root, "setup.py")
     console = re.findall(r'"([\w-]+)=[\w.]+:\w+"', setup)
     assert console, "no console_scripts found in setup.py"
@@ -88,12 +56,7 @@ def test_readme_names_every_command(repo_root):
 
 def test_benchmarks_readme_names_every_benchmark(repo_root):
     text = _read(repo_root, "benchmarks", "README.md")
-    folder = os.path.join(repo_root, "benchmarks")
-    names = [
-        n[:-3]
-        for n in sorted(os.listdir(folder))
-        if n.endswith(".py") and _has_main_guard(os.path.join(folder, n))
-    ]
+    names = [os.path.basename(s)[:-3] for s in scripts(("benchmarks",), repo_root)[1:]]
     assert "inference_speed" in names, names
     missing = [n for n in names if f"{n}.py" not in text and f"`{n}`" not in text]
     assert not missing, f"benchmarks/README.md does not describe: {missing}"

@@ -38,12 +38,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 import stl_search  # noqa: E402,F401  (registers the synthetic data set)
-from stl_search.index.builder import config_of  # noqa: E402
 from stl_search.index.calibration import CALIBRATION_FILE  # noqa: E402
 from stl_search.index.cli import main as index_command  # noqa: E402
 from stl_search.index.grid import draw_result_grid  # noqa: E402
+from stl_search.index.model import config_of  # noqa: E402
 from stl_search.index.search_command import write_result  # noqa: E402
 from stl_search.index.session import QuerySession  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
 HOLD_SECONDS, VIDEO_FPS = 0.5, 10.0
 
@@ -190,12 +191,18 @@ def video_search(index: str, query: dict, gallery: List[dict], out: str) -> None
 
 
 def main(argv: Sequence[str] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     parser.add_argument("--index", required=True, metavar="DIR", help="the image gallery index")
-    parser.add_argument("--out", required=True, metavar="PREFIX")
-    parser.add_argument("--query-split", default="synthetic_query")
-    parser.add_argument("--query-index", type=int, default=0)
-    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument(
+        "--out", required=True, metavar="PREFIX", help="PREFIX.png / .json / .csv, PREFIX_video*"
+    )
+    parser.add_argument(
+        "--query-split", default="synthetic_query", help="registered query split (ground truth)"
+    )
+    parser.add_argument("--query-index", type=int, default=0, help="which query of the split")
+    parser.add_argument("--topk", type=int, default=10, help="hits shown and marked")
     parser.add_argument("--target-fpr", type=float, default=1e-3, help="for the calibration")
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.index, CALIBRATION_FILE)):

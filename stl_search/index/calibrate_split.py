@@ -14,7 +14,6 @@ negative. :class:`~stl_search.index.calibration.Calibration` turns the counts in
 from __future__ import annotations
 
 import argparse
-import os
 from typing import List, Tuple
 
 import numpy as np
@@ -23,10 +22,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, pairwise_iou
 
 from ..engine.predictor import PersonSearchPredictor
-from ..utils.io import sha256_of
+from ..utils.cli import HelpFormatter
 from ..utils.progress import Progress
-from .builder import config_of
 from .calibration import Calibration, PairHistogram
+from .model import index_predictor
 from .shards import read_manifest
 
 __all__ = ["add_calibrate_parser", "run_calibrate", "labelled_detections", "pair_histogram"]
@@ -34,8 +33,12 @@ __all__ = ["add_calibrate_parser", "run_calibrate", "labelled_detections", "pair
 
 def add_calibrate_parser(sub) -> None:
     """Register ``calibrate`` on the index command's subparsers."""
-    p = sub.add_parser("calibrate", help="the similarity threshold for a target false-match rate")
-    p.add_argument("--index", required=True, metavar="DIR")
+    p = sub.add_parser(
+        "calibrate",
+        help="the similarity threshold for a target false-match rate",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--index", required=True, metavar="DIR", help="the index's folder")
     p.add_argument(
         "--dataset",
         default="synthetic_query",
@@ -120,11 +123,7 @@ def run_calibrate(args: argparse.Namespace) -> Calibration:
     gallery_name = MetadataCatalog.get(args.dataset).get("gallery_name")
     if not gallery_name:
         raise ValueError(f"--dataset {args.dataset} is not a query split (no gallery_name)")
-    cfg = config_of(manifest)
-    weights = cfg.MODEL.WEIGHTS
-    if not os.path.isfile(weights) or sha256_of(weights) != manifest.get("weights_sha256"):
-        raise ValueError(f"the weights {weights} of {args.index} are missing or changed")
-    predictor = PersonSearchPredictor(cfg)
+    predictor = index_predictor(manifest)  # the index's weights, checked by sha256
     hist = pair_histogram(
         predictor,
         DatasetCatalog.get(args.dataset),

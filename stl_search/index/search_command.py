@@ -22,6 +22,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from ..utils.cli import HelpFormatter
 from ..utils.io import atomic_open, atomic_write_json
 from .backends import BACKENDS
 from .grid import draw_result_grid, save_crops
@@ -34,8 +35,12 @@ __all__ = ["add_search_parser", "run_search", "read_query_list", "write_result",
 
 def add_search_parser(sub) -> None:
     """Register ``search`` on the index command's subparsers."""
-    p = sub.add_parser("search", help="several queries from one load: sightings and hits")
-    p.add_argument("--index", required=True, metavar="DIR")
+    p = sub.add_parser(
+        "search",
+        help="several queries from one load: sightings and hits",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--index", required=True, metavar="DIR", help="the index's folder")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--query", metavar="IMAGE", help="image holding the query person(s)")
     group.add_argument("--queries", metavar="FILE", help="lines of IMAGE X1 Y1 X2 Y2")
@@ -62,7 +67,12 @@ def add_search_parser(sub) -> None:
     p.add_argument("--camera", action="append", default=[], help="camera name (repeatable)")
     p.add_argument("--time-range", nargs=2, type=float, metavar=("START", "END"), help="seconds")
     p.add_argument("--backend", choices=BACKENDS, help="default: the index's own")
-    p.add_argument("--out", default="search_result", metavar="PREFIX")
+    p.add_argument(
+        "--out",
+        default="search_result",
+        metavar="PREFIX",
+        help="PREFIX.json, _hits.csv, _sightings.csv, .png and _timeline.png",
+    )
     p.add_argument("--save-crops", metavar="DIR", help="also save each sighting's best crop")
     p.add_argument("--quiet", action="store_true", help="print only the sightings")
 

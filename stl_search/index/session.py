@@ -28,8 +28,8 @@ import numpy as np
 
 from ..engine.predictor import PersonSearchPredictor
 from .backends import load_searcher
-from .builder import config_of
 from .calibration import Calibration
+from .model import index_predictor
 from .query import Hit, normalized_query, search_index
 from .shards import GalleryIndex
 from .sightings import Sighting, SourceTable, group_sightings
@@ -113,7 +113,7 @@ class QuerySession:
     def predictor(self) -> PersonSearchPredictor:
         """The index's model (built on the first image query)."""
         if self._predictor is None:
-            self._predictor = PersonSearchPredictor(config_of(self.gallery.manifest))
+            self._predictor = index_predictor(self.gallery.manifest)
         return self._predictor
 
     def embed(self, image, boxes) -> np.ndarray:

@@ -13,6 +13,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..index.backends import BACKENDS
 from ..index.session import QuerySession
+from ..utils.cli import HelpFormatter
 from .app import create_app
 
 logger = logging.getLogger("stl_search.serve")
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stl_search.serve",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--index", required=True, metavar="DIR", help="a built index folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
