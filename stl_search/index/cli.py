@@ -44,7 +44,7 @@ from .arguments import non_negative_int, positive_int
 from .backends import BACKENDS, load_searcher
 from .builder import commit_index, extract_shards, plan_index, set_backend
 from .calibrate_split import add_calibrate_parser, run_calibrate
-from .manifest import read_manifest
+from .manifest import PLAN, read_manifest, read_plan
 from .model import config_of, index_predictor
 from .query import Hit, format_hits, search_index, write_hits
 from .render import check_picture_path, render
@@ -275,6 +275,17 @@ def run_build(args: argparse.Namespace) -> dict:
         return _extract_and_commit(args)
 
 
+def _extraction_device(args: argparse.Namespace) -> str:
+    """Where the extraction computes: the ``MODEL.DEVICE`` of the plan (or, on a machine that may
+    start before machine 0 wrote it, of ``build``'s config), so that CPU processes on a machine
+    with a GPU launch with gloo; None (CUDA when present) when neither is known."""
+    if os.path.isfile(os.path.join(args.index, PLAN)):
+        return config_of(read_plan(args.index)).MODEL.DEVICE
+    if args.command == "build":
+        return load_config(args.config_file, args.opts).MODEL.DEVICE
+    return None
+
+
 def _extract_and_commit(args: argparse.Namespace) -> dict:
     launch(
         _extract_worker,
@@ -283,6 +294,7 @@ def _extract_and_commit(args: argparse.Namespace) -> dict:
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args.index, args.batch_size, args.num_workers, args.threads, args.export),
+        device=_extraction_device(args),
     )
     if args.machine_rank != 0:
         return {}
