@@ -37,10 +37,13 @@ IMAGE_HAS=(
 )
 # Binary (or pure-Python) wheels for CPython 3.12 on x86-64 Linux, without their dependencies:
 # each one needed is named here. faiss-cpu (the gallery index's backend, imported by the demo's
-# index steps and tests/index) is an abi3 wheel, 19 MB.
+# index steps and tests/index) is an abi3 wheel, 19 MB; Flask and its dependencies serve the
+# local search page (stl_search.serve, tests/index/test_serve.py).
 BINARY=(
   "yacs==0.1.8" "termcolor>=1.1" "iopath==0.1.9" "omegaconf==2.3.0" "hydra-core==1.3.2"
   "pycocotools==2.0.11" "faiss-cpu==1.15.1"
+  "flask==3.1.3" "werkzeug==3.1.9" "jinja2==3.1.6" "markupsafe==3.0.4" "itsdangerous==2.2.0"
+  "click==8.5.1" "blinker==1.9.0"
 )
 # Published as source only (pure Python): built into wheels here.
 SOURCE_ONLY=("fvcore==0.1.5.post20221221" "antlr4-python3-runtime==4.9.3")

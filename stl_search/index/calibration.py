@@ -27,11 +27,15 @@ import numpy as np
 
 from ..utils.io import atomic_open, atomic_write_json
 
-__all__ = ["BINS", "PairHistogram", "Calibration", "CALIBRATION_FILE"]
+__all__ = ["BINS", "PairHistogram", "Calibration", "CALIBRATION_FILE", "TooFewPairs"]
 
 BINS = 20000  # similarity resolution 1e-4
 CALIBRATION_FILE = "calibration.json"
 _EDGES = np.linspace(-1.0, 1.0, BINS + 1)
+
+
+class TooFewPairs(ValueError):
+    """The labelled split has too few negative pairs to measure the asked false-match rate."""
 
 
 class PairHistogram:
@@ -88,7 +92,7 @@ class Calibration:
         if not 0 < target_fpr < 1:
             raise ValueError(f"--target-fpr must be in (0, 1), got {target_fpr}")
         if nneg * target_fpr < 1:
-            raise ValueError(
+            raise TooFewPairs(
                 f"{dataset}: {nneg} negative pairs cannot measure a false-match rate of "
                 f"{target_fpr:g} (needs at least {int(np.ceil(1 / target_fpr))})"
             )

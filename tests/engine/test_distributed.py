@@ -145,10 +145,11 @@ def _write_json(path: str, value) -> None:
 def test_every_process_closes_its_group_before_exiting(tmp_path, fail):
     """A gloo process exiting with its group alive can abort (SIGABRT) at interpreter shutdown.
     When rank 1 raises, the launcher stops rank 0 (waiting at the final barrier) by a signal:
-    only rank 1 gets to its exit handlers."""
+    only rank 1 gets to its exit handlers. The launcher reports the first failed process it sees:
+    rank 1's error, or rank 0's barrier losing its connection to rank 1."""
     args = (str(tmp_path), fail)
     if fail:
-        with pytest.raises(Exception, match="main_func failed"):
+        with pytest.raises(Exception, match="main_func failed|Connection reset|Connection closed"):
             launch(_record_group_at_exit, 2, dist_url="auto", args=args, device="cpu")
     else:
         launch(_record_group_at_exit, 2, dist_url="auto", args=args, device="cpu")
