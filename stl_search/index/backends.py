@@ -250,23 +250,53 @@ def _factory(dim: int, params: Dict) -> str:
     return f"OPQ{params['m'] if backend == 'ivfpq' else min(32, n)}_{n},L2norm,{inner}"
 
 
-def _train_ann(vectors: np.ndarray, params: Dict) -> "faiss.Index":
-    dim = vectors.shape[1]
-    if len(vectors) < min_boxes(params):
+def _train_ann(gallery: GalleryIndex, params: Dict) -> "faiss.Index":
+    """The empty index of ``params``, trained on ``train_size`` boxes drawn from ``gallery``
+    (read from its memory maps: never all of it in memory)."""
+    if len(gallery) < min_boxes(params):
         raise GalleryTooSmall(
             f"--backend {_describe(params)} needs a gallery of at least {min_boxes(params)} "
-            f"boxes, the index has {len(vectors)}"
+            f"boxes, the index has {len(gallery)}"
         )
-    index = faiss.index_factory(dim, _factory(dim, params), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(
+        gallery.dim, _factory(gallery.dim, params), faiss.METRIC_INNER_PRODUCT
+    )
     if params["backend"] == "hnsw":
         faiss.downcast_index(
             faiss.downcast_index(index).index if params.get("reduce") else index
         ).hnsw.efConstruction = params["ef_construction"]
     if not index.is_trained:
-        rng = np.random.default_rng(0)
-        sample = rng.choice(len(vectors), min(len(vectors), params["train_size"]), replace=False)
-        index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+        rng, n = np.random.default_rng(0), len(gallery)
+        sample = rng.choice(n, min(n, params["train_size"]), replace=False)
+        index.train(np.ascontiguousarray(gallery.rows(np.sort(sample))))
     return index
+
+
+def _blocks(gallery: GalleryIndex, start: int, size: int = 65536):
+    """``(first id, float32 rows)`` of ``gallery`` from box ``start`` on, ``size`` at a time."""
+    for first in range(start, len(gallery), size):
+        yield first, gallery.rows(np.arange(first, min(first + size, len(gallery))))
+
+
+class _BlockExact:
+    """Exact top-k over the memory-mapped embeddings, a block at a time (the recall reference
+    of a gallery larger than memory)."""
+
+    def __init__(self, gallery: GalleryIndex):
+        self.gallery = gallery
+
+    def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for first, rows in _blocks(self.gallery, 0):
+            block = queries @ rows.T
+            allsims = np.concatenate([sims, block], axis=1)
+            allids = np.concatenate(
+                [ids, np.broadcast_to(first + np.arange(len(rows)), block.shape)], 1
+            )
+            top = np.argsort(-allsims, axis=1, kind="stable")[:, :k]
+            sims, ids = np.take_along_axis(allsims, top, 1), np.take_along_axis(allids, top, 1)
+        return sims, ids
 
 
 def full_vectors_kept(manifest: Dict) -> bool:
@@ -298,13 +328,11 @@ def build_ann(gallery: GalleryIndex, backend: str, params: Dict = None, base: Di
             "be trained on it again: rebuild the index to change it"
         )
     if base is None:
-        vectors = gallery.embeddings_float32()
-        index, start = _train_ann(vectors, params), 0
+        index = _train_ann(gallery, params)
     else:
         index = faiss.read_index(_checked_file(gallery.folder, base))
-        start = index.ntotal
-        vectors = gallery.rows(np.arange(start, len(gallery)))
-    index.add(np.ascontiguousarray(vectors if base is not None else vectors[start:]))
+    for _, rows in _blocks(gallery, index.ntotal):
+        index.add(np.ascontiguousarray(rows))
     data = faiss.serialize_index(index).tobytes()
     name = f"ann-{hashlib.sha256(data).hexdigest()[:16]}.faiss"
     path = os.path.join(gallery.folder, name)
@@ -315,11 +343,10 @@ def build_ann(gallery: GalleryIndex, backend: str, params: Dict = None, base: Di
         entry.update({k: base[k] for k in ("recall@10", "recall@100") if k in base})
         return entry
     searcher = ANNSearcher(gallery, index, params)
-    vectors = vectors if base is None else gallery.embeddings_float32()
-    queries = vectors[
-        np.random.default_rng(1).choice(len(vectors), min(200, len(vectors)), replace=False)
-    ]
-    exact = ExactSearcher(gallery)
+    queries = gallery.rows(
+        np.random.default_rng(1).choice(len(gallery), min(200, len(gallery)), replace=False)
+    )
+    exact = _BlockExact(gallery)
     for k in (10, 100):
         entry[f"recall@{k}"] = measure_recall(searcher, exact, queries, k)
     return entry
