@@ -43,6 +43,7 @@ __all__ = [
     "measure_recall",
     "bytes_per_box",
     "full_vectors_kept",
+    "fit_projection",
 ]
 
 BACKENDS = ("exact", "ivfpq", "hnsw")
@@ -297,6 +298,22 @@ class _BlockExact:
             top = np.argsort(-allsims, axis=1, kind="stable")[:, :k]
             sims, ids = np.take_along_axis(allsims, top, 1), np.take_along_axis(allids, top, 1)
         return sims, ids
+
+
+def fit_projection(vectors: np.ndarray, reduce: str):
+    """``reduce``'s projection and re-normalisation trained on ``vectors`` ``(N, D)``, as a
+    reduced store applies them (the same FAISS chain), as a function of ``(Q, D)`` arrays."""
+    dim = vectors.shape[1]
+    params = ann_params("exact", {"reduce": reduce}, dim)
+    index = faiss.index_factory(dim, _factory(dim, params), faiss.METRIC_INNER_PRODUCT)
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def project(x: np.ndarray, index=index) -> np.ndarray:  # holds the chain's owner
+        for i in range(index.chain.size()):
+            x = index.chain.at(i).apply(np.ascontiguousarray(x, dtype=np.float32))
+        return x
+
+    return project
 
 
 def full_vectors_kept(manifest: Dict) -> bool:

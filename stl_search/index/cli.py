@@ -7,6 +7,7 @@ searched by a query person.
     python -m stl_search.index add --index DIR (--input ... | --video-input ... --sample-fps F)
         [MODEL.WEIGHTS PATH]
     python -m stl_search.index train --index DIR --backend exact|ivfpq|hnsw [--ann-param K=V ...]
+        [--reduce pcaN|opqN [--drop-full]]
     python -m stl_search.index query --index DIR (--query IMAGE --box X1 Y1 X2 Y2 |
         --query-embedding FILE.npy) [--topk 10] [--out PREFIX] [--export DIR] [MODEL.WEIGHTS PATH]
 
