@@ -25,6 +25,8 @@
 The 10M-box row is skipped by default: generating and encoding 10M vectors takes more than the
 few CPU minutes this benchmark may use on the shared 2-core machine (``--sizes 10000000`` runs it;
 it needs ~5 GiB of disk for the float16 vectors and ~11 GiB of memory for the exact ground truth).
+The reduced-dimension stores (``--reduce``) have their own rows, 1M and 10M boxes:
+``benchmarks/reduced_scale.py``.
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ def commit_index(folder: str) -> Dict:
     if "embedding_dim" not in manifest:
         raise RuntimeError(f"{folder}: no shard to commit")
     too_small = None
-    if manifest["backend"] != "exact":
+    if manifest.get("ann_params"):
         gallery = GalleryIndex.open(folder, verify=False, manifest=manifest)
         try:
             manifest["ann"] = build_ann(
@@ -366,7 +366,7 @@ def set_backend(folder: str, backend: str, params: Dict = None) -> Dict:
     manifest["ann_params"] = ann_params(backend, params, dim=gallery.dim)
     manifest["backend"] = backend
     manifest["ann"] = None
-    if backend != "exact":
+    if manifest["ann_params"]:
         manifest["ann"] = build_ann(gallery, backend, manifest["ann_params"])
     _commit(folder, manifest)
     return manifest

@@ -7,6 +7,7 @@ searched by a query person.
     python -m stl_search.index add --index DIR (--input ... | --video-input ... --sample-fps F)
         [MODEL.WEIGHTS PATH]
     python -m stl_search.index train --index DIR --backend exact|ivfpq|hnsw [--ann-param K=V ...]
+        [--reduce pcaN|opqN [--drop-full]]
     python -m stl_search.index query --index DIR (--query IMAGE --box X1 Y1 X2 Y2 |
         --query-embedding FILE.npy) [--topk 10] [--out PREFIX] [--export DIR] [MODEL.WEIGHTS PATH]
 
@@ -181,6 +182,16 @@ def _add_backend_arguments(parser: argparse.ArgumentParser, default: str) -> Non
         help="IVF-PQ: nlist, m, nbits, nprobe, rerank, train_size; HNSW: m, ef_construction, "
         "ef_search (see docs/index.md)",
     )
+    parser.add_argument(
+        "--reduce",
+        metavar="pcaN|opqN",
+        help="search a store reduced to N dimensions (PCA or OPQ trained on the gallery)",
+    )
+    parser.add_argument(
+        "--drop-full",
+        action="store_true",
+        help="with --reduce: delete the full embeddings once the reduced store is committed",
+    )
 
 
 def _weights_override(opts: Sequence[str]) -> str:
@@ -242,9 +253,14 @@ def _extract_worker(
     )
 
 
-def _ann_params(pairs: Sequence[str]) -> dict:
-    """``--ann-param KEY=VALUE`` pairs as a dict of strings (checked by the back end)."""
+def _ann_params(pairs: Sequence[str], args: argparse.Namespace = None) -> dict:
+    """``--ann-param KEY=VALUE`` pairs as a dict of strings, with ``--reduce`` and
+    ``--drop-full`` of ``args`` (checked by the back end)."""
     params = {}
+    if args is not None and args.reduce:
+        params.update(reduce=args.reduce, drop_full=args.drop_full)
+    elif args is not None and args.drop_full:
+        params["drop_full"] = True
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -266,7 +282,7 @@ def run_build(args: argparse.Namespace) -> dict:
                 cfg,
                 images_per_shard=args.images_per_shard,
                 backend=args.backend,
-                ann_params=_ann_params(args.ann_param),
+                ann_params=_ann_params(args.ann_param, args),
                 embedding_dtype=args.embedding_dtype,
             )
         else:
@@ -310,8 +326,9 @@ def _print_backend(manifest: dict) -> None:
     if not ann:
         print("back end: exact")
         return
+    reduced = f"+{ann['reduce']}" if ann.get("reduce") else ""
     print(
-        f"back end: {ann['backend']}, recall@10 {ann['recall@10']:.3f}, recall@100 "
+        f"back end: {ann['backend']}{reduced}, recall@10 {ann['recall@10']:.3f}, recall@100 "
         f"{ann['recall@100']:.3f} against exact, {ann['bytes_per_box']:.1f} bytes per box"
     )
 
@@ -321,7 +338,7 @@ def run_train(args: argparse.Namespace) -> dict:
     if not os.path.isdir(args.index):
         raise FileNotFoundError(f"--index {args.index} does not exist")
     with _locked(args.index, existing=True):
-        manifest = set_backend(args.index, args.backend, _ann_params(args.ann_param))
+        manifest = set_backend(args.index, args.backend, _ann_params(args.ann_param, args))
     _print_backend(manifest)
     return manifest
 

@@ -112,6 +112,12 @@ def _check(doc: Dict, path: str, committed: bool) -> Dict:
         if not _ANN_FILE.match(_need(ann, path, "file", str, "ann.")):
             raise ManifestError(f"{path}: ann.file {ann['file']!r} is not a plain .faiss name")
         _need(ann, path, "sha256", str, "ann.")
+        if "reduce" in ann:
+            _need(ann, path, "reduce", str, "ann.")
+            if not isinstance(ann.get("full_vectors"), bool):
+                raise ManifestError(
+                    f"{path}: ann.full_vectors must be true or false, got {ann['full_vectors']!r}"
+                )
     return doc
 
 

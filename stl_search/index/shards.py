@@ -141,6 +141,13 @@ def _check_shard(path: str, meta: Dict[str, np.ndarray], entry: Dict, dim: int, 
             raise ShardError(f"shard {path}: {key} holds non-finite values")
 
 
+def _open_embeddings(path: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise ShardError(f"shard {path} is not a readable .npy ({e})") from None
+
+
 @dataclass
 class GalleryIndex:
     """The boxes of a built index, read and checked against its manifest.
@@ -172,9 +179,12 @@ class GalleryIndex:
         dtype = np.dtype(manifest.get("embedding_dtype", "float16"))
         parts = {k: [] for k in ("boxes", "scores", "file_name", "frame_index", "timestamp")}
         embeddings = []
+        dropped = (manifest.get("ann") or {}).get("full_vectors", True) is False
         for entry in manifest["shards"]:
             base = os.path.join(folder, entry["name"])
             for suffix, key in ((".npz", "sha256"), (".emb.npy", "embeddings_sha256")):
+                if dropped and suffix == ".emb.npy" and not os.path.isfile(base + suffix):
+                    continue  # deleted for the reduced store (``--drop-full``)
                 if not os.path.isfile(base + suffix):
                     raise ShardError(f"shard {base + suffix} listed in the manifest is missing")
                 if verify and sha256_of(base + suffix) != entry[key]:
@@ -188,16 +198,18 @@ class GalleryIndex:
                 or str(meta.get("index_id")) != manifest["index_id"]
             ):
                 raise ShardError(f"shard {base}.npz belongs to another index")
-            try:
-                emb = np.load(base + ".emb.npy", mmap_mode="r", allow_pickle=False)
-            except Exception as e:
-                raise ShardError(f"shard {base}.emb.npy is not a readable .npy ({e})") from None
+            width = dim
+            if dropped and not os.path.isfile(base + ".emb.npy"):
+                width = 0  # an empty stand-in, which rows() refuses
+                emb = np.zeros((int(entry["num_boxes"]), 0), dtype=dtype)
+            else:
+                emb = _open_embeddings(base + ".emb.npy")
             if emb.dtype != dtype or emb.ndim != 2:
                 raise ShardError(
                     f"shard {base}.emb.npy holds {emb.dtype} {emb.shape}, "
                     f"expected {dtype} (B, {dim})"
                 )
-            _check_shard(base + ".npz", meta, entry, dim, emb)
+            _check_shard(base + ".npz", meta, entry, width, emb)
             embeddings.append(emb)
             rows = meta["record"]
             parts["boxes"].append(meta["boxes"])
@@ -222,6 +234,7 @@ class GalleryIndex:
 
     def embeddings_float32(self) -> np.ndarray:
         """All embeddings ``(N, D)`` float32 (the exact index's copy)."""
+        self._need_full_vectors()
         out = np.empty((len(self), self.dim), dtype=np.float32)
         start = 0
         for emb in self.embeddings:
@@ -236,6 +249,15 @@ class GalleryIndex:
         shard = np.searchsorted(offsets, ids, side="right") - 1
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         for s in np.unique(shard):
+            if self.embeddings[s].shape[1] != self.dim:
+                self._need_full_vectors()
             sel = shard == s
             out[sel] = self.embeddings[s][ids[sel] - offsets[s]]
         return out
+
+    def _need_full_vectors(self) -> None:
+        if any(e.shape[1] != self.dim for e in self.embeddings):
+            raise ValueError(
+                f"{self.folder}: the full embeddings were dropped for the reduced store "
+                "(--drop-full); only its own back end can search it"
+            )

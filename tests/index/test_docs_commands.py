@@ -59,8 +59,15 @@ def test_every_docs_command_runs(repo_root, tiny_model, synthetic, tmp_path, mon
             argv[1:1] = ["--threads", "1"]
         main(argv)
         ran.append(argv[0])
-    assert ran == ["build", "add", "query", "mkdir", "query", "train", "query"]
+    assert ran == ["build", "add", "query", "mkdir", "query", "train", "query"] + [
+        "cp",
+        "train",
+        "query",
+    ]
     index = GalleryIndex.open("output/index")
     assert len(index.manifest["sources"]) == 2 and index.manifest["backend"] == "hnsw"
-    for name in ("hits", "hits_moved", "hits_exact"):
+    reduced = GalleryIndex.open("output/index_reduced").manifest["ann"]
+    assert (reduced["reduce"], reduced["full_vectors"]) == ("pca64", False)
+    assert not [f for f in os.listdir("output/index_reduced") if f.endswith(".emb.npy")]
+    for name in ("hits", "hits_moved", "hits_exact", "hits_reduced"):
         assert os.path.isfile(f"output/{name}.json") and os.path.isfile(f"output/{name}.png")
