@@ -13,6 +13,7 @@ import torch
 from detectron2.modeling import build_model
 from torchvision.ops import batched_nms
 
+from stl_search.modeling.fast_path import prepare_inference_model
 from stl_search.modeling.static_postprocess import greedy_nms_mask
 
 from .helpers import synthetic_input
@@ -123,3 +124,18 @@ def test_the_whole_gallery_forward_compiles_into_one_graph(cfg):
     ref = _run(model, [{"image": im, "height": 96, "width": 64} for im in images], batch=2)
     for r, boxes, valid in zip(ref, eager["pred_boxes"], v):
         assert torch.allclose(r.pred_boxes.tensor, boxes[valid], atol=1e-4)
+
+
+def test_compile_with_static_shapes_compiles_the_whole_gallery_forward(cfg):
+    """``TEST.FAST_PATH.COMPILE`` on a static-shape model wraps the whole gallery forward
+    (not called here: inductor takes minutes on it; the eager-backend test above proves it is
+    one graph), and leaves the base nets alone."""
+    cfg.TEST.FAST_PATH.STATIC_SHAPES = True
+    model = build_model(cfg)
+    cfg.TEST.FAST_PATH.COMPILE = "reduce-overhead"
+    fast = prepare_inference_model(model, cfg)
+    wrapped = fast.static_gallery_forward
+    assert getattr(wrapped, "_torchdynamo_orig_callable", None) is not None
+    assert wrapped._torchdynamo_orig_callable.__self__ is fast
+    assert fast.backbone._compiled_call_impl is None
+    assert "static_gallery_forward" not in vars(model)  # the given model is never touched
