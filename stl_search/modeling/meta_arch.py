@@ -117,7 +117,11 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 group = [batched_inputs[i] for i in idx]
                 for i, r in zip(idx, self._inference_group(group, dets, do_postprocess)):
                     results[i] = r
-        return results if amp is None else [_outputs_to_float32(r) for r in results]
+        if amp is None:
+            return results
+        if not do_postprocess:  # Instances, not dicts
+            return [_outputs_to_float32({"instances": r})["instances"] for r in results]
+        return [_outputs_to_float32(r) for r in results]
 
     def _inference_group(self, batched_inputs, detected_instances, do_postprocess):
         """Detectron2's ``GeneralizedRCNN.inference`` for images of one size, through

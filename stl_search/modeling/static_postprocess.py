@@ -69,11 +69,13 @@ def greedy_nms_mask(
 def _top(
     boxes: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor, k: int
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``k`` best kept rows per set (fewer rows: all), in descending score order; rows not
+    """The ``k`` best kept rows per set (fewer rows: all), in descending score order, equal
+    scores in input order (a stable sort, as torchvision's NMS orders them on the CPU); rows not
     kept come last with a zero box and a ``-inf`` score. Returns boxes, scores, row indices."""
     scores = torch.where(keep, scores, scores.new_full((), -math.inf))
     k = scores.shape[1] if k < 0 else min(k, scores.shape[1])
-    top, idx = scores.topk(k, dim=1, sorted=True)
+    top, idx = scores.sort(dim=1, descending=True, stable=True)
+    top, idx = top[:, :k], idx[:, :k]
     boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
     boxes = torch.where(torch.isfinite(top)[..., None], boxes, boxes.new_zeros(()))
     return boxes, top, idx
