@@ -7,7 +7,10 @@ this class adds the query mode, runs each group of one kind (gallery or query) a
 through the network together, and overrides Detectron2's ``_postprocess`` seam with a version of
 one host read per batch (same numbers). Which proposals and detections the gallery path computes
 is the config's: ``MODEL.PROPOSAL_GENERATOR.NAME`` (``RPN`` or ``SyncFreeRPN``) and
-``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE`` (``stl_search/modeling/sync_free_postprocess.py``).
+``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE`` (``stl_search/modeling/sync_free_postprocess.py``); with
+``TEST.FAST_PATH.STATIC_SHAPES`` the gallery path is :meth:`PersonSearchRCNN.
+static_gallery_forward`, tensors of fixed shapes that one compiled graph captures
+(``stl_search/modeling/static_postprocess.py``), compacted afterwards.
 
 Inputs and outputs are fixed by ``docs/interfaces.md``:
 

@@ -18,6 +18,9 @@ Inference (``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE``): Detectron2's box step (``_f
 ``fast_rcnn_inference``), or the sync-free one (``stl_search/modeling/sync_free_postprocess.py``:
 dropped candidates keep their place with a ``-inf`` score and are compacted once per batch, before
 the identification branch embeds the detections). The same detections in the same order.
+:meth:`PersonSearchROIHeads.static_forward` is the static-shape step
+(``TEST.FAST_PATH.STATIC_SHAPES``, ``stl_search/modeling/static_postprocess.py``): fixed-size
+detection sets, all rows embedded, a ``valid`` mask instead of a compaction.
 """
 
 from __future__ import annotations

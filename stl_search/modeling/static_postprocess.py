@@ -16,8 +16,10 @@ data-dependent sizes. Here every size is fixed by the config and the image batch
 rule above, the same order): candidates sorted by score, an IoU matrix, then one sequential pass
 that lets each kept candidate suppress the later ones it overlaps. Greedy NMS is inherently
 sequential (the lexicographically first maximal independent set), so the pass has one step per
-candidate: a compiled graph unrolls it, which is quick for a few hundred candidates and slow to
-compile for thousands (``PRE_NMS_TOPK_TEST: 6000``).
+candidate (a few element-wise ops each): a compiled graph unrolls it. Tracing takes seconds for a
+few hundred candidates, inductor's code generation minutes; for the paper configs' thousands
+(``PRE_NMS_TOPK_TEST: 6000``) both are impractical as is, and the eager static path launches
+thousands of small kernels per image: lower ``PRE_NMS_TOPK_TEST`` for this path.
 """
 
 from __future__ import annotations
