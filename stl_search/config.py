@@ -194,6 +194,11 @@ def _add_test_config(cfg: CN) -> None:
     # "max-autotune-no-cudagraphs". The first image of each new size pays the compilation
     # (seconds to a minute); worth it for a long gallery of one frame size.
     cfg.TEST.FAST_PATH.COMPILE = ""
+    # Gallery inference with shapes fixed by the config and the image batch (the RPN's and the
+    # box step's NMS as keep masks, fixed-size detection sets with a valid mask, compacted after
+    # the forward): no host read inside it, so torch.compile can capture it whole
+    # (stl_search/modeling/static_postprocess.py). Same detections and embeddings.
+    cfg.TEST.FAST_PATH.STATIC_SHAPES = False
     # The sync-free post-processing is a model part chosen by name, not a fast-path switch:
     # MODEL.PROPOSAL_GENERATOR.NAME "SyncFreeRPN" + MODEL.ROI_HEADS.SYNC_FREE_INFERENCE True.
     old = "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS"

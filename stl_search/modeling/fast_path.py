@@ -19,7 +19,11 @@ reference path):
 - ``COMPILE``: ``torch.compile`` of the base nets (stem … res3) with the given mode. The rest of
   the model has data-dependent shapes (proposals, detections) and stays eager; the base nets see
   one shape per image size, so a gallery of one frame size compiles once. On a GPU,
-  ``"reduce-overhead"`` also captures them as a CUDA graph.
+  ``"reduce-overhead"`` also captures them as a CUDA graph. A model built with ``STATIC_SHAPES``
+  (read by the meta architecture: :meth:`~stl_search.modeling.meta_arch.PersonSearchRCNN.
+  static_gallery_forward`) has no data-dependent shape in its gallery forward: then that whole
+  forward is compiled, ``fullgraph=True``, one graph per image size and batch size (one CUDA
+  graph under ``"reduce-overhead"``).
 
 The sync-free post-processing is a part of the model, selected by name in the config
 (:mod:`~stl_search.modeling.sync_free_postprocess`), not a piece of this module.
@@ -106,7 +110,15 @@ def prepare_inference_model(model, cfg: CfgNode):
         fold_batchnorm(fast)
     if cfg.TEST.FAST_PATH.CHANNELS_LAST:
         to_channels_last(fast)
-    if cfg.TEST.FAST_PATH.COMPILE:
+    if cfg.TEST.FAST_PATH.COMPILE and getattr(fast, "static_shapes", False):
+        # The whole gallery forward, one graph per image size and batch (no dynamic shapes).
+        fast.static_gallery_forward = torch.compile(
+            fast.static_gallery_forward,
+            mode=cfg.TEST.FAST_PATH.COMPILE,
+            fullgraph=True,
+            dynamic=False,
+        )
+    elif cfg.TEST.FAST_PATH.COMPILE:
         fast.backbone.compile(mode=cfg.TEST.FAST_PATH.COMPILE)
     fast.inference_prepared = True
     return fast

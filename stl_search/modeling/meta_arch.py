@@ -7,7 +7,10 @@ this class adds the query mode, runs each group of one kind (gallery or query) a
 through the network together, and overrides Detectron2's ``_postprocess`` seam with a version of
 one host read per batch (same numbers). Which proposals and detections the gallery path computes
 is the config's: ``MODEL.PROPOSAL_GENERATOR.NAME`` (``RPN`` or ``SyncFreeRPN``) and
-``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE`` (``stl_search/modeling/sync_free_postprocess.py``).
+``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE`` (``stl_search/modeling/sync_free_postprocess.py``); with
+``TEST.FAST_PATH.STATIC_SHAPES`` the gallery path is :meth:`PersonSearchRCNN.
+static_gallery_forward`, tensors of fixed shapes that one compiled graph captures
+(``stl_search/modeling/static_postprocess.py``), compacted afterwards.
 
 Inputs and outputs are fixed by ``docs/interfaces.md``:
 
@@ -25,12 +28,15 @@ import contextlib
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
 
 from .separable_roi_align import SeparableRoIAlign
+from .static_postprocess import static_proposals
 from .sync_free_postprocess import SyncFreeRPN, clip_boxes, compact
 
 __all__ = ["PersonSearchRCNN"]
@@ -41,7 +47,9 @@ class PersonSearchRCNN(GeneralizedRCNN):
     """One-step person search on Detectron2's R-CNN; see the module docstring."""
 
     @configurable
-    def __init__(self, *, inference_amp_dtype: Optional[str] = None, **kwargs):
+    def __init__(
+        self, *, inference_amp_dtype: Optional[str] = None, static_shapes: bool = False, **kwargs
+    ):
         """
         NOTE: the other arguments are those of Detectron2's ``GeneralizedRCNN``.
 
@@ -50,6 +58,10 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 under ``torch.autocast`` in that dtype (``TEST.AMP``), with RoI pooling reading
                 float32 features (box coordinates keep full precision) and every floating output
                 returned in float32. None: float32 throughout.
+            static_shapes (bool): gallery inference through :meth:`static_gallery_forward`
+                (``TEST.FAST_PATH.STATIC_SHAPES``): the same detections and embeddings, computed
+                with shapes fixed by the config and the image batch (capturable as one graph),
+                compacted afterwards with one host read per batch.
         """
         super().__init__(**kwargs)
         if inference_amp_dtype not in (None, "float16", "bfloat16"):
@@ -65,6 +77,9 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 "MODEL.ROI_HEADS.SYNC_FREE_INFERENCE True (or use 'RPN')"
             )
         self.inference_amp_dtype = inference_amp_dtype
+        self.static_shapes = static_shapes
+        if static_shapes:
+            _check_static_shapes(self)
         if inference_amp_dtype is not None:
             for m in self.modules():
                 if isinstance(m, (ROIPooler, SeparableRoIAlign)):
@@ -74,6 +89,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         ret["inference_amp_dtype"] = cfg.TEST.AMP.DTYPE if cfg.TEST.AMP.ENABLED else None
+        ret["static_shapes"] = cfg.TEST.FAST_PATH.STATIC_SHAPES
         return ret
 
     def inference(
@@ -104,13 +120,33 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 group = [batched_inputs[i] for i in idx]
                 for i, r in zip(idx, self._inference_group(group, dets, do_postprocess)):
                     results[i] = r
-        return results if amp is None else [_outputs_to_float32(r) for r in results]
+        if amp is None:
+            return results
+        if not do_postprocess:  # Instances, not dicts
+            return [_outputs_to_float32({"instances": r})["instances"] for r in results]
+        return [_outputs_to_float32(r) for r in results]
 
     def _inference_group(self, batched_inputs, detected_instances, do_postprocess):
         """Detectron2's ``GeneralizedRCNN.inference`` for images of one size, through
         :meth:`_postprocess`; for query inputs, the embeddings of their ``query_boxes`` through
         :meth:`PersonSearchROIHeads.embed` (the function that embeds the final detections of a
         gallery image), no detection."""
+        if (
+            self.static_shapes
+            and detected_instances is None
+            and "query_boxes" not in batched_inputs[0]
+        ):
+            size = tuple(batched_inputs[0]["image"].shape[-2:])
+            out = self.static_gallery_forward(torch.stack([x["image"] for x in batched_inputs]))
+            results = [
+                Instances(size, pred_boxes=Boxes(b), scores=s, pred_classes=c, pred_embeddings=e)
+                for b, s, c, e in zip(
+                    out["pred_boxes"], out["scores"], out["pred_classes"], out["pred_embeddings"]
+                )
+            ]
+            if do_postprocess:  # its compaction drops the invalid rows too: their box is empty
+                return self._postprocess(results, batched_inputs, [size] * len(results))
+            return compact(results, list(out["valid"]))
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         if "query_boxes" in batched_inputs[0]:
@@ -130,6 +166,28 @@ class PersonSearchRCNN(GeneralizedRCNN):
             return self._postprocess(results, batched_inputs, images.image_sizes)
         return results
 
+    def static_gallery_forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Gallery inference of a batch of images of one size with static shapes: tensors in,
+        tensors out, no host read, so that ``torch.compile(..., fullgraph=True)`` captures it
+        as one graph (one CUDA graph under ``mode="reduce-overhead"``).
+
+        Args:
+            images (Tensor): ``(N, 3, H, W)``, the mapper's ``image`` tensors stacked.
+
+        Returns:
+            dict: :meth:`PersonSearchROIHeads.static_forward`'s tensors, boxes in the ``H x W``
+            frame; rows with ``valid`` False are padding (zero box, ``-inf`` score).
+        """
+        assert not self.training
+        h, w = images.shape[-2:]
+        x = (images.to(self.device) - self.pixel_mean) / self.pixel_std
+        d = self.backbone.size_divisibility
+        if d > 1:  # ImageList.from_tensors' zero padding, with sizes known statically
+            x = F.pad(x, (0, (-w) % d, 0, (-h) % d), value=0.0)
+        features = self.backbone(x)
+        boxes, logits = static_proposals(self.proposal_generator, features, (h, w))
+        return self.roi_heads.static_forward(features, boxes, logits, (h, w))
+
     @staticmethod
     def _postprocess(instances, batched_inputs: List[Dict], image_sizes):
         """Detectron2's ``GeneralizedRCNN._postprocess`` (``detector_postprocess``: boxes scaled
@@ -148,6 +206,20 @@ class PersonSearchRCNN(GeneralizedRCNN):
             results.append(result)
         results = compact(results, [r.pred_boxes.nonempty() for r in results])
         return [{"instances": r} for r in results]
+
+
+def _check_static_shapes(model: "PersonSearchRCNN") -> None:
+    """Raise if ``model`` has a part the static-shape gallery forward does not cover."""
+    if not isinstance(model.proposal_generator, RPN):
+        raise ValueError(
+            "TEST.FAST_PATH.STATIC_SHAPES needs an RPN (MODEL.PROPOSAL_GENERATOR.NAME 'RPN' or "
+            f"'SyncFreeRPN'), got {type(model.proposal_generator).__name__}"
+        )
+    if not hasattr(model.roi_heads, "static_forward") or model.roi_heads.mask_on:
+        raise ValueError(
+            "TEST.FAST_PATH.STATIC_SHAPES needs MODEL.ROI_HEADS.NAME 'PersonSearchROIHeads' "
+            "without a mask head"
+        )
 
 
 def _float32_features(module, args):

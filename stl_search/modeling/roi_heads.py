@@ -18,6 +18,9 @@ Inference (``MODEL.ROI_HEADS.SYNC_FREE_INFERENCE``): Detectron2's box step (``_f
 ``fast_rcnn_inference``), or the sync-free one (``stl_search/modeling/sync_free_postprocess.py``:
 dropped candidates keep their place with a ``-inf`` score and are compacted once per batch, before
 the identification branch embeds the detections). The same detections in the same order.
+:meth:`PersonSearchROIHeads.static_forward` is the static-shape step
+(``TEST.FAST_PATH.STATIC_SHAPES``, ``stl_search/modeling/static_postprocess.py``): fixed-size
+detection sets, all rows embedded, a ``valid`` mask instead of a compaction.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from torch import nn
 from .id_net import IdentificationNet
 from .losses import build_id_loss
 from .mrfp import build_id_pooler
+from .static_postprocess import static_box_detections
 from .sync_free_postprocess import compact, fast_rcnn_candidates, pool_boxes
 
 __all__ = ["PersonSearchROIHeads"]
@@ -158,6 +162,61 @@ class PersonSearchROIHeads(StandardROIHeads):
             predictor.test_topk_per_image,
         )
         return compact(candidates, [torch.isfinite(c.scores) for c in candidates])
+
+    def static_forward(
+        self,
+        features: Dict[str, torch.Tensor],
+        proposal_boxes: torch.Tensor,
+        objectness_logits: torch.Tensor,
+        image_size: Tuple[int, int],
+    ) -> Dict[str, torch.Tensor]:
+        """Inference with static shapes (``TEST.FAST_PATH.STATIC_SHAPES``): the detections of
+        :func:`~stl_search.modeling.static_postprocess.static_box_detections` and the embeddings
+        of all their rows, for a batch of images of one size.
+
+        Args:
+            proposal_boxes (Tensor): ``(N, P, 4)``; objectness_logits (Tensor): ``(N, P)``,
+                ``-inf`` for a dropped proposal.
+
+        Returns:
+            dict: ``pred_boxes (N, D, 4)`` (input frame), ``scores (N, D)``, ``pred_classes
+            (N, D)``, ``pred_embeddings (N, D, E)`` and ``valid (N, D)`` (bool): the detections
+            in Detectron2's order, then rows with a zero box, a ``-inf`` score and a zero
+            embedding.
+        """
+        assert not self.training
+        n = proposal_boxes.shape[0]
+        proposals = [
+            Instances(image_size, proposal_boxes=Boxes(b), objectness_logits=o)
+            for b, o in zip(proposal_boxes.unbind(0), objectness_logits.unbind(0))
+        ]
+        x = pool_boxes(
+            self.box_pooler,
+            [features[f] for f in self.box_in_features],
+            [p.proposal_boxes for p in proposals],
+        )
+        predictor = self.box_predictor
+        predictions = predictor(self.box_head(x))
+        boxes, scores, classes = static_box_detections(
+            torch.stack(predictor.predict_boxes(predictions, proposals)),
+            torch.stack(predictor.predict_probs(predictions, proposals)),
+            objectness_logits,
+            image_size,
+            predictor.test_score_thresh,
+            predictor.test_nms_thresh,
+            predictor.test_topk_per_image,
+        )
+        valid = torch.isfinite(scores)
+        embeddings = self.embed(features, [Boxes(b) for b in boxes.unbind(0)])
+        embeddings = embeddings.view(n, boxes.shape[1], -1)
+        embeddings = torch.where(valid[..., None], embeddings, embeddings.new_zeros(()))
+        return {
+            "pred_boxes": boxes,
+            "scores": scores,
+            "pred_classes": classes,
+            "pred_embeddings": embeddings,
+            "valid": valid,
+        }
 
     def forward_with_given_boxes(
         self, features: Dict[str, torch.Tensor], instances: List[Instances]

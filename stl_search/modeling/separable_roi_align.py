@@ -12,10 +12,11 @@ the grid, is separable: for one RoI and channel ``c``,
 with ``Wy`` (out_h x rows) and ``Wx`` (out_w x cols) holding the bilinear weights summed over the
 sampling points of each bin (divided by the grid size). The weights reproduce torchvision's
 kernel exactly (sample positions, the ``[-1, size]`` validity test, clamping at 0 and at the
-last row / column), so results agree to float rounding. On CUDA, or for an adaptive sampling
-ratio (0), torchvision's kernel is used. The backward (to the features only; boxes take no
-gradient, as in torchvision) is the transposed products, accumulated in place into one gradient
-map: autograd through per-RoI slices would build a full-size gradient per RoI.
+last row / column), so results agree to float rounding. On CUDA, for an adaptive sampling
+ratio (0), or inside ``torch.compile`` (the per-RoI bounds are host values), torchvision's kernel
+is used. The backward (to the features only; boxes take no gradient, as in torchvision) is the
+transposed products, accumulated in place into one gradient map: autograd through per-RoI slices
+would build a full-size gradient per RoI.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class SeparableRoIAlign(nn.Module):
         oh, ow = self.output_size
         if boxes.shape[0] == 0:
             return feature.new_zeros((0, feature.shape[1], oh, ow))
-        if feature.is_cuda or self.sampling_ratio <= 0:
+        if feature.is_cuda or self.sampling_ratio <= 0 or torch.compiler.is_compiling():
             rois = torch.cat([index[:, None].to(boxes.dtype), boxes], dim=1)
             return roi_align(
                 feature, rois, self.output_size, self.spatial_scale, self.sampling_ratio, True

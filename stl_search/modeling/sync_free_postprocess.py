@@ -30,7 +30,7 @@ rounding and the order of exactly tied scores (``tests/modeling/test_sync_free_p
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.layers import cat, nms
@@ -40,11 +40,13 @@ from detectron2.structures import Boxes, Instances
 
 __all__ = [
     "SyncFreeRPN",
+    "box_candidates",
     "clip_boxes",
     "compact",
     "fast_rcnn_candidates",
     "find_top_rpn_proposals",
     "pool_boxes",
+    "rpn_candidates",
 ]
 
 
@@ -83,6 +85,41 @@ def _nms(
     return nms(boxes, scores, thresh)
 
 
+def rpn_candidates(
+    proposals: List[torch.Tensor],
+    pred_objectness_logits: List[torch.Tensor],
+    image_sizes: List[Tuple[int, int]],
+    pre_nms_topk: int,
+    min_box_size: float,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The RPN's candidates before NMS (the sync-free and the static path share them): the
+    ``pre_nms_topk`` best per level, clipped, non-finite and small ones dropped.
+
+    Returns:
+        ``(boxes (N, M, 4), logits (N, M), level_ids (M,))``, dropped candidates with a zero box
+        and a ``-inf`` logit.
+    """
+    device = proposals[0].device
+    batch_idx = torch.arange(len(image_sizes), device=device)
+    topk_scores, topk_proposals, level_ids = [], [], []
+    for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
+        k = min(logits_i.shape[1], pre_nms_topk)
+        logits_i, idx = logits_i.sort(descending=True, dim=1)  # as Detectron2 (sort, not topk)
+        topk_scores.append(logits_i.narrow(1, 0, k))
+        topk_proposals.append(proposals_i[batch_idx[:, None], idx.narrow(1, 0, k)])
+        level_ids.append(torch.full((k,), level_id, dtype=torch.int64, device=device))
+    topk_scores, topk_proposals = cat(topk_scores, dim=1), cat(topk_proposals, dim=1)
+    boxes, scores = [], []
+    for n, image_size in enumerate(image_sizes):
+        b, s = topk_proposals[n], topk_scores[n]
+        finite = torch.isfinite(b).all(dim=1) & torch.isfinite(s)
+        b = clip_boxes(torch.where(finite[:, None], b, b.new_zeros(())), image_size)
+        b, s = _drop(b, s, finite & Boxes(b).nonempty(min_box_size))
+        boxes.append(b)
+        scores.append(s)
+    return torch.stack(boxes), torch.stack(scores), cat(level_ids, dim=0)
+
+
 def find_top_rpn_proposals(
     proposals: List[torch.Tensor],
     pred_objectness_logits: List[torch.Tensor],
@@ -108,29 +145,16 @@ def find_top_rpn_proposals(
         proposals in the same order, followed (only when fewer than ``post_nms_topk`` survive)
         by dropped ones with a zero box and a ``-inf`` logit.
     """
-    device = proposals[0].device
-    batch_idx = torch.arange(len(image_sizes), device=device)
-    topk_scores, topk_proposals, level_ids = [], [], []
-    for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
-        k = min(logits_i.shape[1], pre_nms_topk)
-        logits_i, idx = logits_i.sort(descending=True, dim=1)  # as Detectron2 (sort, not topk)
-        topk_scores.append(logits_i.narrow(1, 0, k))
-        topk_proposals.append(proposals_i[batch_idx[:, None], idx.narrow(1, 0, k)])
-        level_ids.append(torch.full((k,), level_id, dtype=torch.int64, device=device))
-    topk_scores, topk_proposals = cat(topk_scores, dim=1), cat(topk_proposals, dim=1)
-    level_ids = cat(level_ids, dim=0)
-
+    boxes, scores, level_ids = rpn_candidates(
+        proposals, pred_objectness_logits, image_sizes, pre_nms_topk, min_box_size
+    )
     results = []
     for n, image_size in enumerate(image_sizes):
-        boxes, scores = topk_proposals[n], topk_scores[n]
-        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-        boxes = clip_boxes(torch.where(finite[:, None], boxes, boxes.new_zeros(())), image_size)
-        boxes, scores = _drop(boxes, scores, finite & Boxes(boxes).nonempty(min_box_size))
-        keep = _nms(boxes, scores, level_ids, nms_thresh, one_group=len(proposals) == 1)
+        keep = _nms(boxes[n], scores[n], level_ids, nms_thresh, one_group=len(proposals) == 1)
         keep = keep[:post_nms_topk]
         res = Instances(image_size)
-        res.proposal_boxes = Boxes(boxes[keep])
-        res.objectness_logits = scores[keep]
+        res.proposal_boxes = Boxes(boxes[n][keep])
+        res.objectness_logits = scores[n][keep]
         results.append(res)
     return results
 
@@ -186,6 +210,36 @@ def pool_boxes(pooler, features: List[torch.Tensor], box_lists: List[Boxes]) -> 
     return level_poolers[0](feature, torch.cat([index, boxes], dim=1))
 
 
+def box_candidates(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    objectness_logits: Optional[torch.Tensor],
+    image_size: Tuple[int, int],
+    score_thresh,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's box-step candidates before NMS (the sync-free and the static path share
+    them): one per (proposal, class), clipped; non-finite ones, those of a dropped proposal
+    (``-inf`` objectness) and those at or below ``score_thresh`` get a zero box and ``-inf``.
+
+    Returns:
+        ``(boxes (R*K, 4), scores (R*K,), classes (R*K,))``.
+    """
+    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    if objectness_logits is not None:
+        valid = valid & torch.isfinite(objectness_logits)
+    scores = scores[:, :-1]
+    num_classes = scores.shape[1]
+    boxes = torch.where(valid[:, None], boxes, boxes.new_zeros(()))
+    # No len() of a tensor below: a traced graph keeps the proposal count variable.
+    boxes_per_row = boxes.shape[1] // 4
+    boxes = clip_boxes(boxes.reshape(-1, 4), image_size).view(-1, boxes_per_row, 4)
+    boxes = boxes.expand(-1, num_classes, 4).reshape(-1, 4)  # class-agnostic: a no-op view
+    keep = (valid[:, None] & (scores > score_thresh)).reshape(-1)
+    classes = torch.arange(num_classes, device=keep.device).expand_as(scores).reshape(-1)
+    boxes, scores = _drop(boxes, scores.reshape(-1), keep)
+    return boxes, scores, classes
+
+
 def fast_rcnn_candidates(
     boxes: List[torch.Tensor],
     scores: List[torch.Tensor],
@@ -213,19 +267,11 @@ def fast_rcnn_candidates(
     """
     results = []
     for boxes_i, scores_i, props in zip(boxes, scores, proposals):
-        valid = torch.isfinite(boxes_i).all(dim=1) & torch.isfinite(scores_i).all(dim=1)
-        if props.has("objectness_logits"):
-            valid = valid & torch.isfinite(props.objectness_logits)
-        scores_i = scores_i[:, :-1]
-        num_classes = scores_i.shape[1]
-        boxes_i = torch.where(valid[:, None], boxes_i, boxes_i.new_zeros(()))
-        # No len() of a tensor below: a traced graph keeps the proposal count variable.
-        boxes_per_row = boxes_i.shape[1] // 4
-        boxes_i = clip_boxes(boxes_i.reshape(-1, 4), props.image_size).view(-1, boxes_per_row, 4)
-        boxes_i = boxes_i.expand(-1, num_classes, 4).reshape(-1, 4)  # class-agnostic: a no-op view
-        keep = (valid[:, None] & (scores_i > score_thresh)).reshape(-1)
-        classes = torch.arange(num_classes, device=keep.device).expand_as(scores_i).reshape(-1)
-        boxes_i, scores_i = _drop(boxes_i, scores_i.reshape(-1), keep)
+        logits = props.objectness_logits if props.has("objectness_logits") else None
+        num_classes = scores_i.shape[1] - 1
+        boxes_i, scores_i, classes = box_candidates(
+            boxes_i, scores_i, logits, props.image_size, score_thresh
+        )
         kept = _nms(boxes_i, scores_i, classes, nms_thresh, one_group=num_classes == 1)
         if topk_per_image >= 0:
             kept = kept[:topk_per_image]

@@ -1,0 +1,148 @@
+"""The static-shape gallery forward (``TEST.FAST_PATH.STATIC_SHAPES``): the same detections and
+embeddings as the reference and the sync-free paths, and one graph under
+``torch.compile(fullgraph=True)`` (no graph break: no host read, no data-dependent shape).
+
+Exactness as in test_fast_path.py: the same detections (boxes within 0.5 px, in the same order)
+and embeddings with cosine >= 0.9999.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from torchvision.ops import batched_nms
+
+from stl_search.modeling.fast_path import prepare_inference_model
+from stl_search.modeling.static_postprocess import greedy_nms_mask
+
+from .helpers import synthetic_input
+from .test_fast_path import _assert_same_detections, _inputs, _randomise_norms, _run
+
+
+def _random_boxes(g: torch.Generator, n: int) -> torch.Tensor:
+    """Clusters of jittered boxes, as a detector's candidates: overlaps at every threshold
+    tested, with chains of suppression."""
+    centers = torch.rand(n // 6 + 1, 2, generator=g) * 80
+    xy = centers.repeat_interleave(6, dim=0)[:n] + torch.randn(n, 2, generator=g) * 3
+    wh = torch.rand(n, 2, generator=g) * 10 + 20
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("thresh", [0.3, 0.5, 0.7])
+def test_greedy_nms_mask_keeps_what_batched_nms_keeps(groups, thresh):
+    g = torch.Generator().manual_seed(int(thresh * 10) + groups)
+    for _ in range(5):
+        n = 120
+        boxes = _random_boxes(g, n)
+        scores = torch.randperm(n, generator=g).float() / n  # distinct: no ties
+        idxs = torch.randint(0, groups, (n,), generator=g)
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[batched_nms(boxes, scores, idxs, thresh)] = True
+        keep = greedy_nms_mask(boxes[None], scores[None], idxs if groups > 1 else None, thresh)
+        assert keep.shape == (1, n)
+        assert torch.equal(keep[0], expected)
+        # Something is suppressed, so the test can tell greedy NMS from keeping everything.
+        assert 0 < int(expected.sum()) < n
+
+
+def test_greedy_nms_mask_differs_from_fast_nms_where_greedy_does():
+    """A chain a > b > c where a suppresses b, b would suppress c: greedy keeps c (b is gone);
+    plain "Fast NMS" (suppressed by any higher-scored box) would drop it."""
+    boxes = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    keep = greedy_nms_mask(boxes[None], scores[None], None, 0.3)
+    assert keep[0].tolist() == [True, False, True]
+    assert sorted(batched_nms(boxes, scores, torch.zeros(3), 0.3).tolist()) == [0, 2]
+
+
+def test_greedy_nms_mask_sets_of_a_batch_are_independent():
+    g = torch.Generator().manual_seed(3)
+    boxes = torch.stack([_random_boxes(g, 40) for _ in range(3)])
+    scores = torch.stack([torch.randperm(40, generator=g).float() for _ in range(3)])
+    keep = greedy_nms_mask(boxes, scores, None, 0.5)
+    for b, s, k in zip(boxes, scores, keep):
+        assert torch.equal(k, greedy_nms_mask(b[None], s[None], None, 0.5)[0])
+
+
+@pytest.mark.parametrize("path", ["reference", "sync_free", "bfloat16"])
+def test_static_shapes_give_the_same_detections_and_embeddings(cfg, path):
+    """Also under bf16 autocast, whose coarse scores tie often: tied detections come in the
+    same order as torchvision's NMS gives them on the CPU."""
+    if path == "sync_free":
+        cfg.MODEL.PROPOSAL_GENERATOR.NAME = "SyncFreeRPN"
+        cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE = True
+    if path == "bfloat16":
+        cfg.TEST.AMP.ENABLED = True
+        cfg.TEST.AMP.DTYPE = "bfloat16"
+    model = _randomise_norms(build_model(cfg))
+    inputs = _inputs()
+    ref = _run(model, inputs, batch=2)
+    model.static_shapes = True
+    new = _run(model, inputs, batch=2)
+    _assert_same_detections(ref, new)
+    if path == "bfloat16":
+        assert any(len(set(r.scores.tolist())) < len(r) for r in ref)  # there are ties
+    for a, b in zip(ref, new):
+        assert torch.equal(a.pred_classes, b.pred_classes)
+        assert torch.allclose(a.scores, b.scores, atol=1e-6)
+    # Without post-processing: the input frame, the same rows.
+    with torch.no_grad():
+        raw = model.inference(inputs[:1], do_postprocess=False)[0]
+    assert len(raw) == len(new[0]) and torch.isfinite(raw.scores).all()
+
+
+def test_static_shapes_key_builds_the_static_model(cfg):
+    cfg.TEST.FAST_PATH.STATIC_SHAPES = True
+    assert build_model(cfg).static_shapes
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
+    with pytest.raises(ValueError, match="needs an RPN"):
+        build_model(cfg)
+
+
+def test_the_whole_gallery_forward_compiles_into_one_graph(cfg):
+    """fullgraph=True fails on any graph break (a host read such as ``.item()`` / ``nonzero`` /
+    ``.tolist()``, or a data-dependent shape); the compiled forward returns the eager numbers.
+    Few proposals keep the unrolled NMS pass, and so the compile time, small."""
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 48
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 16
+    cfg.TEST.DETECTIONS_PER_IMAGE = 8
+    cfg.TEST.FAST_PATH.STATIC_SHAPES = True
+    model = _randomise_norms(build_model(cfg))
+    images = torch.stack([synthetic_input(96, 64, seed=i)["image"] for i in range(2)])
+    torch._dynamo.reset()
+    compiled = torch.compile(model.static_gallery_forward, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        eager = model.static_gallery_forward(images)
+        out = compiled(images)
+    assert out["pred_boxes"].shape == (2, 8, 4) and out["pred_embeddings"].shape[:2] == (2, 8)
+    assert out["valid"].any(dim=1).all()
+    assert torch.equal(out["valid"], eager["valid"])
+    assert torch.equal(out["pred_classes"], eager["pred_classes"])
+    v = eager["valid"]
+    assert (out["pred_boxes"][v] - eager["pred_boxes"][v]).abs().max() <= 0.5
+    assert torch.allclose(out["scores"][v], eager["scores"][v], atol=1e-5)
+    cos = (out["pred_embeddings"][v] * eager["pred_embeddings"][v]).sum(dim=1)
+    assert cos.min() >= 0.9999
+    assert not out["pred_embeddings"][~v].any() and (out["scores"][~v] == -torch.inf).all()
+    # And the eager static forward is the model's usual gallery inference.
+    model.static_shapes = False
+    ref = _run(model, [{"image": im, "height": 96, "width": 64} for im in images], batch=2)
+    for r, boxes, valid in zip(ref, eager["pred_boxes"], v):
+        assert torch.allclose(r.pred_boxes.tensor, boxes[valid], atol=1e-4)
+
+
+def test_compile_with_static_shapes_compiles_the_whole_gallery_forward(cfg):
+    """``TEST.FAST_PATH.COMPILE`` on a static-shape model wraps the whole gallery forward
+    (not called here: inductor takes minutes on it; the eager-backend test above proves it is
+    one graph), and leaves the base nets alone."""
+    cfg.TEST.FAST_PATH.STATIC_SHAPES = True
+    model = build_model(cfg)
+    cfg.TEST.FAST_PATH.COMPILE = "reduce-overhead"
+    fast = prepare_inference_model(model, cfg)
+    wrapped = fast.static_gallery_forward
+    assert getattr(wrapped, "_torchdynamo_orig_callable", None) is not None
+    assert wrapped._torchdynamo_orig_callable.__self__ is fast
+    assert fast.backbone._compiled_call_impl is None
+    assert "static_gallery_forward" not in vars(model)  # the given model is never touched
