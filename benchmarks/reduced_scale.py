@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.machine import cpu_line  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
 
 def clustered(n: int, dim: int, seed: int, chunk: int = 250_000):
@@ -99,12 +100,16 @@ def row(n: int, dim: int, nlist: int, num_queries: int, folder: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--dims", type=int, nargs="+", default=[256, 128])
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000], help="boxes per row")
+    parser.add_argument(
+        "--dims", type=int, nargs="+", default=[256, 128], help="reduced dimensions"
+    )
+    parser.add_argument("--queries", type=int, default=200, help="queries timed per row")
+    parser.add_argument("--nlist", type=int, default=1024, help="IVF lists")
+    parser.add_argument("--threads", type=int, default=2, help="FAISS threads")
     parser.add_argument("--folder", default=None, help="for the float16 vectors (default: temp)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)

@@ -32,6 +32,7 @@ from stl_search.engine.setup import load_config  # noqa: E402
 from stl_search.engine.trainer import PersonSearchTrainer, query_split_for  # noqa: E402
 from stl_search.evaluation import PersonSearchEvaluator, inference_on_person_search  # noqa: E402
 from stl_search.index.backends import fit_projection  # noqa: E402
+from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(HERE), "configs", "synthetic", "person_search.yaml")
 
@@ -63,10 +64,17 @@ def scores(evaluator: ProjectedSearchEvaluator, reductions) -> list:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     parser.add_argument("--weights", required=True, help="trained model_final.pth")
-    parser.add_argument("--config-file", default=CONFIG)
-    parser.add_argument("--reduce", nargs="+", default=["pca128", "pca64", "opq128"])
+    parser.add_argument("--config-file", default=CONFIG, help="the model's config")
+    parser.add_argument(
+        "--reduce",
+        nargs="+",
+        default=["pca128", "pca64", "opq128"],
+        help="projections, as index --reduce",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:

@@ -16,8 +16,13 @@ from torchvision.ops import batched_nms
 from stl_search.modeling.fast_path import prepare_inference_model
 from stl_search.modeling.static_postprocess import greedy_nms_mask
 
-from .helpers import synthetic_input
-from .test_fast_path import _assert_same_detections, _inputs, _randomise_norms, _run
+from .helpers import (
+    assert_same_detections,
+    fast_path_inputs,
+    randomise_norms,
+    run_batches,
+    synthetic_input,
+)
 
 
 def _random_boxes(g: torch.Generator, n: int) -> torch.Tensor:
@@ -76,12 +81,12 @@ def test_static_shapes_give_the_same_detections_and_embeddings(cfg, path):
     if path == "bfloat16":
         cfg.TEST.AMP.ENABLED = True
         cfg.TEST.AMP.DTYPE = "bfloat16"
-    model = _randomise_norms(build_model(cfg))
-    inputs = _inputs()
-    ref = _run(model, inputs, batch=2)
+    model = randomise_norms(build_model(cfg))
+    inputs = fast_path_inputs()
+    ref = run_batches(model, inputs, batch=2)
     model.static_shapes = True
-    new = _run(model, inputs, batch=2)
-    _assert_same_detections(ref, new)
+    new = run_batches(model, inputs, batch=2)
+    assert_same_detections(ref, new)
     if path == "bfloat16":
         assert any(len(set(r.scores.tolist())) < len(r) for r in ref)  # there are ties
     for a, b in zip(ref, new):
@@ -109,7 +114,7 @@ def test_the_whole_gallery_forward_compiles_into_one_graph(cfg):
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 16
     cfg.TEST.DETECTIONS_PER_IMAGE = 8
     cfg.TEST.FAST_PATH.STATIC_SHAPES = True
-    model = _randomise_norms(build_model(cfg))
+    model = randomise_norms(build_model(cfg))
     images = torch.stack([synthetic_input(96, 64, seed=i)["image"] for i in range(2)])
     torch._dynamo.reset()
     compiled = torch.compile(model.static_gallery_forward, fullgraph=True, backend="eager")
@@ -128,7 +133,7 @@ def test_the_whole_gallery_forward_compiles_into_one_graph(cfg):
     assert not out["pred_embeddings"][~v].any() and (out["scores"][~v] == -torch.inf).all()
     # And the eager static forward is the model's usual gallery inference.
     model.static_shapes = False
-    ref = _run(model, [{"image": im, "height": 96, "width": 64} for im in images], batch=2)
+    ref = run_batches(model, [{"image": im, "height": 96, "width": 64} for im in images], batch=2)
     for r, boxes, valid in zip(ref, eager["pred_boxes"], v):
         assert torch.allclose(r.pred_boxes.tensor, boxes[valid], atol=1e-4)
 
