@@ -188,21 +188,26 @@ def _protocol(entries) -> np.ndarray:
     return struct(recs, ["Query", "Gallery"])
 
 
-def write_cuhk_sysu(root: str) -> str:
-    for i, (name, (h, w)) in enumerate(CUHK_SIZES.items()):
-        write_image(os.path.join(root, "Image", "SSM", name), h, w, seed=10 + i)
-    ann = os.path.join(root, "annotation")
-    tt = os.path.join(ann, "test", "train_test")
-    os.makedirs(tt, exist_ok=True)
+def write_images_mat(ann: str, image_boxes) -> None:
+    """``ann/Images.mat`` (``Img``: name, count, boxes per image) as CUHK-SYSU stores it."""
     imgs = [
         {
             "imname": n,
             "nAppear": np.array([[float(len(b))]]),
             "box": struct([{"idlocate": box(*bb)} for bb in b], ["idlocate"]),
         }
-        for n, b in CUHK_IMAGE_BOXES.items()
+        for n, b in image_boxes.items()
     ]
     savemat(os.path.join(ann, "Images.mat"), {"Img": struct(imgs, ["imname", "nAppear", "box"])})
+
+
+def write_cuhk_sysu(root: str) -> str:
+    for i, (name, (h, w)) in enumerate(CUHK_SIZES.items()):
+        write_image(os.path.join(root, "Image", "SSM", name), h, w, seed=10 + i)
+    ann = os.path.join(root, "annotation")
+    tt = os.path.join(ann, "test", "train_test")
+    os.makedirs(tt, exist_ok=True)
+    write_images_mat(ann, CUHK_IMAGE_BOXES)
     savemat(os.path.join(ann, "pool.mat"), {"pool": cell(["s3.jpg", "s4.jpg"])})
     scene_fields = ["imname", "idlocate", "ishard"]
     train = np.empty((2, 1), dtype=object)

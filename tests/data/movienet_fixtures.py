@@ -9,7 +9,7 @@ import os
 import numpy as np
 from scipy.io import savemat
 
-from .fixtures import _protocol, box, cell, struct, write_image
+from .fixtures import _protocol, box, cell, write_image, write_images_mat
 
 SIZES = {
     "m1.jpg": (100, 120),
@@ -85,15 +85,7 @@ def write_movienet_ps(root: str, image_subdir: str = "Image") -> str:
     ann = os.path.join(root, "annotation")
     tt = os.path.join(ann, "test", "train_test")
     os.makedirs(tt, exist_ok=True)
-    imgs = [
-        {
-            "imname": n,
-            "nAppear": np.array([[float(len(b))]]),
-            "box": struct([{"idlocate": box(*bb)} for bb in b], ["idlocate"]),
-        }
-        for n, b in IMAGE_BOXES.items()
-    ]
-    savemat(os.path.join(ann, "Images.mat"), {"Img": struct(imgs, ["imname", "nAppear", "box"])})
+    write_images_mat(ann, IMAGE_BOXES)
     for size, names in POOLS.items():
         savemat(os.path.join(ann, f"pool_{size}.mat"), {"pool": cell(names)})
     for n, rows in TRAIN_ROWS.items():
