@@ -24,6 +24,7 @@ from detectron2.structures import Boxes, pairwise_iou
 from ..engine.predictor import PersonSearchPredictor
 from ..utils.cli import HelpFormatter
 from ..utils.progress import Progress
+from .arguments import positive_int
 from .calibration import Calibration, PairHistogram
 from .model import index_predictor
 from .shards import read_manifest
@@ -52,7 +53,7 @@ def add_calibrate_parser(sub) -> None:
     p.add_argument(
         "--target-fpr", type=float, default=1e-3, help="false-match rate the threshold allows"
     )
-    p.add_argument("--batch-size", type=int, default=4, help="gallery images per forward")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="gallery images per forward")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..utils.cli import HelpFormatter
 from ..utils.io import atomic_open, atomic_write_json
+from .arguments import non_negative_int, positive_int
 from .backends import BACKENDS
 from .grid import draw_result_grid, save_crops
 from .render import check_picture_path
@@ -53,10 +54,15 @@ def add_search_parser(sub) -> None:
         metavar=("X1", "Y1", "X2", "Y2"),
         help="a query box in --query (repeat for several queries)",
     )
-    p.add_argument("--topk", type=int, default=10, help="hits (boxes) and sightings shown")
-    p.add_argument("--candidates", type=int, default=1000, help="top boxes grouped into sightings")
+    p.add_argument("--topk", type=positive_int, default=10, help="hits (boxes) and sightings shown")
     p.add_argument(
-        "--max-gap", type=int, default=2, help="missed samples bridged within one sighting"
+        "--candidates", type=positive_int, default=1000, help="top boxes grouped into sightings"
+    )
+    p.add_argument(
+        "--max-gap",
+        type=non_negative_int,
+        default=2,
+        help="missed samples bridged within one sighting",
     )
     p.add_argument(
         "--min-similarity",

@@ -29,6 +29,14 @@ def test_topk_must_be_positive(gallery_index, synthetic, tmp_path, capsys, topk)
     assert f"argument --topk: must be a positive integer, got '{topk}'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--topk", "--candidates"])
+def test_search_counts_must_be_positive(gallery_index, synthetic, tmp_path, capsys, flag):
+    args = _query_args(gallery_index, synthetic, tmp_path / "q")
+    with pytest.raises(SystemExit):
+        main(["search", *args[1:], flag, "0"])
+    assert f"argument {flag}: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag", ["--batch-size", "--images-per-shard"])
 def test_batch_and_shard_sizes_must_be_positive(tiny_model, two_images, tmp_path, capsys, flag):
     with pytest.raises(SystemExit):
