@@ -34,7 +34,8 @@ from stl_search.evaluation import PersonSearchEvaluator, inference_on_person_sea
 from stl_search.index.backends import fit_projection  # noqa: E402
 from stl_search.utils.cli import HelpFormatter  # noqa: E402
 
-CONFIG = os.path.join(os.path.dirname(HERE), "configs", "synthetic", "person_search.yaml")
+REPO = os.path.dirname(HERE)
+CONFIG = os.path.join("configs", "synthetic", "person_search.yaml")  # relative to REPO
 
 
 class ProjectedSearchEvaluator(PersonSearchEvaluator):
@@ -68,7 +69,9 @@ def main() -> None:
         description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     parser.add_argument("--weights", required=True, help="trained model_final.pth")
-    parser.add_argument("--config-file", default=CONFIG, help="the model's config")
+    parser.add_argument(
+        "--config-file", default=CONFIG, help="the model's config (relative: to the repository)"
+    )
     parser.add_argument(
         "--reduce",
         nargs="+",
@@ -78,7 +81,7 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(args.config_file, ["OUTPUT_DIR", out, *args.opts])
+        cfg = load_config(os.path.join(REPO, args.config_file), ["OUTPUT_DIR", out, *args.opts])
         model = PersonSearchTrainer.build_model(cfg)
         DetectionCheckpointer(model).load(args.weights)
         gallery = cfg.DATASETS.TEST[0]
