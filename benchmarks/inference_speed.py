@@ -3,8 +3,8 @@
 
     python benchmarks/inference_speed.py [--threads 2] [--sizes 960x640 1500x900] [--persons 10]
         [--iters 5] [--warmup 2] [--config configs/Base-PersonSearch.yaml] [--device cpu|cuda]
-        [--fast] [--seqnet DIR] [--batch N] [--amp float16|bfloat16] [--opts KEY VALUE ...]
-        [--json FILE]
+        [--side-by-side] [--fast] [--seqnet DIR] [--batch N] [--amp float16|bfloat16]
+        [--opts KEY VALUE ...] [--json FILE]
 
 For each input size (width x height, the image fed to the network as is) it times, in one run:
 
@@ -26,7 +26,8 @@ Peak memory: on CUDA, ``torch.cuda.max_memory_allocated``; on the CPU, the peak 
 size of this process while the model runs (``VmHWM``, reset through ``/proc/self/clear_refs``
 before each model; it includes both models' weights and the Python runtime).
 
-Side by side (``--fast`` and/or ``--seqnet DIR``): instead of the three rows above, it times in
+Side by side (``--side-by-side``, implied by ``--fast`` and ``--seqnet DIR``): instead of the three
+rows above, it times in
 interleaved rounds the config's model on the reference path ("reference path": every piece of the
 fast path forced off), the same model on the inference fast path ("fast path":
 ``TEST.FAST_PATH.FOLD_BN``, ``CHANNELS_LAST`` and the sync-free post-processing, the paper configs'
@@ -38,7 +39,9 @@ row's throughput and its ratio to SeqNet's (median of the per-round ratios). ``-
 copies of the image per call (images/s = N / seconds per call), ``--amp float16|bfloat16`` runs
 every row under autocast (``TEST.AMP`` for ours), ``--opts KEY VALUE ...`` overrides config keys of
 every row of ours (``--opts TEST.FAST_PATH.COMPILE default`` compiles the base nets of every row but
-the reference path; the warm-up rounds absorb the compilation), ``--json FILE`` writes the figures.
+the reference path; the warm-up rounds absorb the compilation; ``--opts
+TEST.FAST_PATH.STATIC_SHAPES True TEST.FAST_PATH.COMPILE reduce-overhead`` captures the fast
+path's whole gallery forward as one CUDA graph), ``--json FILE`` writes the figures.
 
 Noise: on a shared machine the load changes from second to second. The three measurements are
 therefore *interleaved*: each round times floor, baseline and MRFP back to back (order rotated
@@ -254,7 +257,8 @@ def _count(out) -> int:
 
 
 def compare(args) -> dict:
-    """The side-by-side mode (``--fast`` / ``--seqnet``): see the module docstring."""
+    """The side-by-side mode (``--side-by-side`` / ``--fast`` / ``--seqnet``): see the module
+    docstring."""
     dev = args.device
     cuda = dev.startswith("cuda")
     fast_path = FAST_PATH_OPTS + (FAST_PATH_CUDA_OPTS if cuda else [])
@@ -269,7 +273,8 @@ def compare(args) -> dict:
         k: build(args.config, True, args.persons, dev, args.num_ids, o) for k, o in rows.items()
     }
     report = {"device": _device_name(args), "torch": torch.__version__, "batch": args.batch,
-              "amp": args.amp or "off", "persons": args.persons, "sizes": {}}  # fmt: skip
+              "amp": args.amp or "off", "persons": args.persons, "opts": list(args.opts),
+              "sizes": {}}  # fmt: skip
     for size in args.sizes:
         w, h = parse_size(size)
         g = torch.Generator().manual_seed(0)
@@ -333,6 +338,9 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     parser.add_argument("--device", default="cuda" if cuda else "cpu", help="MODEL.DEVICE")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
+    parser.add_argument(
+        "--side-by-side", action="store_true", help="the reference path beside the fast path"
+    )
     parser.add_argument("--fast", action="store_true", help="add the named fast variant's row")
     parser.add_argument("--seqnet", default="", help="a local copy of SeqNet's source: add its row")
     parser.add_argument("--batch", type=int, default=1, help="images per call (side-by-side mode)")
@@ -342,7 +350,7 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    if args.fast or args.seqnet:
+    if args.side_by_side or args.fast or args.seqnet:
         print(
             f"device: {_device_name(args)}; torch {torch.__version__}; config "
             f"{os.path.relpath(args.config)} {' '.join(args.opts)}; {args.persons} "

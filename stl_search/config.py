@@ -199,6 +199,10 @@ def _add_test_config(cfg: CN) -> None:
     # the forward): no host read inside it, so torch.compile can capture it whole
     # (stl_search/modeling/static_postprocess.py). Same detections and embeddings.
     cfg.TEST.FAST_PATH.STATIC_SHAPES = False
+    # The parallel rounds of each NMS of that forward (Cluster-NMS: exact once a round changes
+    # nothing). A batch that needs more is recomputed on the dynamic path, with a warning: the
+    # same numbers whatever the value; more rounds cost more GPU time, fewer more fallbacks.
+    cfg.TEST.FAST_PATH.STATIC_NMS_ROUNDS = 16
     # The sync-free post-processing is a model part chosen by name, not a fast-path switch:
     # MODEL.PROPOSAL_GENERATOR.NAME "SyncFreeRPN" + MODEL.ROI_HEADS.SYNC_FREE_INFERENCE True.
     old = "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS"

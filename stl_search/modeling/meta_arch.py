@@ -25,6 +25,7 @@ Inputs and outputs are fixed by ``docs/interfaces.md``:
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -34,6 +35,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_first_n
 
 from .separable_roi_align import SeparableRoIAlign
 from .static_postprocess import static_proposals
@@ -48,7 +50,12 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
     @configurable
     def __init__(
-        self, *, inference_amp_dtype: Optional[str] = None, static_shapes: bool = False, **kwargs
+        self,
+        *,
+        inference_amp_dtype: Optional[str] = None,
+        static_shapes: bool = False,
+        static_nms_rounds: int = 16,
+        **kwargs,
     ):
         """
         NOTE: the other arguments are those of Detectron2's ``GeneralizedRCNN``.
@@ -61,7 +68,11 @@ class PersonSearchRCNN(GeneralizedRCNN):
             static_shapes (bool): gallery inference through :meth:`static_gallery_forward`
                 (``TEST.FAST_PATH.STATIC_SHAPES``): the same detections and embeddings, computed
                 with shapes fixed by the config and the image batch (capturable as one graph),
-                compacted afterwards with one host read per batch.
+                compacted afterwards.
+            static_nms_rounds (int): the parallel rounds of each NMS of that forward
+                (``TEST.FAST_PATH.STATIC_NMS_ROUNDS``,
+                :func:`~stl_search.modeling.static_postprocess.greedy_nms_mask`); a batch whose
+                NMS needs more is recomputed on the dynamic path (the same numbers, slower).
         """
         super().__init__(**kwargs)
         if inference_amp_dtype not in (None, "float16", "bfloat16"):
@@ -78,6 +89,11 @@ class PersonSearchRCNN(GeneralizedRCNN):
             )
         self.inference_amp_dtype = inference_amp_dtype
         self.static_shapes = static_shapes
+        if static_nms_rounds < 1:
+            raise ValueError(
+                f"TEST.FAST_PATH.STATIC_NMS_ROUNDS must be at least 1, got {static_nms_rounds}"
+            )
+        self.static_nms_rounds = static_nms_rounds
         if static_shapes:
             _check_static_shapes(self)
         if inference_amp_dtype is not None:
@@ -90,6 +106,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
         ret = super().from_config(cfg)
         ret["inference_amp_dtype"] = cfg.TEST.AMP.DTYPE if cfg.TEST.AMP.ENABLED else None
         ret["static_shapes"] = cfg.TEST.FAST_PATH.STATIC_SHAPES
+        ret["static_nms_rounds"] = cfg.TEST.FAST_PATH.STATIC_NMS_ROUNDS
         return ret
 
     def inference(
@@ -130,7 +147,8 @@ class PersonSearchRCNN(GeneralizedRCNN):
         """Detectron2's ``GeneralizedRCNN.inference`` for images of one size, through
         :meth:`_postprocess`; for query inputs, the embeddings of their ``query_boxes`` through
         :meth:`PersonSearchROIHeads.embed` (the function that embeds the final detections of a
-        gallery image), no detection."""
+        gallery image), no detection. With ``static_shapes``, gallery images go through
+        :meth:`static_gallery_forward`, or, where its NMS did not settle, this dynamic path."""
         if (
             self.static_shapes
             and detected_instances is None
@@ -138,15 +156,16 @@ class PersonSearchRCNN(GeneralizedRCNN):
         ):
             size = tuple(batched_inputs[0]["image"].shape[-2:])
             out = self.static_gallery_forward(torch.stack([x["image"] for x in batched_inputs]))
-            results = [
-                Instances(size, pred_boxes=Boxes(b), scores=s, pred_classes=c, pred_embeddings=e)
-                for b, s, c, e in zip(
-                    out["pred_boxes"], out["scores"], out["pred_classes"], out["pred_embeddings"]
-                )
-            ]
-            if do_postprocess:  # its compaction drops the invalid rows too: their box is empty
-                return self._postprocess(results, batched_inputs, [size] * len(results))
-            return compact(results, list(out["valid"]))
+            if bool(out["settled"].all()):
+                return self._static_results(out, batched_inputs, size, do_postprocess)
+            log_first_n(
+                logging.WARNING,
+                "An NMS of the static-shape forward needed more than "
+                f"TEST.FAST_PATH.STATIC_NMS_ROUNDS={self.static_nms_rounds} rounds: that batch "
+                "is recomputed on the dynamic path (the same numbers, slower); raise the key "
+                "if this is frequent",
+                name=__name__,
+            )
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         if "query_boxes" in batched_inputs[0]:
@@ -166,6 +185,19 @@ class PersonSearchRCNN(GeneralizedRCNN):
             return self._postprocess(results, batched_inputs, images.image_sizes)
         return results
 
+    def _static_results(self, out, batched_inputs, size, do_postprocess):
+        """:meth:`static_gallery_forward`'s tensors as ``_inference_group``'s results, compacted
+        (the padding rows have an empty box: ``_postprocess``'s one read per batch drops them)."""
+        results = [
+            Instances(size, pred_boxes=Boxes(b), scores=s, pred_classes=c, pred_embeddings=e)
+            for b, s, c, e in zip(
+                out["pred_boxes"], out["scores"], out["pred_classes"], out["pred_embeddings"]
+            )
+        ]
+        if do_postprocess:
+            return self._postprocess(results, batched_inputs, [size] * len(results))
+        return compact(results, list(out["valid"]))
+
     def static_gallery_forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Gallery inference of a batch of images of one size with static shapes: tensors in,
         tensors out, no host read, so that ``torch.compile(..., fullgraph=True)`` captures it
@@ -176,7 +208,10 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
         Returns:
             dict: :meth:`PersonSearchROIHeads.static_forward`'s tensors, boxes in the ``H x W``
-            frame; rows with ``valid`` False are padding (zero box, ``-inf`` score).
+            frame; rows with ``valid`` False are padding (zero box, ``-inf`` score). ``settled
+            (N,)`` is False for an image where an NMS (the RPN's or the box step's) did not
+            reach its exact keep set in ``static_nms_rounds`` rounds: its rows are not to be
+            used (:meth:`_inference_group` recomputes that batch on the dynamic path).
         """
         assert not self.training
         h, w = images.shape[-2:]
@@ -185,8 +220,13 @@ class PersonSearchRCNN(GeneralizedRCNN):
         if d > 1:  # ImageList.from_tensors' zero padding, with sizes known statically
             x = F.pad(x, (0, (-w) % d, 0, (-h) % d), value=0.0)
         features = self.backbone(x)
-        boxes, logits = static_proposals(self.proposal_generator, features, (h, w))
-        return self.roi_heads.static_forward(features, boxes, logits, (h, w))
+        rounds = self.static_nms_rounds
+        boxes, logits, rpn_settled = static_proposals(
+            self.proposal_generator, features, (h, w), rounds
+        )
+        out = self.roi_heads.static_forward(features, boxes, logits, (h, w), rounds)
+        out["settled"] = out["settled"] & rpn_settled
+        return out
 
     @staticmethod
     def _postprocess(instances, batched_inputs: List[Dict], image_sizes):

@@ -169,6 +169,7 @@ class PersonSearchROIHeads(StandardROIHeads):
         proposal_boxes: torch.Tensor,
         objectness_logits: torch.Tensor,
         image_size: Tuple[int, int],
+        nms_rounds: int,
     ) -> Dict[str, torch.Tensor]:
         """Inference with static shapes (``TEST.FAST_PATH.STATIC_SHAPES``): the detections of
         :func:`~stl_search.modeling.static_postprocess.static_box_detections` and the embeddings
@@ -177,12 +178,15 @@ class PersonSearchROIHeads(StandardROIHeads):
         Args:
             proposal_boxes (Tensor): ``(N, P, 4)``; objectness_logits (Tensor): ``(N, P)``,
                 ``-inf`` for a dropped proposal.
+            nms_rounds (int): the rounds of the box step's NMS
+                (:func:`~stl_search.modeling.static_postprocess.greedy_nms_mask`).
 
         Returns:
             dict: ``pred_boxes (N, D, 4)`` (input frame), ``scores (N, D)``, ``pred_classes
-            (N, D)``, ``pred_embeddings (N, D, E)`` and ``valid (N, D)`` (bool): the detections
+            (N, D)``, ``pred_embeddings (N, D, E)``, ``valid (N, D)`` (bool): the detections
             in Detectron2's order, then rows with a zero box, a ``-inf`` score and a zero
-            embedding.
+            embedding; ``settled (N,)`` (bool): the NMS reached its exact keep set (where False,
+            the rows are not to be used).
         """
         assert not self.training
         n = proposal_boxes.shape[0]
@@ -197,7 +201,7 @@ class PersonSearchROIHeads(StandardROIHeads):
         )
         predictor = self.box_predictor
         predictions = predictor(self.box_head(x))
-        boxes, scores, classes = static_box_detections(
+        boxes, scores, classes, settled = static_box_detections(
             torch.stack(predictor.predict_boxes(predictions, proposals)),
             torch.stack(predictor.predict_probs(predictions, proposals)),
             objectness_logits,
@@ -205,6 +209,7 @@ class PersonSearchROIHeads(StandardROIHeads):
             predictor.test_score_thresh,
             predictor.test_nms_thresh,
             predictor.test_topk_per_image,
+            nms_rounds,
         )
         valid = torch.isfinite(scores)
         embeddings = self.embed(features, [Boxes(b) for b in boxes.unbind(0)])
@@ -216,6 +221,7 @@ class PersonSearchROIHeads(StandardROIHeads):
             "pred_classes": classes,
             "pred_embeddings": embeddings,
             "valid": valid,
+            "settled": settled,
         }
 
     def forward_with_given_boxes(

@@ -13,13 +13,20 @@ data-dependent sizes. Here every size is fixed by the config and the image batch
   detections. Only the caller, outside the captured region, compacts (one host read per batch).
 
 :func:`greedy_nms_mask` is torchvision's greedy NMS, the same keep set (and, with the ``-inf``
-rule above, the same order): candidates sorted by score, an IoU matrix, then one sequential pass
-that lets each kept candidate suppress the later ones it overlaps. Greedy NMS is inherently
-sequential (the lexicographically first maximal independent set), so the pass has one step per
-candidate (a few element-wise ops each): a compiled graph unrolls it. Tracing takes seconds for a
-few hundred candidates, inductor's code generation minutes; for the paper configs' thousands
-(``PRE_NMS_TOPK_TEST: 6000``) both are impractical as is, and the eager static path launches
-thousands of small kernels per image: lower ``PRE_NMS_TOPK_TEST`` for this path.
+rule above, the same order), computed in a fixed number of parallel rounds rather than one
+sequential step per candidate (Cluster-NMS, Zheng et al., TPAMI 2021): candidates sorted by
+score, an IoU matrix, then ``keep = no kept higher-scored box overlaps me`` applied to the whole
+set at once, ``rounds`` times, starting from "all kept". The greedy keep set is the only fixed
+point of that rule (each candidate's answer depends only on the higher-scored ones), and round
+``t`` makes at least the ``t`` best candidates final, so the rounds reach it; in practice a few
+rounds do (the longest chain of "a suppresses b, b would have suppressed c"). A round that
+changes nothing proves it: the function also returns, per set, whether its last round changed
+nothing (``settled``). Where a set has not settled, the caller recomputes that batch on the
+dynamic path (:meth:`~stl_search.modeling.meta_arch.PersonSearchRCNN._inference_group`), so the
+result is exact whatever ``TEST.FAST_PATH.STATIC_NMS_ROUNDS`` is; the rounds only decide how
+often that happens. The graph has ``rounds`` small steps whatever the candidate count, so the
+paper configs' ``PRE_NMS_TOPK_TEST: 6000`` compile like the tiny ones; memory is one boolean
+``M x M`` matrix per set (36 MB per image at 6000 candidates).
 """
 
 from __future__ import annotations
@@ -41,9 +48,14 @@ __all__ = [
 
 
 def greedy_nms_mask(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: Optional[torch.Tensor], thresh: float
-) -> torch.Tensor:
-    """torchvision's ``batched_nms`` as a boolean keep mask, with static shapes.
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    groups: Optional[torch.Tensor],
+    thresh: float,
+    rounds: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's ``batched_nms`` as a boolean keep mask, with static shapes, in ``rounds``
+    parallel rounds (see the module docstring).
 
     Args:
         boxes (Tensor): ``(B, M, 4)`` XYXY boxes, ``B`` independent sets.
@@ -51,21 +63,29 @@ def greedy_nms_mask(
         groups (Tensor or None): ``(M,)`` or ``(B, M)`` group ids (NMS within a group only, as
             ``batched_nms``'s ``idxs``); None: one group.
         thresh (float): IoU above which the lower-scored box is suppressed.
+        rounds (int): how many rounds to run (at least 1).
 
     Returns:
-        Tensor: ``(B, M)`` bool, True for the kept boxes, in the input order.
+        ``(keep (B, M) bool, settled (B,) bool)``: True for the kept boxes, in the input order;
+        ``settled`` True where ``keep`` is exactly ``batched_nms``'s keep set (the last round
+        changed nothing), False where more rounds were needed.
     """
+    if rounds < 1:
+        raise ValueError(f"TEST.FAST_PATH.STATIC_NMS_ROUNDS must be at least 1, got {rounds}")
     order = scores.argsort(dim=1, descending=True, stable=True)
     b = boxes.float().gather(1, order[..., None].expand(-1, -1, 4))
     overlap = torch.stack([box_iou(x, x) for x in b.unbind(0)]) > thresh
     if groups is not None:
         g = groups.expand_as(scores).gather(1, order)
         overlap = overlap & (g[:, :, None] == g[:, None, :])
-    overlap = overlap.triu(diagonal=1)  # row i: the later boxes i suppresses when kept
-    suppressed = torch.zeros_like(scores, dtype=torch.bool)
-    for i in range(scores.shape[1]):
-        suppressed = suppressed | (overlap[:, i] & ~suppressed[:, i : i + 1])
-    return torch.zeros_like(suppressed).scatter(1, order, ~suppressed)
+    overlap = overlap.triu(diagonal=1)  # [i, j]: i, when kept, suppresses the later box j
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    settled = torch.zeros_like(keep[:, 0])
+    for _ in range(rounds):
+        new = ~(overlap & keep[:, :, None]).any(dim=1)
+        settled = (new == keep).all(dim=1)
+        keep = new
+    return torch.zeros_like(keep).scatter(1, order, keep), settled
 
 
 def _top(
@@ -91,13 +111,15 @@ def static_rpn_proposals(
     pre_nms_topk: int,
     post_nms_topk: int,
     min_box_size: float,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    nms_rounds: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`~stl_search.modeling.sync_free_postprocess.find_top_rpn_proposals` with static
-    shapes, for a batch of images of one size.
+    shapes, for a batch of images of one size; ``nms_rounds`` as :func:`greedy_nms_mask`'s.
 
     Returns:
-        ``(boxes (N, P, 4), logits (N, P))``, ``P = min(post_nms_topk, candidates)``: the same
-        proposals in the same order, then dropped ones (zero box, ``-inf`` logit).
+        ``(boxes (N, P, 4), logits (N, P), settled (N,))``, ``P = min(post_nms_topk,
+        candidates)``: the same proposals in the same order, then dropped ones (zero box,
+        ``-inf`` logit), where ``settled`` (:func:`greedy_nms_mask`) is True.
     """
     boxes, scores, level_ids = rpn_candidates(
         proposals,
@@ -107,9 +129,9 @@ def static_rpn_proposals(
         min_box_size,
     )
     groups = None if len(proposals) == 1 else level_ids
-    keep = greedy_nms_mask(boxes, scores, groups, nms_thresh) & torch.isfinite(scores)
-    boxes, scores, _ = _top(boxes, scores, keep, post_nms_topk)
-    return boxes, scores
+    keep, settled = greedy_nms_mask(boxes, scores, groups, nms_thresh, nms_rounds)
+    boxes, scores, _ = _top(boxes, scores, keep & torch.isfinite(scores), post_nms_topk)
+    return boxes, scores, settled
 
 
 def static_box_detections(
@@ -120,8 +142,10 @@ def static_box_detections(
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`~stl_search.modeling.sync_free_postprocess.fast_rcnn_candidates` with static shapes.
+    nms_rounds: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~stl_search.modeling.sync_free_postprocess.fast_rcnn_candidates` with static
+    shapes; ``nms_rounds`` as :func:`greedy_nms_mask`'s.
 
     Args:
         boxes (Tensor): ``(N, R, K*4)`` or ``(N, R, 4)`` predicted boxes.
@@ -129,9 +153,10 @@ def static_box_detections(
         objectness_logits (Tensor): ``(N, R)``, ``-inf`` for a dropped proposal.
 
     Returns:
-        ``(boxes (N, D, 4), scores (N, D), classes (N, D))``: the detections in Detectron2's
-        order, then dropped rows (zero box, ``-inf`` score); ``D = topk_per_image`` (all
-        candidates when it is negative or larger).
+        ``(boxes (N, D, 4), scores (N, D), classes (N, D), settled (N,))``: the detections in
+        Detectron2's order, then dropped rows (zero box, ``-inf`` score), where ``settled``
+        (:func:`greedy_nms_mask`) is True; ``D = topk_per_image`` (all candidates when it is
+        negative or larger).
     """
     num_classes = scores.shape[-1] - 1
     cands = [
@@ -140,20 +165,21 @@ def static_box_detections(
     ]
     boxes, scores, classes = (torch.stack(t) for t in zip(*cands))
     groups = None if num_classes == 1 else classes
-    keep = greedy_nms_mask(boxes, scores, groups, nms_thresh) & torch.isfinite(scores)
-    boxes, scores, idx = _top(boxes, scores, keep, topk_per_image)
-    return boxes, scores, classes.gather(1, idx)
+    keep, settled = greedy_nms_mask(boxes, scores, groups, nms_thresh, nms_rounds)
+    boxes, scores, idx = _top(boxes, scores, keep & torch.isfinite(scores), topk_per_image)
+    return boxes, scores, classes.gather(1, idx), settled
 
 
 def static_proposals(
-    rpn, features: Dict[str, torch.Tensor], image_size: Tuple[int, int]
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    rpn, features: Dict[str, torch.Tensor], image_size: Tuple[int, int], nms_rounds: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detectron2's ``RPN`` at inference (``RPN`` or
     :class:`~stl_search.modeling.sync_free_postprocess.SyncFreeRPN`: the same parameters) with
     :func:`static_rpn_proposals`, for a batch of images of one size ``image_size``.
 
     Returns:
-        ``(boxes (N, P, 4), objectness_logits (N, P))`` as :func:`static_rpn_proposals`.
+        ``(boxes (N, P, 4), objectness_logits (N, P), settled (N,))`` as
+        :func:`static_rpn_proposals`.
     """
     feats = [features[f] for f in rpn.in_features]
     anchors = rpn.anchor_generator(feats)
@@ -175,4 +201,5 @@ def static_proposals(
         rpn.pre_nms_topk[False],
         rpn.post_nms_topk[False],
         rpn.min_box_size,
+        nms_rounds,
     )

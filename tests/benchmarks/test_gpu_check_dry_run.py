@@ -3,7 +3,7 @@ scripts, flags and files, at tiny sizes, without the wheel install) runs to exit
 writes the files it writes on a GPU, with the machine, the torch version and the date. A missing
 file, flag or import of the check fails here instead of on a lent GPU.
 
-Not a timed test: about 2 CPU-minutes (13 Python processes, each importing torch and Detectron2).
+Not a timed test: about 2 CPU-minutes (14 Python processes, each importing torch and Detectron2).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ STEPS = [
     "env",
     "infer_b1_fp32",
     "infer_b1_fp16",
+    "infer_b1_static",
     "infer_b32_fp32",
     "infer_b32_fp16",
     "train_speed",
@@ -50,7 +51,8 @@ def test_dry_run_runs_every_step_and_writes_the_records(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(results)) == sorted(
         [f"{n}.json" for n in FIGURES]
-        + ["train_speed.json", "demo_metrics.json", "logs.txt", "summary.json"]
+        + ["infer_b1_static.json", "train_speed.json", "demo_metrics.json"]
+        + ["logs.txt", "summary.json"]
     )
     with open(results / "summary.json") as f:
         summary = json.load(f)
@@ -75,6 +77,14 @@ def test_dry_run_runs_every_step_and_writes_the_records(tmp_path):
         assert all(r["s_per_call"] > 0 and r["detections"] == 10 for r in rows.values())
         assert report["batch"] == (2 if "b32" in name else 1)
         assert report["amp"] == ("bfloat16" if "fp16" in name else "off")
+    # The whole-forward step: the static fast path beside the reference path.
+    with open(results / "infer_b1_static.json") as f:
+        report = json.load(f)
+    assert report["batch"] == 1 and report["amp"] == "bfloat16"
+    assert "TEST.FAST_PATH.STATIC_SHAPES" in report["opts"]
+    rows = report["sizes"]["64x96"]
+    assert set(rows) == {"reference path", "fast path"}
+    assert all(r["s_per_call"] > 0 and r["detections"] == 10 for r in rows.values())
     with open(results / "train_speed.json") as f:
         train = json.load(f)
     assert train["torch"] == torch.__version__ and train["rows"][0]["s_per_iter"] > 0

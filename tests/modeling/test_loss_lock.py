@@ -7,7 +7,9 @@ from the code before the architecture refactor; they change only with a delibera
 change of the model, and then are re-recorded with the reason in the commit message.
 
 One thread and a fixed seed (``tests/modeling/conftest.py``), so the CPU kernels are
-deterministic; the tolerance only absorbs float32 summation differences between builds.
+deterministic on one machine; the tolerances only absorb float32 summation differences between
+CPUs and builds: the values recorded on an AMD EPYC (AVX2 kernels) came out on an Intel Xeon
+(AVX-512 kernels) within 1.5e-6 (losses) and 4.9e-6 (gradient norm), relative.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ LOCKED = {
     ),
 }
 CASES = {"mrfp_ce": (True, "CE"), "single_level_ce": (False, "CE"), "mrfp_oim": (True, "OIM")}
-RTOL = 1e-6
+RTOL = 1e-5
+GRAD_RTOL = 5e-5
 
 
 def _losses_and_grad_norm(mrfp: bool, id_loss: str):
@@ -85,4 +88,4 @@ def test_losses_are_locked(case):
     assert set(losses) == set(expected_losses)
     for name, value in expected_losses.items():
         assert losses[name] == pytest.approx(value, rel=RTOL, abs=1e-9), (case, name, losses)
-    assert grad_norm == pytest.approx(expected_grad_norm, rel=1e-5), (case, grad_norm)
+    assert grad_norm == pytest.approx(expected_grad_norm, rel=GRAD_RTOL), (case, grad_norm)

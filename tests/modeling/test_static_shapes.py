@@ -45,8 +45,10 @@ def test_greedy_nms_mask_keeps_what_batched_nms_keeps(groups, thresh):
         idxs = torch.randint(0, groups, (n,), generator=g)
         expected = torch.zeros(n, dtype=torch.bool)
         expected[batched_nms(boxes, scores, idxs, thresh)] = True
-        keep = greedy_nms_mask(boxes[None], scores[None], idxs if groups > 1 else None, thresh)
-        assert keep.shape == (1, n)
+        keep, settled = greedy_nms_mask(
+            boxes[None], scores[None], idxs if groups > 1 else None, thresh, rounds=n
+        )
+        assert keep.shape == (1, n) and settled.tolist() == [True]
         assert torch.equal(keep[0], expected)
         # Something is suppressed, so the test can tell greedy NMS from keeping everything.
         assert 0 < int(expected.sum()) < n
@@ -57,18 +59,45 @@ def test_greedy_nms_mask_differs_from_fast_nms_where_greedy_does():
     plain "Fast NMS" (suppressed by any higher-scored box) would drop it."""
     boxes = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10]])
     scores = torch.tensor([0.9, 0.8, 0.7])
-    keep = greedy_nms_mask(boxes[None], scores[None], None, 0.3)
-    assert keep[0].tolist() == [True, False, True]
+    keep, settled = greedy_nms_mask(boxes[None], scores[None], None, 0.3, rounds=3)
+    assert keep[0].tolist() == [True, False, True] and settled.tolist() == [True]
     assert sorted(batched_nms(boxes, scores, torch.zeros(3), 0.3).tolist()) == [0, 2]
+
+
+def _chain(n: int) -> torch.Tensor:
+    """``n`` boxes in a row, each overlapping only its neighbours (IoU 1/3): with falling
+    scores, greedy NMS at 0.3 keeps every other box, and each round settles one more box."""
+    x = torch.arange(n, dtype=torch.float32) * 5
+    return torch.stack([x, torch.zeros(n), x + 10, torch.full((n,), 10.0)], dim=1)
+
+
+def test_greedy_nms_mask_says_when_its_rounds_were_too_few():
+    n = 12
+    boxes, scores = _chain(n)[None], torch.linspace(1, 0.1, n)[None]
+    expected = [i % 2 == 0 for i in range(n)]
+    keep, settled = greedy_nms_mask(boxes, scores, None, 0.3, rounds=n + 1)
+    assert keep[0].tolist() == expected and settled.tolist() == [True]
+    keep, settled = greedy_nms_mask(boxes, scores, None, 0.3, rounds=n // 2)
+    assert settled.tolist() == [False] and keep[0].tolist() != expected
+    # Each set of a batch settles on its own: the chain beside boxes that do not overlap.
+    apart = _chain(n)
+    apart[:, [0, 2]] += torch.arange(n, dtype=torch.float32)[:, None] * 15  # 20 px apart
+    keep, settled = greedy_nms_mask(
+        torch.stack([boxes[0], apart]), scores.expand(2, -1), None, 0.3, rounds=n // 2
+    )
+    assert settled.tolist() == [False, True] and keep[1].all()
+    with pytest.raises(ValueError, match="STATIC_NMS_ROUNDS"):
+        greedy_nms_mask(boxes, scores, None, 0.3, rounds=0)
 
 
 def test_greedy_nms_mask_sets_of_a_batch_are_independent():
     g = torch.Generator().manual_seed(3)
     boxes = torch.stack([_random_boxes(g, 40) for _ in range(3)])
     scores = torch.stack([torch.randperm(40, generator=g).float() for _ in range(3)])
-    keep = greedy_nms_mask(boxes, scores, None, 0.5)
+    keep, settled = greedy_nms_mask(boxes, scores, None, 0.5, rounds=40)
+    assert settled.all()
     for b, s, k in zip(boxes, scores, keep):
-        assert torch.equal(k, greedy_nms_mask(b[None], s[None], None, 0.5)[0])
+        assert torch.equal(k, greedy_nms_mask(b[None], s[None], None, 0.5, rounds=40)[0][0])
 
 
 @pytest.mark.parametrize("path", ["reference", "sync_free", "bfloat16"])
@@ -87,6 +116,8 @@ def test_static_shapes_give_the_same_detections_and_embeddings(cfg, path):
     model.static_shapes = True
     new = run_batches(model, inputs, batch=2)
     assert_same_detections(ref, new)
+    with torch.no_grad():  # the static path answered: no batch fell back to the dynamic one
+        assert model.static_gallery_forward(torch.stack([inputs[0]["image"]] * 2))["settled"].all()
     if path == "bfloat16":
         assert any(len(set(r.scores.tolist())) < len(r) for r in ref)  # there are ties
     for a, b in zip(ref, new):
@@ -96,6 +127,29 @@ def test_static_shapes_give_the_same_detections_and_embeddings(cfg, path):
     with torch.no_grad():
         raw = model.inference(inputs[:1], do_postprocess=False)[0]
     assert len(raw) == len(new[0]) and torch.isfinite(raw.scores).all()
+
+
+def test_a_batch_whose_nms_did_not_settle_is_recomputed_on_the_dynamic_path(cfg):
+    """One round settles no NMS with overlapping candidates: the static forward says so, and
+    the model's results are still the reference path's, to the bit."""
+    model = randomise_norms(build_model(cfg))
+    inputs = fast_path_inputs()
+    ref = run_batches(model, inputs, batch=2)
+    cfg.TEST.FAST_PATH.STATIC_SHAPES = True
+    cfg.TEST.FAST_PATH.STATIC_NMS_ROUNDS = 1
+    static = build_model(cfg)
+    static.load_state_dict(model.state_dict())
+    static.eval()
+    images = torch.stack([x["image"] for x in inputs[:2]])
+    with torch.no_grad():
+        assert not static.static_gallery_forward(images)["settled"].any()
+    new = run_batches(static, inputs, batch=2)
+    for a, b in zip(ref, new):
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.pred_embeddings, b.pred_embeddings)
+    cfg.TEST.FAST_PATH.STATIC_NMS_ROUNDS = 0
+    with pytest.raises(ValueError, match="STATIC_NMS_ROUNDS must be at least 1"):
+        build_model(cfg)
 
 
 def test_static_shapes_key_builds_the_static_model(cfg):
@@ -108,10 +162,7 @@ def test_static_shapes_key_builds_the_static_model(cfg):
 
 def test_the_whole_gallery_forward_compiles_into_one_graph(cfg):
     """fullgraph=True fails on any graph break (a host read such as ``.item()`` / ``nonzero`` /
-    ``.tolist()``, or a data-dependent shape); the compiled forward returns the eager numbers.
-    Few proposals keep the unrolled NMS pass, and so the compile time, small."""
-    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 48
-    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 16
+    ``.tolist()``, or a data-dependent shape); the compiled forward returns the eager numbers."""
     cfg.TEST.DETECTIONS_PER_IMAGE = 8
     cfg.TEST.FAST_PATH.STATIC_SHAPES = True
     model = randomise_norms(build_model(cfg))
@@ -122,7 +173,7 @@ def test_the_whole_gallery_forward_compiles_into_one_graph(cfg):
         eager = model.static_gallery_forward(images)
         out = compiled(images)
     assert out["pred_boxes"].shape == (2, 8, 4) and out["pred_embeddings"].shape[:2] == (2, 8)
-    assert out["valid"].any(dim=1).all()
+    assert out["valid"].any(dim=1).all() and out["settled"].all()
     assert torch.equal(out["valid"], eager["valid"])
     assert torch.equal(out["pred_classes"], eager["pred_classes"])
     v = eager["valid"]
