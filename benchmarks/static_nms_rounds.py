@@ -2,7 +2,7 @@
 """How many rounds the static-shape NMS needs on real candidate sets, and what it costs.
 
     python benchmarks/static_nms_rounds.py [--weights MODEL.pth] [--images 60]
-        [--pre-nms-topk 1000 6000] [--rounds 16] [--threads 2] [--json FILE]
+        [--pre-nms-topk 1000 6000] [--rounds 24] [--threads 2] [--json FILE]
 
 The static-shape gallery forward (``TEST.FAST_PATH.STATIC_SHAPES``) runs each NMS as a fixed
 number of parallel rounds (``TEST.FAST_PATH.STATIC_NMS_ROUNDS``,
@@ -12,8 +12,9 @@ it on them: ``--images`` frames of the synthetic gallery through the synthetic m
 weights with ``--weights``, e.g. the demo's ``output/stl_pipeline/2_person_search/
 model_final.pth``; random weights without), once per ``--pre-nms-topk`` (the synthetic config's
 1000 and the paper configs' 6000; post-NMS 100 and 300). Every candidate set handed to the NMS
-(the RPN's and the box step's) is recorded, and the fewest rounds that settle it found by
-bisection (settling is monotone in the rounds). Printed per stage: candidates per set, the
+(the RPN's and the box step's) is recorded with the number of best kept boxes its caller uses,
+and the fewest rounds that settle it are counted (checked against ``greedy_nms_mask``: settled
+at that many rounds, not at one fewer). Printed per stage: candidates per set, the
 rounds needed (median, 99th percentile, maximum) and the share of images that would fall back at
 ``--rounds``. Then, in interleaved rounds, seconds per image of the whole gallery forward on the
 static path (eager) and on the sync-free dynamic path, and whether both gave the same boxes.
@@ -29,15 +30,18 @@ import time
 from typing import Dict, List
 
 import torch
+from torchvision.ops import box_iou
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from machine import cpu_line  # noqa: E402  (benchmarks/, on the path as the script's folder)
 
 import stl_search  # noqa: E402,F401  (registers the model and the synthetic data set)
+from stl_search.config import add_stl_search_config  # noqa: E402
 from stl_search.data.build import build_person_search_test_loader  # noqa: E402
 from stl_search.engine.checkpoint import PersonSearchCheckpointer  # noqa: E402
 from stl_search.engine.model import resolve_inference_metadata  # noqa: E402
@@ -70,25 +74,37 @@ def build(weights: str, pre_nms_topk: int, static: bool):
     return model, cfg
 
 
-def rounds_needed(boxes, scores, groups, thresh) -> List[int]:
-    """Per set of the batch: the fewest rounds after which ``greedy_nms_mask`` has settled
-    (doubling, then bisection: a set that settles at ``r`` rounds settles at every ``r' > r``)."""
+def rounds_needed(boxes, scores, groups, thresh, needed: int = -1) -> List[int]:
+    """Per set of the batch: the fewest rounds after which ``greedy_nms_mask`` says settled.
+
+    The rounds are run once, one at a time, on one IoU matrix (``greedy_nms_mask``'s rule and
+    settling test, repeated here so that each round is not recomputed from the start); the
+    answer ``r`` is then checked against ``greedy_nms_mask`` itself: settled at ``r`` rounds,
+    not at ``r - 1``."""
     out = []
     for i in range(boxes.shape[0]):
         g = groups if groups is None or groups.dim() == 1 else groups[i : i + 1]
-
-        def settles(rounds: int) -> bool:
-            mask = static_postprocess.greedy_nms_mask
-            return bool(mask(boxes[i : i + 1], scores[i : i + 1], g, thresh, rounds)[1][0])
-
-        hi = 1
-        while not settles(hi):
-            hi *= 2
-        lo = hi // 2 + 1 if hi > 1 else 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if settles(mid) else (mid + 1, hi)
-        out.append(hi)
+        args = (boxes[i : i + 1], scores[i : i + 1], g, thresh)
+        order = scores[i].argsort(descending=True, stable=True)
+        b = boxes[i].float()[order]
+        overlap = box_iou(b, b) > thresh
+        if g is not None:
+            gs = g.reshape(-1)[order]
+            overlap &= gs[:, None] == gs[None, :]
+        overlap = overlap.triu(diagonal=1)
+        keep, r = torch.ones(len(b), dtype=torch.bool), 0
+        while True:
+            r += 1
+            new = ~(overlap & keep[:, None]).any(dim=0)
+            changed, keep = new != keep, new
+            if needed >= 0:
+                changed &= (keep.cumsum(0) - keep.long()) < needed
+            if not changed.any():
+                break
+        mask = static_postprocess.greedy_nms_mask
+        assert bool(mask(*args, rounds=r, needed=needed)[1][0])
+        assert r == 1 or not bool(mask(*args, rounds=r - 1, needed=needed)[1][0])
+        out.append(r)
     return out
 
 
@@ -99,9 +115,9 @@ def record_rounds(model, batches) -> Dict[str, List[int]]:
     calls = []
     original = static_postprocess.greedy_nms_mask
 
-    def recorder(boxes, scores, groups, thresh, rounds):
-        calls.append((boxes.detach(), scores.detach(), groups, thresh))
-        return original(boxes, scores, groups, thresh, rounds)
+    def recorder(boxes, scores, groups, thresh, rounds, needed=-1):
+        calls.append((boxes.detach(), scores.detach(), groups, thresh, needed))
+        return original(boxes, scores, groups, thresh, rounds, needed)
 
     static_postprocess.greedy_nms_mask = recorder
     try:
@@ -151,11 +167,15 @@ def main() -> int:
     parser.add_argument(
         "--pre-nms-topk", type=int, nargs="+", default=[1000, 6000], help="RPN candidates"
     )
-    parser.add_argument("--rounds", type=int, default=16, help="rounds that count a fallback")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds that count a fallback (default: config's)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = add_stl_search_config(get_cfg()).TEST.FAST_PATH.STATIC_NMS_ROUNDS
     torch.set_num_threads(args.threads)
     print(f"machine: {cpu_line()}, torch {torch.__version__}")
     print(f"weights: {args.weights or 'random'}; {args.images} synthetic gallery frames")

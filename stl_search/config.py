@@ -197,12 +197,15 @@ def _add_test_config(cfg: CN) -> None:
     # Gallery inference with shapes fixed by the config and the image batch (the RPN's and the
     # box step's NMS as keep masks, fixed-size detection sets with a valid mask, compacted after
     # the forward): no host read inside it, so torch.compile can capture it whole
-    # (stl_search/modeling/static_postprocess.py). Same detections and embeddings.
+    # (stl_search/modeling/static_postprocess.py). Same detections and embeddings. Every one of
+    # the TEST.DETECTIONS_PER_IMAGE rows is embedded: set it to the most persons a frame holds.
     cfg.TEST.FAST_PATH.STATIC_SHAPES = False
     # The parallel rounds of each NMS of that forward (Cluster-NMS: exact once a round changes
     # nothing). A batch that needs more is recomputed on the dynamic path, with a warning: the
     # same numbers whatever the value; more rounds cost more GPU time, fewer more fallbacks.
-    cfg.TEST.FAST_PATH.STATIC_NMS_ROUNDS = 16
+    # The trained synthetic model's RPN needed at most 14 at 1000 and at 6000 candidates
+    # (benchmarks/static_nms_rounds.py); 24 leaves room for denser scenes.
+    cfg.TEST.FAST_PATH.STATIC_NMS_ROUNDS = 24
     # The sync-free post-processing is a model part chosen by name, not a fast-path switch:
     # MODEL.PROPOSAL_GENERATOR.NAME "SyncFreeRPN" + MODEL.ROI_HEADS.SYNC_FREE_INFERENCE True.
     old = "TEST.FAST_PATH.SYNC_FREE_POSTPROCESS"

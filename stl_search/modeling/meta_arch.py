@@ -54,7 +54,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
         *,
         inference_amp_dtype: Optional[str] = None,
         static_shapes: bool = False,
-        static_nms_rounds: int = 16,
+        static_nms_rounds: int = 24,
         **kwargs,
     ):
         """

@@ -21,7 +21,11 @@ point of that rule (each candidate's answer depends only on the higher-scored on
 ``t`` makes at least the ``t`` best candidates final, so the rounds reach it; in practice a few
 rounds do (the longest chain of "a suppresses b, b would have suppressed c"). A round that
 changes nothing proves it: the function also returns, per set, whether its last round changed
-nothing (``settled``). Where a set has not settled, the caller recomputes that batch on the
+nothing (``settled``). Only the ``k`` best kept boxes are used (``POST_NMS_TOPK_TEST``,
+``DETECTIONS_PER_IMAGE``), and the rule restricted to the candidates up to the ``k``-th kept one
+is the same rule on a shorter list (nobody there depends on a lower-scored box): when the last
+round changed nothing up to there, that prefix is final, the lower candidates do not matter,
+and the set counts as settled. Where a set has not settled, the caller recomputes that batch on the
 dynamic path (:meth:`~stl_search.modeling.meta_arch.PersonSearchRCNN._inference_group`), so the
 result is exact whatever ``TEST.FAST_PATH.STATIC_NMS_ROUNDS`` is; the rounds only decide how
 often that happens. The graph has ``rounds`` small steps whatever the candidate count, so the
@@ -53,6 +57,7 @@ def greedy_nms_mask(
     groups: Optional[torch.Tensor],
     thresh: float,
     rounds: int,
+    needed: int = -1,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """torchvision's ``batched_nms`` as a boolean keep mask, with static shapes, in ``rounds``
     parallel rounds (see the module docstring).
@@ -64,11 +69,13 @@ def greedy_nms_mask(
             ``batched_nms``'s ``idxs``); None: one group.
         thresh (float): IoU above which the lower-scored box is suppressed.
         rounds (int): how many rounds to run (at least 1).
+        needed (int): how many of the best kept boxes the caller uses; negative: all.
 
     Returns:
         ``(keep (B, M) bool, settled (B,) bool)``: True for the kept boxes, in the input order;
-        ``settled`` True where ``keep`` is exactly ``batched_nms``'s keep set (the last round
-        changed nothing), False where more rounds were needed.
+        ``settled`` True where ``keep`` is exactly ``batched_nms``'s keep set as far as the
+        ``needed`` best kept boxes, and the candidates scored above the last of them (the last
+        round changed nothing there), False where more rounds were needed.
     """
     if rounds < 1:
         raise ValueError(f"TEST.FAST_PATH.STATIC_NMS_ROUNDS must be at least 1, got {rounds}")
@@ -80,11 +87,14 @@ def greedy_nms_mask(
         overlap = overlap & (g[:, :, None] == g[:, None, :])
     overlap = overlap.triu(diagonal=1)  # [i, j]: i, when kept, suppresses the later box j
     keep = torch.ones_like(scores, dtype=torch.bool)
-    settled = torch.zeros_like(keep[:, 0])
+    changed = keep
     for _ in range(rounds):
         new = ~(overlap & keep[:, :, None]).any(dim=1)
-        settled = (new == keep).all(dim=1)
-        keep = new
+        changed, keep = new != keep, new
+    if needed >= 0:  # only the candidates up to the needed-th kept one count
+        kept_before = keep.cumsum(dim=1) - keep.long()
+        changed = changed & (kept_before < needed)
+    settled = ~changed.any(dim=1)
     return torch.zeros_like(keep).scatter(1, order, keep), settled
 
 
@@ -129,7 +139,7 @@ def static_rpn_proposals(
         min_box_size,
     )
     groups = None if len(proposals) == 1 else level_ids
-    keep, settled = greedy_nms_mask(boxes, scores, groups, nms_thresh, nms_rounds)
+    keep, settled = greedy_nms_mask(boxes, scores, groups, nms_thresh, nms_rounds, post_nms_topk)
     boxes, scores, _ = _top(boxes, scores, keep & torch.isfinite(scores), post_nms_topk)
     return boxes, scores, settled
 
@@ -165,7 +175,7 @@ def static_box_detections(
     ]
     boxes, scores, classes = (torch.stack(t) for t in zip(*cands))
     groups = None if num_classes == 1 else classes
-    keep, settled = greedy_nms_mask(boxes, scores, groups, nms_thresh, nms_rounds)
+    keep, settled = greedy_nms_mask(boxes, scores, groups, nms_thresh, nms_rounds, topk_per_image)
     boxes, scores, idx = _top(boxes, scores, keep & torch.isfinite(scores), topk_per_image)
     return boxes, scores, classes.gather(1, idx), settled
 

@@ -3,7 +3,7 @@ scripts, flags and files, at tiny sizes, without the wheel install) runs to exit
 writes the files it writes on a GPU, with the machine, the torch version and the date. A missing
 file, flag or import of the check fails here instead of on a lent GPU.
 
-Not a timed test: about 2 CPU-minutes (14 Python processes, each importing torch and Detectron2).
+Not a timed test: about 2 CPU-minutes (15 Python processes, each importing torch and Detectron2).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ STEPS = [
     "infer_b1_static",
     "infer_b32_fp32",
     "infer_b32_fp16",
+    "export_onnx",
     "train_speed",
     "demo",
     "tests",
@@ -51,7 +52,7 @@ def test_dry_run_runs_every_step_and_writes_the_records(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(results)) == sorted(
         [f"{n}.json" for n in FIGURES]
-        + ["infer_b1_static.json", "train_speed.json", "demo_metrics.json"]
+        + ["infer_b1_static.json", "export_onnx.json", "train_speed.json", "demo_metrics.json"]
         + ["logs.txt", "summary.json"]
     )
     with open(results / "summary.json") as f:
@@ -85,6 +86,13 @@ def test_dry_run_runs_every_step_and_writes_the_records(tmp_path):
     rows = report["sizes"]["64x96"]
     assert set(rows) == {"reference path", "fast path"}
     assert all(r["s_per_call"] > 0 and r["detections"] == 10 for r in rows.values())
+    # The ONNX step: the CPU provider timed beside PyTorch; the GPU ones named as not run.
+    with open(results / "export_onnx.json") as f:
+        report = json.load(f)
+    assert set(report["rows"]["gallery"]) == {"pytorch", "onnxruntime"}
+    assert report["rows"]["query"]["onnxruntime"]["s_per_img"] > 0
+    assert set(report["not_run"]) == {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    assert "0 unmatched" in report["parity"]["onnxruntime"]
     with open(results / "train_speed.json") as f:
         train = json.load(f)
     assert train["torch"] == torch.__version__ and train["rows"][0]["s_per_iter"] > 0

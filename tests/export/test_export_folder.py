@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 
+import onnxruntime
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -94,3 +95,15 @@ def test_a_failed_export_names_its_out_folder_not_the_staging_one(exported, tmp_
     )
     assert _files(target) == _files(export_a)
     assert os.listdir(tmp_path) == ["export"]
+
+
+def test_an_onnxruntime_provider_is_chosen_and_a_missing_one_is_named(exported):
+    """The providers run the graphs in order of preference; one this onnxruntime build lacks
+    (the CUDA one, on a CPU wheel) is refused by name, with the ones it has."""
+    _, _, out = exported(True, "onnx")
+    runtime = ExportedPersonSearch(out, providers=["CPUExecutionProvider"])
+    assert runtime._gallery.session.get_providers() == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(ValueError, match="has no CUDAExecutionProvider .*available: .*CPU"):
+        ExportedPersonSearch(out, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])

@@ -90,6 +90,22 @@ def test_greedy_nms_mask_says_when_its_rounds_were_too_few():
         greedy_nms_mask(boxes, scores, None, 0.3, rounds=0)
 
 
+def test_greedy_nms_mask_settles_as_far_as_the_boxes_its_caller_uses():
+    """The chain's first two kept boxes (0 and 2) are final after 3 rounds, long before the
+    whole chain is: with ``needed=2`` the set counts as settled there, and those two are
+    greedy NMS's first two."""
+    n = 12
+    boxes, scores = _chain(n)[None], torch.linspace(1, 0.1, n)[None]
+    keep, settled = greedy_nms_mask(boxes, scores, None, 0.3, rounds=4, needed=2)
+    assert settled.tolist() == [True]
+    assert keep[0].nonzero()[:2, 0].tolist() == [0, 2]
+    assert not greedy_nms_mask(boxes, scores, None, 0.3, rounds=4)[1].any()
+    assert not greedy_nms_mask(boxes, scores, None, 0.3, rounds=1, needed=2)[1].any()
+    # More boxes needed than greedy keeps: the whole set must settle.
+    assert not greedy_nms_mask(boxes, scores, None, 0.3, rounds=n // 2, needed=n)[1].any()
+    assert greedy_nms_mask(boxes, scores, None, 0.3, rounds=n + 1, needed=n)[1].all()
+
+
 def test_greedy_nms_mask_sets_of_a_batch_are_independent():
     g = torch.Generator().manual_seed(3)
     boxes = torch.stack([_random_boxes(g, 40) for _ in range(3)])
