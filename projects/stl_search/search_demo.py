@@ -15,7 +15,8 @@ truth, then the same person found in a short video as sightings.
    query's identity is annotated most often, each frame held 0.5 s at 10 fps; indexes it
    (``index build --video-input ... --sample-fps 4``, the image index's config and weights),
    copies the calibration (same weights), runs ``index search`` on it, and prints its
-   sightings beside the intervals in which the identity is annotated.
+   sightings beside the intervals in which the identity is annotated; each sighting's clip,
+   boxes drawn, goes to ``OUT_video_clips/``.
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ def video_search(index: str, query: dict, gallery: List[dict], out: str) -> None
             "5",
             "--out",
             out + "_video",
+            "--save-clips",
+            out + "_video_clips",
         ],
         check=True,
         cwd=REPO,

@@ -208,12 +208,14 @@ def extract_shards(
     predictor: PersonSearchPredictor = None,
     export_dir: str = None,
     num_threads: int = None,
+    quiet: bool = False,
 ) -> int:
     """This process's share of the unfinished shards of ``folder/build_plan.json``; returns how
     many shards it wrote. Call it in every process (it synchronises them at the end). The
     model is built from the plan's config and weights unless ``predictor`` is given; with
     ``export_dir``, the export there runs instead (refused unless made from the plan's weights,
-    by sha256; ``num_threads``: onnxruntime's)."""
+    by sha256; ``num_threads``: onnxruntime's). Progress lines come from the main process only,
+    and not at all with ``quiet``."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     plan = read_plan(folder)
@@ -232,12 +234,14 @@ def extract_shards(
                 config_of(plan), export_dir, plan["weights_sha256"], num_threads
             )
         predictor = predictor or index_predictor(plan)
-        _extract(predictor, folder, plan, mine, batch_size, num_workers)
+        _extract(predictor, folder, plan, mine, batch_size, num_workers, quiet)
     comm.synchronize()
     return len(mine)
 
 
-def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int) -> None:
+def _extract(
+    predictor, folder, plan, shards, batch_size: int, num_workers: int, quiet: bool
+) -> None:
     records, batches, owner = [], [], []
     for i, shard in enumerate(shards):
         first = len(records)
@@ -257,7 +261,9 @@ def _extract(predictor, folder, plan, shards, batch_size: int, num_workers: int)
     )
     thresh = float(plan["score_thresh"])
     done = {i: [] for i in range(len(shards))}
-    progress = Progress(len(records), "images (this process)", quiet=not comm.is_main_process())
+    progress = Progress(
+        len(records), "images (this process)", quiet=quiet or not comm.is_main_process()
+    )
     for batch, i in zip(loader, owner):
         done[i].extend(predictor.detect_mapped(batch))
         progress.update(len(batch))

@@ -66,6 +66,7 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         "--sample-fps", type=float, default=1.0, help="frames per second taken from the video"
     )
     parser.add_argument("--batch-size", type=positive_int, default=4, help="images per forward")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
         "--num-workers", type=non_negative_int, default=0, help="data-loader workers per process"
     )
@@ -239,7 +240,12 @@ def sources_from_args(args: argparse.Namespace) -> List[dict]:
 
 
 def _extract_worker(
-    folder: str, batch_size: int, num_workers: int, threads: int, export_dir: str = None
+    folder: str,
+    batch_size: int,
+    num_workers: int,
+    threads: int,
+    export_dir: str = None,
+    quiet: bool = False,
 ) -> None:
     setup_logger(name="stl_search", distributed_rank=comm.get_rank(), abbrev_name="stl")
     if threads:
@@ -250,6 +256,7 @@ def _extract_worker(
         num_workers=num_workers,
         export_dir=export_dir,
         num_threads=threads or None,
+        quiet=quiet,
     )
 
 
@@ -309,7 +316,7 @@ def _extract_and_commit(args: argparse.Namespace) -> dict:
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args.index, args.batch_size, args.num_workers, args.threads, args.export),
+        args=(args.index, args.batch_size, args.num_workers, args.threads, args.export, args.quiet),
         device=_extraction_device(args),
     )
     if args.machine_rank != 0:

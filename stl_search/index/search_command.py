@@ -9,7 +9,8 @@ skipped). Boxes of one image are embedded in one forward. Per query it prints th
 search time, the threshold and the sightings (or "no match above threshold"), and writes
 ``PREFIX.json`` (everything), ``PREFIX_hits.csv``, ``PREFIX_sightings.csv``,
 ``PREFIX_timeline.png`` and ``PREFIX.png`` (the result grid); with several queries ``PREFIX``
-is ``OUT_q1``, ``OUT_q2``, ...
+is ``OUT_q1``, ``OUT_q2``, ... ``--save-clips DIR`` also writes each video sighting shown as a
+short MP4 with its matched boxes drawn (:mod:`~stl_search.index.clips`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 
 from ..utils.cli import HelpFormatter
 from ..utils.io import atomic_open, atomic_write_json
-from .arguments import non_negative_int, positive_int
+from .arguments import non_negative_float, non_negative_int, positive_int
 from .backends import BACKENDS
+from .clips import save_clips
 from .grid import draw_result_grid, save_crops
 from .render import check_picture_path
 from .session import Filters, QueryResult, QuerySession
@@ -80,6 +82,18 @@ def add_search_parser(sub) -> None:
         help="PREFIX.json, _hits.csv, _sightings.csv, .png and _timeline.png",
     )
     p.add_argument("--save-crops", metavar="DIR", help="also save each sighting's best crop")
+    p.add_argument(
+        "--save-clips",
+        metavar="DIR",
+        help="also write each video sighting shown (--topk) as an MP4 clip, matched boxes drawn",
+    )
+    p.add_argument(
+        "--clip-margin",
+        type=non_negative_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds of video kept before and after each sighting's clip",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the sightings")
 
 
@@ -234,6 +248,15 @@ def run_search(args: argparse.Namespace, session: QuerySession = None) -> List[Q
             written.append(prefix + ".png")
         if args.save_crops:
             written += save_crops(result, args.save_crops, f"q{number}")
+        if args.save_clips:
+            written += save_clips(
+                result.sightings,
+                session.gallery,
+                args.save_clips,
+                f"q{number}",
+                args.clip_margin,
+                args.topk,
+            )
         described = f"{meta['image']} box {meta['box']}" if meta.get("image") else "embedding"
         print(f"\nquery {number}: {described}")
         print(format_result(result, args.topk))

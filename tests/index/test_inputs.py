@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stl_search.engine.predictor import PersonSearchPredictor
+from stl_search.index import builder
 from stl_search.index.cli import main
 from stl_search.index.shards import GalleryIndex, ShardError
 from stl_search.index.sources import sample_frame_indices, video_records
@@ -144,3 +145,21 @@ def test_corrupt_and_foreign_shards_are_named(gallery_index, tiny_model, synthet
         GalleryIndex.open(foreign)
     with pytest.raises(ShardError, match="shard_00000.npz belongs to another index"):
         GalleryIndex.open(foreign, verify=False)
+
+
+def test_quiet_build_draws_no_progress(video, tiny_model, tmp_path, monkeypatch):
+    """``build --quiet`` hands the extraction's progress ``quiet=True``; without it, the main
+    process reports (the same index either way)."""
+    seen = []
+
+    class Recorder(builder.Progress):
+        def __init__(self, *args, quiet=False, **kwargs):
+            seen.append(quiet)
+            super().__init__(*args, quiet=quiet, **kwargs)
+
+    monkeypatch.setattr(builder, "Progress", Recorder)
+    build_index(str(tmp_path / "quiet"), tiny_model[0], video[0], "--quiet", video_fps=2)
+    build_index(str(tmp_path / "loud"), tiny_model[0], video[0], video_fps=2)
+    assert seen == [True, False]
+    quiet, loud = contents(str(tmp_path / "quiet")), contents(str(tmp_path / "loud"))
+    np.testing.assert_array_equal(quiet["boxes"], loud["boxes"])

@@ -46,3 +46,4 @@ def test_search_demo_marks_hits_and_finds_sightings_in_a_video(
         video = json.load(open(out + "_video.json"))
         assert video["sightings"] and video["sightings"][0]["kind"] == "video"
         assert "sightings" in printed or "#  best sim" in printed
+        assert os.path.getsize(out + "_video_clips/q1_rank1.mp4") > 0

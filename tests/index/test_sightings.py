@@ -162,3 +162,26 @@ def test_search_command_embeds_boxes_and_draws_the_grid(video_index, tmp_path):
     bad.write_text(f"{frame} 1 2 3\n")
     with pytest.raises(ValueError, match=f"{bad}:1: expected IMAGE X1 Y1 X2 Y2"):
         main(["search", "--index", folder, "--queries", str(bad), "--out", out])
+
+
+def test_search_saves_a_clip_of_each_video_sighting(video_index, tmp_path):
+    folder, video = video_index
+    session = QuerySession(folder)
+    probe = int(np.flatnonzero(session.gallery.frame_index == 20)[0])
+    np.save(tmp_path / "q.npy", session.gallery.embeddings_float32()[probe])
+    clips = tmp_path / "clips"
+    argv = ["search", "--index", folder, "--query-embedding", str(tmp_path / "q.npy"),
+            "--min-similarity", "0.9", "--out", str(tmp_path / "res"),
+            "--save-clips", str(clips), "--clip-margin", "0.2"]  # fmt: skip
+    (result,) = main(argv)
+    best = result.sightings[0]
+    assert probe in best.box_ids and best.kind == "video"
+    capture = cv2.VideoCapture(str(clips / "q1_rank1.mp4"))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    first, last = (
+        max(0, int(np.floor((best.start - 0.2) * 10))),
+        int(np.ceil((best.end + 0.2) * 10)),
+    )
+    assert count == min(last, 39) - first + 1
+    names = {p.name for p in clips.iterdir()}
+    assert names == {f"q1_rank{k}.mp4" for k in range(1, min(len(result.sightings), 10) + 1)}
