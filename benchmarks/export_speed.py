@@ -8,7 +8,7 @@
 
 Builds the person-search model (random weights, MRFP unless ``--no-mrfp``), exports it with
 ``stl_search.export`` to ONNX and TorchScript (``--formats``) in a temporary folder, and times,
-interleaved in one run (``inference_speed.interleaved``: every round runs each variant once,
+interleaved in one run (``timing.interleaved``: every round runs each variant once,
 order rotated), the gallery forward (image -> detections + embeddings) and the query forward
 (image + one box -> embedding) of: eager PyTorch (``model(inputs)``, on ``--device``),
 onnxruntime with each of ``--providers`` (``CUDAExecutionProvider``,
@@ -38,8 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from detectron2.modeling import build_model  # noqa: E402
-from inference_speed import interleaved, parse_size  # noqa: E402  (this folder is on sys.path)
 from machine import cpu_line  # noqa: E402
+from timing import interleaved, parse_size  # noqa: E402  (this folder is on sys.path)
 
 from stl_search.engine.setup import load_config  # noqa: E402
 from stl_search.export import ExportedPersonSearch, export_person_search  # noqa: E402

@@ -54,15 +54,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 from collections import defaultdict
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -71,6 +69,7 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from machine import cpu_line  # noqa: E402  (benchmarks/, on the path as the script's folder)
 from seqnet_reference import build_seqnet, seqnet_gallery_call  # noqa: E402
+from timing import gmacs, interleaved, measure, parse_size, peak_of, sync  # noqa: E402
 
 import stl_search.modeling  # noqa: E402,F401  (registers the model)
 from stl_search.config import add_stl_search_config  # noqa: E402
@@ -96,11 +95,6 @@ REFERENCE_PATH_OPTS = [
 ]  # fmt: skip
 
 
-def parse_size(s: str) -> Tuple[int, int]:
-    w, h = s.lower().split("x")
-    return int(w), int(h)
-
-
 def build(
     config: str, mrfp: bool, persons: int, device: str, num_ids: int, opts: list = ()
 ) -> torch.nn.Module:
@@ -117,73 +111,6 @@ def build(
     cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in opts])
     torch.manual_seed(0)
     return prepare_inference_model(build_model(cfg).eval(), cfg)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def reset_peak(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_mib(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def measure(fn: Callable[[], object], device: str) -> Tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
-    _sync(device)
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    _sync(device)
-    return time.perf_counter() - w, time.process_time() - c
-
-
-def interleaved(fns: Dict[str, Callable[[], object]], device: str, warmup: int, rounds: int):
-    """Per-key lists of (wall, cpu) from ``rounds`` rounds that run every fn once, order rotated."""
-    keys = list(fns)
-    out: Dict[str, List[Tuple[float, float]]] = {k: [] for k in keys}
-    with torch.no_grad():
-        for k in keys:
-            for _ in range(warmup):
-                fns[k]()
-        for r in range(rounds):
-            order = keys[r % len(keys) :] + keys[: r % len(keys)]
-            for k in order:
-                out[k].append(measure(fns[k], device))
-    return out
-
-
-def gmacs(fn: Callable[[], object]) -> float:
-    """Multiply-accumulates (10^9) of one call, as counted by ``torch.utils.flop_counter``."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 2e9
-
-
-def peak_of(fn: Callable[[], object], device: str) -> float:
-    reset_peak(device)
-    with torch.no_grad():
-        fn()
-    return peak_mib(device)
 
 
 class StageTimer:
@@ -208,14 +135,14 @@ class StageTimer:
 
     def _pre(self, name):
         def hook(mod, inp):
-            _sync(self.device)
+            sync(self.device)
             self._start[name] = time.perf_counter()
 
         return hook
 
     def _post(self, name):
         def hook(mod, inp, out):
-            _sync(self.device)
+            sync(self.device)
             self.totals[name] += time.perf_counter() - self._start[name]
 
         return hook

@@ -25,7 +25,7 @@ from torchvision.ops import roi_align
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.structures import Boxes  # noqa: E402
-from inference_speed import interleaved  # noqa: E402  (this folder is on sys.path)
+from timing import interleaved  # noqa: E402  (this folder is on sys.path)
 
 from stl_search.modeling.separable_roi_align import SeparableRoIAlign  # noqa: E402
 from stl_search.utils.cli import HelpFormatter  # noqa: E402
