@@ -17,6 +17,8 @@
 # Steps, each under its own timeout (all together at most 565 s): environment; inference
 # benchmark batch 1 fp32, batch 1 fp16, batch 32 fp32, batch 32 fp16 (paper configuration with
 # the 512-wide RPN, the paper configuration on the fast path, the named fast variant, SeqNet);
+# the two batch-1 fp16 steps also profile one call per row (kernel and CUDA-graph launches,
+# syncs, GPU-busy share: benchmarks/profile_counts.py);
 # batch 1 fp16 with the whole gallery forward as one CUDA graph (TEST.FAST_PATH.STATIC_SHAPES,
 # COMPILE reduce-overhead; the reference path and SeqNet beside it, 960x640 only); the ONNX
 # export under onnxruntime's CUDA and TensorRT providers (reported as not run where the image's
@@ -106,10 +108,10 @@ seqnet_args=()
 bench=("$PY" benchmarks/inference_speed.py --device "$DEVICE" --fast "${seqnet_args[@]}"
   --sizes "${SIZES[@]}" --opts MODEL.RPN.CONV_DIMS "[-1]" "${NARROW[@]}")
 step infer_b1_fp32 "${LIMIT:-55}" "${bench[@]}" "${B1[@]}" --json "$RESULTS/infer_b1_fp32.json"
-step infer_b1_fp16 "${LIMIT:-55}" "${bench[@]}" "${B1[@]}" --amp "$HALF" \
+step infer_b1_fp16 "${LIMIT:-55}" "${bench[@]}" "${B1[@]}" --amp "$HALF" --profile \
   --json "$RESULTS/infer_b1_fp16.json"
 step infer_b1_static "${LIMIT:-100}" "$PY" benchmarks/inference_speed.py --device "$DEVICE" \
-  --side-by-side "${seqnet_args[@]}" --sizes "${SIZES[0]}" "${B1[@]}" --amp "$HALF" \
+  --side-by-side "${seqnet_args[@]}" --sizes "${SIZES[0]}" "${B1[@]}" --amp "$HALF" --profile \
   --opts MODEL.RPN.CONV_DIMS "[-1]" "${NARROW[@]}" TEST.FAST_PATH.STATIC_SHAPES True \
   TEST.FAST_PATH.COMPILE "$STATIC_COMPILE" --json "$RESULTS/infer_b1_static.json"
 step infer_b32_fp32 "${LIMIT:-50}" "${bench[@]}" "${B32[@]}" --json "$RESULTS/infer_b32_fp32.json"

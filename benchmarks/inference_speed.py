@@ -4,7 +4,7 @@
     python benchmarks/inference_speed.py [--threads 2] [--sizes 960x640 1500x900] [--persons 10]
         [--iters 5] [--warmup 2] [--config configs/Base-PersonSearch.yaml] [--device cpu|cuda]
         [--side-by-side] [--fast] [--seqnet DIR] [--batch N] [--amp float16|bfloat16]
-        [--opts KEY VALUE ...] [--json FILE]
+        [--opts KEY VALUE ...] [--profile] [--json FILE]
 
 For each input size (width x height, the image fed to the network as is) it times, in one run:
 
@@ -41,7 +41,9 @@ every row under autocast (``TEST.AMP`` for ours), ``--opts KEY VALUE ...`` overr
 every row of ours (``--opts TEST.FAST_PATH.COMPILE default`` compiles the base nets of every row but
 the reference path; the warm-up rounds absorb the compilation; ``--opts
 TEST.FAST_PATH.STATIC_SHAPES True TEST.FAST_PATH.COMPILE reduce-overhead`` captures the fast
-path's whole gallery forward as one CUDA graph), ``--json FILE`` writes the figures.
+path's whole gallery forward as one CUDA graph), ``--profile`` profiles one more call of each
+row (operator calls, host reads; on CUDA kernel and graph launches, syncs, GPU-busy share:
+``benchmarks/profile_counts.py``), ``--json FILE`` writes the figures.
 
 Noise: on a shared machine the load changes from second to second. The three measurements are
 therefore *interleaved*: each round times floor, baseline and MRFP back to back (order rotated
@@ -68,6 +70,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from machine import cpu_line  # noqa: E402  (benchmarks/, on the path as the script's folder)
+from profile_counts import profile_counts  # noqa: E402
 from seqnet_reference import build_seqnet, seqnet_gallery_call  # noqa: E402
 from timing import gmacs, interleaved, measure, parse_size, peak_of, sync  # noqa: E402
 
@@ -239,6 +242,17 @@ def compare(args) -> dict:
             print(
                 f"{k:18s} {wall:8.3f} {args.batch / wall:7.2f} {cpu:7.2f} {ratio:8.2f} {dets[k]:5d}"
             )
+        if args.profile:
+            for k, f in fns.items():
+                counts = profile_counts(f, dev)
+                out[k]["profile"] = counts
+                print(
+                    f"profile {k}: "
+                    + ", ".join(
+                        f"{n} {v:.3g}" if isinstance(v, float) else f"{n} {v}"
+                        for n, v in counts.items()
+                    )
+                )
         report["sizes"][size] = out
     return report
 
@@ -273,6 +287,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1, help="images per call (side-by-side mode)")
     parser.add_argument("--amp", default="", choices=["", "float16", "bfloat16"], help="TEST.AMP")
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE ... for every model")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="side by side: also profile one call per row (benchmarks/profile_counts.py)",
+    )
     parser.add_argument("--json", default="", help="write the side-by-side figures here")
     args = parser.parse_args()
 

@@ -86,6 +86,13 @@ def test_dry_run_runs_every_step_and_writes_the_records(tmp_path):
     rows = report["sizes"]["64x96"]
     assert set(rows) == {"reference path", "fast path"}
     assert all(r["s_per_call"] > 0 and r["detections"] == 10 for r in rows.values())
+    # The batch-1 fp16 steps profile each row: fewer host reads on the static path.
+    fp16 = json.load(open(results / "infer_b1_fp16.json"))["sizes"]["64x96"]
+    for step_rows in (rows, fp16):
+        assert all(r["profile"]["top_level_ops"] > 0 for r in step_rows.values())
+    assert (
+        rows["fast path"]["profile"]["host_reads"] < rows["reference path"]["profile"]["host_reads"]
+    )
     # The ONNX step: the CPU provider timed beside PyTorch; the GPU ones named as not run.
     with open(results / "export_onnx.json") as f:
         report = json.load(f)
