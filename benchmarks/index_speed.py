@@ -2,7 +2,7 @@
 """Gallery index speed: extraction overhead, exact and IVF-PQ search at scale.
 
     python benchmarks/index_speed.py [--weights MODEL.pth] [--threads 2] [--images 24]
-        [--sizes 100000 1000000] [--queries 200]
+        [--sizes 100000 1000000] [--queries 200] [--reduce pca128 pca64 opq128]
 
 1. **Extraction**: ``--images`` frames of the synthetic gallery through the index build (decode,
    mapper, batched forward, shard + manifest writes, hashes; one process, batches of 4) against
@@ -20,13 +20,16 @@
    exact inner product (``IndexFlatIP``) for N <= 100k; IVF-PQ (``nlist`` 1024, 64 bytes of code,
    ``nprobe`` 32, top 1000 re-ranked with the float16 vectors on disk) for N >= 1M. Queries are
    ``--queries`` held-out boxes (not in the index) of the indexed identities, one at a time;
-   p50 / p95 latency, recall@100 against exact, bytes per box in memory.
+   p50 / p95 latency, recall@100 against exact, bytes per box in memory. With ``--reduce``,
+   per reduction also exact search over the reduced vectors (the PCA or OPQ chain of
+   ``index build --reduce``, trained on up to 100k of the boxes) against exact search over the
+   full ones: the recall@100 the reduction alone costs, whatever back end then searches it.
 
 The 10M-box row is skipped by default: ``--sizes 10000000 --images 0`` took 14 min 45 s on 2
 cores (10 min of it the IVF-PQ training and encoding), 5 GiB of disk for the float16 vectors and
 up to 18.3 GiB of memory (the exact ground truth's float32 copy is 9.8 GiB).
-The reduced-dimension stores (``--reduce``) have their own rows, 1M and 10M boxes:
-``benchmarks/reduced_scale.py``.
+The reduced stores' IVF-PQ at scale (vectors generated at the reduced dimension) has its own
+rows, 1M and 10M boxes: ``benchmarks/reduced_scale.py``.
 """
 
 from __future__ import annotations
@@ -55,7 +58,12 @@ from stl_search.engine.checkpoint import PersonSearchCheckpointer  # noqa: E402
 from stl_search.engine.model import resolve_inference_metadata  # noqa: E402
 from stl_search.engine.predictor import PersonSearchPredictor  # noqa: E402
 from stl_search.engine.setup import load_config  # noqa: E402
-from stl_search.index.backends import ANNSearcher, ExactSearcher, build_ann  # noqa: E402
+from stl_search.index.backends import (  # noqa: E402
+    ANNSearcher,
+    ExactSearcher,
+    build_ann,
+    fit_projection,
+)
 from stl_search.index.builder import commit_index, extract_shards, plan_index  # noqa: E402
 from stl_search.index.shards import GalleryIndex  # noqa: E402
 from stl_search.index.sources import load_record  # noqa: E402
@@ -223,7 +231,27 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
 
 
-def search_rows(gen: Generator, sizes: List[int], num_queries: int, k: int) -> None:
+class ReducedExact:
+    """Exact inner-product search over ``reduce``'s projection of a gallery (``fit_projection``:
+    the PCA or OPQ chain a reduced store applies, trained on up to 100k of its boxes): what the
+    reduction alone loses against exact search over the full vectors."""
+
+    def __init__(self, gallery: GalleryIndex, reduce: str, rng):
+        n = len(gallery)
+        sample = np.sort(rng.choice(n, min(n, 100_000), replace=False))
+        self.project = fit_projection(gallery.rows(sample), reduce)
+        blocks = (np.arange(i, min(i + 200_000, n)) for i in range(0, n, 200_000))
+        reduced = np.concatenate([self.project(gallery.rows(b)) for b in blocks])
+        self.index = faiss.IndexFlatIP(reduced.shape[1])
+        self.index.add(reduced)
+
+    def search(self, queries: np.ndarray, k: int):
+        return self.index.search(self.project(queries), k)
+
+
+def search_rows(
+    gen: Generator, sizes: List[int], num_queries: int, k: int, reduce: List[str] = ()
+) -> None:
     print(
         "| boxes | back end | build s | query ms, wall p50 / p95 (CPU p50) | recall@100 vs exact "
         "| in memory |"
@@ -250,6 +278,16 @@ def search_rows(gen: Generator, sizes: List[int], num_queries: int, k: int) -> N
             exact_s = time.perf_counter() - start
             exact_ms, truth = latencies(exact, queries, k)
             mem = exact.index.ntotal * exact.index.d * 4
+            for r in reduce:
+                start = time.perf_counter()
+                reduced = ReducedExact(gallery, r, gen.rng)
+                fit_s = time.perf_counter() - start
+                ms, found = latencies(reduced, queries, k)
+                d = reduced.index.d
+                print(
+                    f"| {n:,} | exact over {r} ({d}-d; the reduction alone) | {fit_s:.1f} | "
+                    f"{ms} | {recall(found, truth):.3f} | {2 * d} B/box as float16 |"
+                )
             if n <= 100_000:
                 print(
                     f"| {n:,} | exact (IndexFlatIP) | {exact_s:.1f} | {exact_ms} | "
@@ -330,6 +368,13 @@ def main() -> None:
         "--sizes", type=int, nargs="*", default=[100_000, 1_000_000], help="none: extraction only"
     )
     parser.add_argument("--queries", type=int, default=200, help="queries per gallery size")
+    parser.add_argument(
+        "--reduce",
+        nargs="*",
+        default=[],
+        help="also exact search over these reductions (pca128, opq128, ...), recall@100 against "
+        "exact search over the full vectors",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(1)  # single queries gain nothing from threads on a shared machine
@@ -359,7 +404,7 @@ def run(args: argparse.Namespace, predictor: PersonSearchPredictor) -> None:
         % (*cosines(emb, labels, rng), *cosines(gen.boxes(ids, of), of, rng))
     )
     print()
-    search_rows(gen, args.sizes, args.queries, k=100)
+    search_rows(gen, args.sizes, args.queries, k=100, reduce=args.reduce)
 
 
 if __name__ == "__main__":

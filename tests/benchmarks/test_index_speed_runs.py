@@ -1,6 +1,6 @@
 """``benchmarks/index_speed.py`` runs end to end at tiny sizes on the tiny synthetic set: the
-extraction rows, the embedding structure and an exact-search row (a smoke run, not a timing:
-the figures live in benchmarks/README.md)."""
+extraction rows, the embedding structure, an exact-search row and a reduction's row (a smoke
+run, not a timing: the figures live in benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_index_speed_runs_at_tiny_sizes(repo_root, tmp_path):
     ensure_generated(str(root / "synthetic_prw"), PRESETS["tiny"])
     proc = subprocess.run(
         [sys.executable, "benchmarks/index_speed.py", "--images", "4", "--rounds", "1",
-         "--frames", "12", "--sizes", "2000", "--queries", "3"],
+         "--frames", "12", "--sizes", "2000", "--queries", "3", "--reduce", "pca64"],
         cwd=repo_root,
         env=dict(os.environ, DETECTRON2_DATASETS=str(root)),
         capture_output=True,
@@ -28,3 +28,5 @@ def test_index_speed_runs_at_tiny_sizes(repo_root, tmp_path):
     assert "extraction, 4 frames" in out and "index over model" in out
     assert "cosine within / across identities" in out
     assert "| 2,000 | exact (IndexFlatIP) |" in out
+    row = next(line for line in out.splitlines() if "exact over pca64 (64-d" in line)
+    assert 0 < float(row.split("|")[5]) <= 1  # recall@100 against the full vectors
