@@ -4,27 +4,14 @@ run, not a timing: the figures live in benchmarks/README.md)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from stl_search.data.datasets.synthetic import PRESETS, ensure_generated
+from .helpers import run_on_tiny_synthetic
 
 
 def test_index_speed_runs_at_tiny_sizes(repo_root, tmp_path):
-    root = tmp_path / "datasets"
-    ensure_generated(str(root / "synthetic_prw"), PRESETS["tiny"])
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/index_speed.py", "--images", "4", "--rounds", "1",
-         "--frames", "12", "--sizes", "2000", "--queries", "3", "--reduce", "pca64"],
-        cwd=repo_root,
-        env=dict(os.environ, DETECTRON2_DATASETS=str(root)),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = run_on_tiny_synthetic(
+        repo_root, tmp_path, "index_speed.py", "--images", "4", "--rounds", "1", "--frames",
+        "12", "--sizes", "2000", "--queries", "3", "--reduce", "pca64",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
     assert "extraction, 4 frames" in out and "index over model" in out
     assert "cosine within / across identities" in out
     assert "| 2,000 | exact (IndexFlatIP) |" in out

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 from stl_search.evaluation import PersonSearchEvaluator
 
 from ..evaluation import fixtures as F
-
-
-def _module(repo_root):
-    path = os.path.join(repo_root, "benchmarks", "reduced_store_eval.py")
-    spec = importlib.util.spec_from_file_location("reduced_store_eval", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .helpers import load_benchmark
 
 
 def _filled(evaluator, gallery, queries):
@@ -26,7 +16,7 @@ def _filled(evaluator, gallery, queries):
 
 
 def test_projected_scores_beside_the_full_ones(repo_root):
-    module = _module(repo_root)
+    module = load_benchmark(repo_root, "reduced_store_eval")
     gname, qname, gallery, queries = F.register_prw()
     full = _filled(PersonSearchEvaluator(gname, qname), gallery, queries).evaluate()["search"]
     evaluator = _filled(module.ProjectedSearchEvaluator(gname, qname), gallery, queries)

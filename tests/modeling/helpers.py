@@ -112,3 +112,11 @@ def assert_same_instances(ref, new):
         torch.testing.assert_close(b.pred_boxes.tensor, a.pred_boxes.tensor, rtol=0, atol=1e-4)
         torch.testing.assert_close(b.scores, a.scores, rtol=0, atol=1e-6)
         torch.testing.assert_close(b.pred_embeddings, a.pred_embeddings, rtol=0, atol=1e-5)
+
+
+def chain_boxes(n: int) -> torch.Tensor:
+    """``n`` boxes in a row, each overlapping only its neighbours (IoU 1/3): with falling
+    scores, greedy NMS at 0.3 keeps every other box, and each round of the static-shape NMS
+    settles one more box."""
+    x = torch.arange(n, dtype=torch.float32) * 5
+    return torch.stack([x, torch.zeros(n), x + 10, torch.full((n,), 10.0)], dim=1)

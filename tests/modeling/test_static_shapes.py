@@ -18,6 +18,7 @@ from stl_search.modeling.static_postprocess import greedy_nms_mask
 
 from .helpers import (
     assert_same_detections,
+    chain_boxes,
     fast_path_inputs,
     randomise_norms,
     run_batches,
@@ -64,23 +65,16 @@ def test_greedy_nms_mask_differs_from_fast_nms_where_greedy_does():
     assert sorted(batched_nms(boxes, scores, torch.zeros(3), 0.3).tolist()) == [0, 2]
 
 
-def _chain(n: int) -> torch.Tensor:
-    """``n`` boxes in a row, each overlapping only its neighbours (IoU 1/3): with falling
-    scores, greedy NMS at 0.3 keeps every other box, and each round settles one more box."""
-    x = torch.arange(n, dtype=torch.float32) * 5
-    return torch.stack([x, torch.zeros(n), x + 10, torch.full((n,), 10.0)], dim=1)
-
-
 def test_greedy_nms_mask_says_when_its_rounds_were_too_few():
     n = 12
-    boxes, scores = _chain(n)[None], torch.linspace(1, 0.1, n)[None]
+    boxes, scores = chain_boxes(n)[None], torch.linspace(1, 0.1, n)[None]
     expected = [i % 2 == 0 for i in range(n)]
     keep, settled = greedy_nms_mask(boxes, scores, None, 0.3, rounds=n + 1)
     assert keep[0].tolist() == expected and settled.tolist() == [True]
     keep, settled = greedy_nms_mask(boxes, scores, None, 0.3, rounds=n // 2)
     assert settled.tolist() == [False] and keep[0].tolist() != expected
     # Each set of a batch settles on its own: the chain beside boxes that do not overlap.
-    apart = _chain(n)
+    apart = chain_boxes(n)
     apart[:, [0, 2]] += torch.arange(n, dtype=torch.float32)[:, None] * 15  # 20 px apart
     keep, settled = greedy_nms_mask(
         torch.stack([boxes[0], apart]), scores.expand(2, -1), None, 0.3, rounds=n // 2
@@ -95,7 +89,7 @@ def test_greedy_nms_mask_settles_as_far_as_the_boxes_its_caller_uses():
     whole chain is: with ``needed=2`` the set counts as settled there, and those two are
     greedy NMS's first two."""
     n = 12
-    boxes, scores = _chain(n)[None], torch.linspace(1, 0.1, n)[None]
+    boxes, scores = chain_boxes(n)[None], torch.linspace(1, 0.1, n)[None]
     keep, settled = greedy_nms_mask(boxes, scores, None, 0.3, rounds=4, needed=2)
     assert settled.tolist() == [True]
     assert keep[0].nonzero()[:2, 0].tolist() == [0, 2]
