@@ -28,37 +28,30 @@ call, the other unavoidable variable-size step.
 
 from __future__ import annotations
 
-import collections
-
 import torch
 from detectron2.modeling import build_model
-from torch.profiler import ProfilerActivity, profile
 
 from stl_search.modeling.fast_path import prepare_inference_model
 
+from ..benchmarks.helpers import load_benchmark
 from .helpers import synthetic_input
 
 MAX_TOP_LEVEL_OPS = 980  # measured 933 (v0.6) / 935 (main), ~5% margin
 MAX_HOST_READS = 4  # measured 4 _local_scalar_dense (see the module docstring)
-HOST_READS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero")
 
 
-def _is_op(event) -> bool:
-    return event.name.startswith(("aten::", "torchvision::"))
-
-
-def _profile(model, inputs):
+def _profile(repo_root, model, inputs):
+    """The model's output and, for one more call, its top-level operator calls and host reads
+    (``benchmarks/profile_counts.py``, which the GPU check's profiles use too)."""
     with torch.no_grad():
-        model(inputs)  # warm-up: lazily built anchors, cached buffers
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            out = model(inputs)
-    ops = [e for e in prof.events() if _is_op(e)]
-    top_level = [e for e in ops if e.cpu_parent is None or not _is_op(e.cpu_parent)]
-    counts = collections.Counter(e.name for e in ops)
-    return out, len(top_level), sum(counts[k] for k in HOST_READS)
+        out = model(inputs)  # also the warm-up: lazily built anchors, cached buffers
+    counts = load_benchmark(repo_root, "profile_counts").profile_counts(
+        lambda: model(inputs), "cpu"
+    )
+    return out, counts["top_level_ops"], counts["host_reads"]
 
 
-def test_operator_calls_and_host_reads_per_image_stay_under_the_measured_bound(cfg):
+def test_operator_calls_and_host_reads_per_image_stay_under_the_measured_bound(cfg, repo_root):
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 5
     cfg.TEST.FAST_PATH.FOLD_BN = True
@@ -67,7 +60,9 @@ def test_operator_calls_and_host_reads_per_image_stay_under_the_measured_bound(c
     cfg.MODEL.ROI_HEADS.SYNC_FREE_INFERENCE = True
     model = prepare_inference_model(build_model(cfg), cfg)
     d = synthetic_input(h=96, w=64)
-    out, n_ops, n_reads = _profile(model, [{"image": d["image"], "height": 96, "width": 64}])
+    out, n_ops, n_reads = _profile(
+        repo_root, model, [{"image": d["image"], "height": 96, "width": 64}]
+    )
     assert len(out[0]["instances"]) == 5
     assert n_ops <= MAX_TOP_LEVEL_OPS, f"{n_ops} operator calls per image"
     assert n_reads <= MAX_HOST_READS, f"{n_reads} host reads per image"
