@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from typing import Dict, List
 
 import cv2
 import numpy as np
 
+from ..utils.io import atomic_open
 from .shards import GalleryIndex
 from .sightings import Sighting
 from .sources import load_record, video_info
@@ -56,36 +59,35 @@ def write_sighting_clip(
     last = min(count - 1, math.ceil((sighting.end + margin) * fps))
     matched = _boxes_by_sampled_frame(sighting, gallery)
     sampled = _sampled_frames(video, gallery)
-    folder, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, f".{name}.{os.getpid()}.tmp.mp4")
     writer, written = None, 0
-    try:
-        for index in range(first, last + 1):
-            record = {"file_name": video, "frame_index": index, "timestamp": -1.0}
-            frame = np.ascontiguousarray(load_record(record, "BGR")["image"]).copy()
-            if writer is None:
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(
-                    temp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
-                )
-                if not writer.isOpened():
-                    raise ValueError(f"{path}: OpenCV cannot write an mp4v video here")
-            latest = np.searchsorted(sampled, index, side="right") - 1  # its latest sample
-            for x1, y1, x2, y2 in matched.get(int(sampled[latest]), ()) if latest >= 0 else ():
-                cv2.rectangle(frame, (round(x1), round(y1)), (round(x2), round(y2)), RED, 2)
-            cv2.putText(frame, label, (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, RED, 2)
-            writer.write(frame)
-            written += 1
+    with tempfile.TemporaryDirectory(prefix="stl-clip-") as scratch:
+        # OpenCV writes to a name (its container follows the extension): a scratch file, then
+        # the project's atomic write puts the bytes at ``path``.
+        temp = os.path.join(scratch, "clip.mp4")
+        try:
+            for index in range(first, last + 1):
+                record = {"file_name": video, "frame_index": index, "timestamp": -1.0}
+                frame = np.ascontiguousarray(load_record(record, "BGR")["image"]).copy()
+                if writer is None:
+                    height, width = frame.shape[:2]
+                    writer = cv2.VideoWriter(
+                        temp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                    )
+                    if not writer.isOpened():
+                        raise ValueError(f"{path}: OpenCV cannot write an mp4v video here")
+                latest = np.searchsorted(sampled, index, side="right") - 1  # its latest sample
+                for x1, y1, x2, y2 in matched.get(int(sampled[latest]), ()) if latest >= 0 else ():
+                    cv2.rectangle(frame, (round(x1), round(y1)), (round(x2), round(y2)), RED, 2)
+                cv2.putText(frame, label, (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, RED, 2)
+                writer.write(frame)
+                written += 1
+        finally:
+            if writer is not None:
+                writer.release()
         if writer is None:
             raise ValueError(f"{video}: no frame between {first} and {last} to write to {path}")
-        writer.release()
-        writer = None
-        os.replace(temp, path)
-    finally:
-        if writer is not None:
-            writer.release()
-        if os.path.exists(temp):
-            os.remove(temp)
+        with open(temp, "rb") as src, atomic_open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
     return written
 
 
